@@ -51,6 +51,7 @@ func benchWriter(b *testing.B, goroutines int, policy SyncPolicy) {
 	}
 	if st := w.Stats(); st.Syncs > 0 {
 		b.ReportMetric(float64(st.Lines)/float64(st.Syncs), "appends/fsync")
+		b.ReportMetric(float64(st.SyncTime.Microseconds())/float64(st.Syncs), "µs/fsync")
 	}
 }
 

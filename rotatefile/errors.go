@@ -28,7 +28,14 @@ type Error struct {
 	Err  error
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("rotatefile: %s %s: %v", e.Op, e.Path, e.Err) }
+func (e *Error) Error() string {
+	inner := e.Err
+	var pe *fs.PathError
+	if errors.As(inner, &pe) && pe.Path == e.Path {
+		inner = pe.Err // the os error repeats the path
+	}
+	return fmt.Sprintf("rotatefile: %s %s: %v", e.Op, e.Path, inner)
+}
 func (e *Error) Unwrap() error { return e.Err }
 
 // IsDiskFull reports whether err means the file system has no room left

@@ -3,6 +3,7 @@ package rotatefile
 import (
 	"io"
 	"os"
+	"syscall"
 )
 
 // fileSystem is the seam through which every data-path file operation goes,
@@ -30,7 +31,33 @@ func (osFS) OpenFile(name string, flag int, perm os.FileMode) (file, error) {
 	if err != nil {
 		return nil, err // a nil *os.File must not become a non-nil file
 	}
-	return f, nil
+	return osFile{f}, nil
+}
+
+// osFile syncs with fdatasync: appends need the data and the new size on
+// disk, not the access times fsync would also write.
+type osFile struct{ *os.File }
+
+func (f osFile) Sync() error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			serr = syscall.Fdatasync(int(fd))
+			if serr != syscall.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: serr}
+	}
+	return nil
 }
 
 func (osFS) Rename(oldpath, newpath string) error       { return os.Rename(oldpath, newpath) }

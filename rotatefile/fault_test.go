@@ -1,0 +1,303 @@
+package rotatefile
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// faultFS injects write and sync failures into the real file system.
+type faultFS struct {
+	osFS
+	mu sync.Mutex
+	// shortWrites makes the next N writes store half their bytes and fail
+	// with ENOSPC, as a full disk does.
+	shortWrites int
+	// failSyncs makes the next N syncs fail with EIO.
+	failSyncs int
+	// failCreate, when set, fails the creation of new files.
+	failCreate error
+}
+
+func (fs *faultFS) OpenFile(name string, flag int, perm os.FileMode) (file, error) {
+	fs.mu.Lock()
+	failCreate := fs.failCreate
+	fs.mu.Unlock()
+	if failCreate != nil && flag&os.O_CREATE != 0 {
+		return nil, failCreate
+	}
+	f, err := fs.osFS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &faultFile{file: f, fs: fs}, nil
+}
+
+func (fs *faultFS) set(shortWrites, failSyncs int) {
+	fs.mu.Lock()
+	fs.shortWrites, fs.failSyncs = shortWrites, failSyncs
+	fs.mu.Unlock()
+}
+
+type faultFile struct {
+	file
+	fs *faultFS
+}
+
+func (f *faultFile) Write(p []byte) (int, error) {
+	f.fs.mu.Lock()
+	short := f.fs.shortWrites > 0
+	if short {
+		f.fs.shortWrites--
+	}
+	f.fs.mu.Unlock()
+	if short {
+		n, _ := f.file.Write(p[:len(p)/2])
+		return n, syscall.ENOSPC
+	}
+	return f.file.Write(p)
+}
+
+func (f *faultFile) Sync() error {
+	f.fs.mu.Lock()
+	fail := f.fs.failSyncs > 0
+	if fail {
+		f.fs.failSyncs--
+	}
+	f.fs.mu.Unlock()
+	if fail {
+		return syscall.EIO
+	}
+	return f.file.Sync()
+}
+
+func TestShortWriteIsCutBackAndReported(t *testing.T) {
+	fs := &faultFS{}
+	dir := t.TempDir()
+	w := mustOpen(t, Options{Dir: dir, Stream: "api", Sync: SyncAlways, fs: fs})
+	if err := w.Append([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	fs.set(1, 0)
+	err := w.Append([]byte("torn-by-enospc"))
+	if !IsDiskFull(err) {
+		t.Fatalf("append on full disk: got %v, want a disk-full error", err)
+	}
+	var ferr *Error
+	if !errors.As(err, &ferr) || ferr.Op != "write" || !strings.HasSuffix(ferr.Path, ActiveSuffix) {
+		t.Fatalf("error %v does not name the write and the file", err)
+	}
+	if err := w.Append([]byte("after")); err != nil {
+		t.Fatalf("append after space returned: %v", err)
+	}
+	w.Close()
+	if got := strings.Join(streamLines(t, filepath.Join(dir, "api")), ","); got != "first,after" {
+		t.Fatalf("lines %q: the failed line must be cut back whole", got)
+	}
+}
+
+func TestFailedSyncAbandonsFile(t *testing.T) {
+	fs := &faultFS{}
+	dir := t.TempDir()
+	w := mustOpen(t, Options{Dir: dir, Stream: "api", Sync: SyncAlways, fs: fs})
+	if err := w.Append([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	fs.set(0, 1)
+	if err := w.Append([]byte("b")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("append with failing fsync: got %v, want EIO", err)
+	}
+	// After a failed fsync the file is not trusted: the next line goes to a
+	// new file and the old one is sealed.
+	if err := w.Append([]byte("c")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	files := readStream(t, filepath.Join(dir, "api"))
+	if len(files) != 2 || string(files[1].data) != "c\n" {
+		t.Fatalf("files %v: want the abandoned file and a new one holding c", files)
+	}
+	if w.Stats().Errors == 0 {
+		t.Error("sync failure not counted")
+	}
+}
+
+func TestIntervalWriterKeepsAcknowledgedLinesThroughFailures(t *testing.T) {
+	fs := &faultFS{}
+	dir := t.TempDir()
+	var hookErrs []error
+	var mu sync.Mutex
+	w := mustOpen(t, Options{Dir: dir, Stream: "api", fs: fs, Hooks: Hooks{OnError: func(err error) {
+		mu.Lock()
+		hookErrs = append(hookErrs, err)
+		mu.Unlock()
+	}}})
+	fs.set(3, 0)
+	// Appends are acknowledged until the first write fails; then they fail
+	// fast while the stuck batch is retried, and succeed once it is written.
+	var acked []string
+	var rejected int
+	eventually(t, 10*time.Second, func() bool {
+		line := fmt.Sprintf("line-%d", len(acked))
+		err := w.Append([]byte(line))
+		if err != nil {
+			rejected++
+			if !IsDiskFull(err) {
+				t.Fatalf("stuck writer returned %v", err)
+			}
+			return false
+		}
+		acked = append(acked, line)
+		return rejected > 0
+	}, "writer rejects, then recovers")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(streamLines(t, filepath.Join(dir, "api")), ","), strings.Join(acked, ","); got != want {
+		t.Fatalf("stored %q, want every acknowledged line once in order %q", got, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(hookErrs) < 3 {
+		t.Errorf("OnError saw %d errors, want 3", len(hookErrs))
+	}
+}
+
+// mountTmpfs mounts a small tmpfs for real disk-full and read-only tests.
+// Mounting needs root; elsewhere the fault-injection tests above cover the
+// same paths.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+func TestDiskFullAndRecovery(t *testing.T) {
+	for _, policy := range []SyncPolicy{SyncAlways, SyncInterval} {
+		t.Run(policy.String(), func(t *testing.T) {
+			dir := mountTmpfs(t, "512k")
+			stream := filepath.Join(dir, "api")
+			w := mustOpen(t, Options{Dir: dir, Stream: "api", Sync: policy, MaxBytes: 64 << 10})
+			pad := strings.Repeat("d", 1000)
+			acked := map[string]bool{}
+			var fullErr error
+			i := 0
+			for ; i < 10000; i++ {
+				line := fmt.Sprintf("%05d %s", i, pad)
+				if err := w.Append([]byte(line)); err != nil {
+					fullErr = err
+					break
+				}
+				acked[line[:5]] = true
+			}
+			if !IsDiskFull(fullErr) {
+				t.Fatalf("filling 512k: got %v after %d lines, want a disk-full error", fullErr, i)
+			}
+			t.Logf("disk full after %d lines: %v", i, fullErr)
+
+			// A reader consumes sealed files, so space returns; with
+			// SyncInterval more lines were acknowledged than fit, so the
+			// writer needs several rounds of that to catch up.
+			removed := map[string]bool{}
+			consume := func() {
+				for _, f := range readStream(t, stream) {
+					if f.info.Active {
+						continue
+					}
+					for _, l := range strings.Split(strings.TrimSuffix(string(f.data), "\n"), "\n") {
+						removed[l[:5]] = true
+					}
+					if err := os.Remove(filepath.Join(stream, f.name)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			line := fmt.Sprintf("%05d %s", i, pad)
+			eventually(t, 10*time.Second, func() bool {
+				consume()
+				return w.Append([]byte(line)) == nil
+			}, "appends succeed once space returned")
+			acked[line[:5]] = true
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			stored := map[string]int{}
+			for _, l := range streamLines(t, stream) {
+				stored[l[:5]]++
+			}
+			for k := range removed {
+				stored[k]++
+			}
+			for k := range acked {
+				if stored[k] != 1 {
+					t.Errorf("acknowledged line %s stored %d times", k, stored[k])
+				}
+			}
+			if policy == SyncAlways {
+				for k := range stored {
+					if !acked[k] {
+						t.Errorf("line %s stored although its append failed", k)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestReadOnlySpool(t *testing.T) {
+	dir := mountTmpfs(t, "1m")
+	if out, err := exec.Command("mount", "-o", "remount,ro", dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount ro: %v: %s", err, out)
+	}
+	_, err := Open(Options{Dir: dir, Stream: "api"})
+	if !IsPermission(err) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("Open on read-only spool: got %v, want a permission error naming the path", err)
+	}
+}
+
+func TestUnwritableDirFailsAppendThenRecovers(t *testing.T) {
+	fs := &faultFS{}
+	dir := t.TempDir()
+	w := mustOpen(t, Options{Dir: dir, Stream: "api", Sync: SyncAlways, MaxBytes: 10, fs: fs})
+	if err := w.Append([]byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	fs.mu.Lock()
+	fs.failCreate = syscall.EACCES
+	fs.mu.Unlock()
+	// The next line needs a new file (MaxBytes 10), which cannot be created.
+	err := w.Append([]byte("during"))
+	if !IsPermission(err) {
+		t.Fatalf("append into unwritable dir: got %v, want a permission error", err)
+	}
+	fs.mu.Lock()
+	fs.failCreate = nil
+	fs.mu.Unlock()
+	if err := w.Append([]byte("after")); err != nil {
+		t.Fatalf("append after permission returned: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(streamLines(t, filepath.Join(dir, "api")), ","); got != "before,after" {
+		t.Fatalf("lines %q", got)
+	}
+}
