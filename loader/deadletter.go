@@ -1,0 +1,188 @@
+package loader
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// Dead-letter reasons the loader itself gives; the decoder's reasons
+// (schema.Reason) and the sinks' (e.g. "db_rejected", "too_large") join them.
+const (
+	ReasonLineTooLong   = "line_too_long"  // longer than Config.MaxLineBytes
+	ReasonTruncatedLine = "truncated_line" // a sealed file ends without a newline
+)
+
+// DeadLetter is one entry of a dead-letter file
+// (<state_dir>/deadletter/<stream>/<date>.ndjson, one JSON object per line).
+// Line holds the line when it is valid UTF-8, LineBase64 otherwise, so the
+// original bytes can always be recovered.
+type DeadLetter struct {
+	Time       time.Time `json:"time"`
+	Stream     string    `json:"stream"`
+	Sink       string    `json:"sink,omitempty"` // set when a sink rejected the record
+	Reason     string    `json:"reason"`
+	Detail     string    `json:"detail,omitempty"`
+	File       string    `json:"file"`
+	Offset     int64     `json:"offset"`
+	Length     int64     `json:"length"`
+	Line       *string   `json:"line,omitempty"`
+	LineBase64 string    `json:"line_base64,omitempty"`
+}
+
+// deadLetters appends entries to the per-stream, per-UTC-day files. Writes
+// are buffered; Sync makes them durable, and the loader syncs before any
+// checkpoint can pass a dead-lettered line.
+type deadLetters struct {
+	dir     string
+	now     func() time.Time
+	metrics *metrics
+
+	mu    sync.Mutex
+	files map[string]*dlFile // by stream
+}
+
+type dlFile struct {
+	day   string
+	f     *os.File
+	w     *bufio.Writer
+	dirty bool
+}
+
+func newDeadLetters(dir string, now func() time.Time, m *metrics) *deadLetters {
+	return &deadLetters{dir: dir, now: now, metrics: m, files: map[string]*dlFile{}}
+}
+
+// write appends an entry holding line.
+func (d *deadLetters) write(e DeadLetter, line []byte) error {
+	e.Length = int64(len(line))
+	if utf8.Valid(line) {
+		s := string(line)
+		e.Line = &s
+	} else {
+		e.LineBase64 = base64.StdEncoding.EncodeToString(line)
+	}
+	return d.append(e, nil)
+}
+
+// writeFrom appends an entry whose line is too long to hold in memory: it is
+// copied from r (e.Length bytes) into line_base64 in small pieces.
+func (d *deadLetters) writeFrom(e DeadLetter, r io.Reader) error {
+	return d.append(e, r)
+}
+
+func (d *deadLetters) append(e DeadLetter, body io.Reader) error {
+	e.Time = d.now().UTC()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	df, err := d.fileLocked(e.Stream, e.Time)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	if body == nil {
+		df.w.Write(data)
+	} else {
+		// Splice the streamed line in before the closing brace.
+		df.w.Write(data[:len(data)-1])
+		df.w.WriteString(`,"line_base64":"`)
+		enc := base64.NewEncoder(base64.StdEncoding, df.w)
+		if _, err := io.CopyN(enc, body, e.Length); err != nil {
+			return fmt.Errorf("dead letter %s:%d: copy line: %w", e.File, e.Offset, err)
+		}
+		enc.Close()
+		df.w.WriteString(`"}`)
+	}
+	if err := df.w.WriteByte('\n'); err != nil {
+		return fmt.Errorf("write dead letter: %w", err)
+	}
+	df.dirty = true
+	d.metrics.deadLettered(e.Stream, e.Sink, e.Reason)
+	return nil
+}
+
+func (d *deadLetters) fileLocked(stream string, t time.Time) (*dlFile, error) {
+	day := t.Format("2006-01-02")
+	df := d.files[stream]
+	if df != nil && df.day == day {
+		return df, nil
+	}
+	if df != nil {
+		if err := df.close(); err != nil {
+			return nil, err
+		}
+	}
+	dir := filepath.Join(d.dir, stream)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("dead letters: %w", err)
+	}
+	path := filepath.Join(dir, day+".ndjson")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("dead letters: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		f.Close()
+		return nil, err
+	}
+	df = &dlFile{day: day, f: f, w: bufio.NewWriterSize(f, 64<<10)}
+	d.files[stream] = df
+	return df, nil
+}
+
+// sync makes every entry written so far durable.
+func (d *deadLetters) sync() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, df := range d.files {
+		if err := df.sync(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *deadLetters) close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var first error
+	for s, df := range d.files {
+		if err := df.close(); err != nil && first == nil {
+			first = err
+		}
+		delete(d.files, s)
+	}
+	return first
+}
+
+func (df *dlFile) sync() error {
+	if !df.dirty {
+		return nil
+	}
+	if err := df.w.Flush(); err != nil {
+		return fmt.Errorf("dead letters %s: %w", df.f.Name(), err)
+	}
+	if err := df.f.Sync(); err != nil {
+		return fmt.Errorf("dead letters %s: %w", df.f.Name(), err)
+	}
+	df.dirty = false
+	return nil
+}
+
+func (df *dlFile) close() error {
+	err := df.sync()
+	if cerr := df.f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,255 @@
+package loader
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dualwrite/ingest/schema"
+)
+
+// testSchema has one table, "ev", keyed by account, with a sequence number
+// and the append time in nanoseconds so tests can check order and latency.
+func testSchema(tb testing.TB) *schema.Schema {
+	tb.Helper()
+	s, err := schema.New(map[string]*schema.Table{
+		"ev": {Key: "account", Columns: map[string]string{
+			"account": "bigint", "seq": "bigint", "at": "bigint", "pad": "text",
+		}},
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+func evLine(account, seq int, pad string) string {
+	return fmt.Sprintf(`{"table":"ev","row":{"account":%d,"seq":%d,"at":%d,"pad":%q}}`, account, seq, time.Now().UnixNano(), pad)
+}
+
+// got is a record as a test sink stored it.
+type got struct {
+	Seq     int       `json:"seq"`
+	Account string    `json:"account"`
+	At      int64     `json:"at"`
+	Pos     Position  `json:"pos"`
+	Stored  time.Time `json:"stored"`
+}
+
+func parseGot(r Record) got {
+	row := string(r.Row)
+	field := func(name string) int64 {
+		i := strings.Index(row, `"`+name+`":`)
+		if i < 0 {
+			return -1
+		}
+		rest := row[i+len(name)+3:]
+		j := strings.IndexAny(rest, ",}")
+		v, _ := strconv.ParseInt(rest[:j], 10, 64)
+		return v
+	}
+	return got{Seq: int(field("seq")), Account: r.Key, At: field("at"), Pos: r.Pos, Stored: time.Now()}
+}
+
+// memSink is an in-process sink that stores records and its checkpoint
+// together under one lock, like a database transaction: it owns its
+// checkpoint, so it must end with every line exactly once.
+type memSink struct {
+	name string
+	// ownCheckpoint makes it a CheckpointOwner; otherwise the loader's file
+	// store keeps its checkpoint.
+	ownCheckpoint bool
+	delay         time.Duration // per batch, before storing
+	async         bool          // ack from another goroutine, after Submit returned
+
+	failing atomic.Bool // while set, batches fail
+	batches atomic.Int64
+
+	mu   sync.Mutex
+	recs []got
+	cp   map[string]Position
+	wg   sync.WaitGroup
+}
+
+func newMemSink(name string, own bool) *memSink {
+	return &memSink{name: name, ownCheckpoint: own, cp: map[string]Position{}}
+}
+
+func (s *memSink) Name() string { return s.name }
+
+var errSinkDown = errors.New("test sink is down")
+
+func (s *memSink) Submit(ctx context.Context, b *Batch, ack func(error)) error {
+	do := func() {
+		if s.delay > 0 {
+			select {
+			case <-time.After(s.delay):
+			case <-ctx.Done():
+				ack(ctx.Err())
+				return
+			}
+		}
+		if s.failing.Load() {
+			ack(errSinkDown)
+			return
+		}
+		s.mu.Lock()
+		for _, r := range b.Records {
+			s.recs = append(s.recs, parseGot(r))
+		}
+		s.cp[b.Stream] = b.End
+		s.mu.Unlock()
+		s.batches.Add(1)
+		ack(nil)
+	}
+	if s.async {
+		s.wg.Go(do)
+		return nil
+	}
+	do()
+	return nil
+}
+
+// memOwner is memSink with its own checkpoint.
+type memOwner struct{ *memSink }
+
+func (s memOwner) Checkpoint(_ context.Context, stream string) (Position, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.cp[stream]
+	return p, ok, nil
+}
+
+func (s *memSink) spec() SinkSpec {
+	if s.ownCheckpoint {
+		return SinkSpec{Sink: memOwner{s}, MaxInFlight: 4}
+	}
+	return SinkSpec{Sink: s, MaxInFlight: 4}
+}
+
+func (s *memSink) records() []got {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]got(nil), s.recs...)
+}
+
+func (s *memSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.recs)
+}
+
+// checkExactlyOnceInOrder fails unless recs hold seq 0..n-1 once each, in
+// order (the tests write from one goroutine, so file order is seq order).
+func checkExactlyOnceInOrder(tb testing.TB, name string, recs []got, n int) {
+	tb.Helper()
+	if len(recs) != n {
+		seen := map[int]int{}
+		for _, r := range recs {
+			seen[r.Seq]++
+		}
+		var missing, dup []int
+		for i := range n {
+			if seen[i] == 0 && len(missing) < 10 {
+				missing = append(missing, i)
+			}
+			if seen[i] > 1 && len(dup) < 10 {
+				dup = append(dup, i)
+			}
+		}
+		tb.Fatalf("%s: %d records, want %d (first missing %v, first duplicated %v)", name, len(recs), n, missing, dup)
+	}
+	for i, r := range recs {
+		if r.Seq != i {
+			tb.Fatalf("%s: record %d has seq %d (lost, duplicated or reordered)", name, i, r.Seq)
+		}
+	}
+}
+
+// runLoader runs a loader in the background; the returned stop cancels it
+// and returns Run's error.
+func runLoader(tb testing.TB, cfg Config, sinks ...SinkSpec) (l *Loader, stop func() error) {
+	tb.Helper()
+	l, err := New(cfg, sinks...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	var once sync.Once
+	var runErr error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(60 * time.Second):
+				runErr = errors.New("loader did not stop within 60 s")
+			}
+		})
+		return runErr
+	}
+	tb.Cleanup(func() { stop() })
+	return l, stop
+}
+
+func eventually(tb testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out after %v: "+format, append([]any{timeout}, args...)...)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// spoolFiles lists the data files left in a stream directory.
+func spoolFiles(tb testing.TB, dir string) []string {
+	tb.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
+// readDeadLetters returns every dead letter of a stream.
+func readDeadLetters(tb testing.TB, stateDir, stream string) []DeadLetter {
+	tb.Helper()
+	files, _ := filepath.Glob(filepath.Join(stateDir, "deadletter", stream, "*.ndjson"))
+	var out []DeadLetter
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			if l == "" {
+				continue
+			}
+			var d DeadLetter
+			if err := json.Unmarshal([]byte(l), &d); err != nil {
+				tb.Fatalf("dead letter %q: %v", l, err)
+			}
+			out = append(out, d)
+		}
+	}
+	return out
+}

@@ -1,0 +1,427 @@
+package loader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Loader tails the spool's streams and feeds every sink from its own
+// checkpoint. Create it with [New] and call [Loader.Run] once.
+type Loader struct {
+	cfg     Config
+	sinks   []SinkSpec
+	metrics *metrics
+	dl      *deadLetters
+
+	settings atomic.Pointer[settings]
+
+	mu        sync.Mutex
+	streams   map[string]*stream
+	positions map[string]map[string]Position // stream -> sink -> checkpoint
+	kick      chan struct{}                  // wakes the janitor
+}
+
+// settings are what may change while running, at a batch boundary.
+type settings struct {
+	batch  BatchConfig
+	routes map[string]RouteFunc
+}
+
+// New checks the configuration and sinks; nothing runs until Run.
+func New(cfg Config, sinks ...SinkSpec) (*Loader, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if len(sinks) == 0 {
+		return nil, errors.New("loader: no sink")
+	}
+	l := &Loader{
+		cfg:       cfg,
+		sinks:     sinks,
+		metrics:   newMetrics(cfg.Registry),
+		streams:   map[string]*stream{},
+		positions: map[string]map[string]Position{},
+		kick:      make(chan struct{}, 1),
+	}
+	routes := map[string]RouteFunc{}
+	for i, s := range sinks {
+		if s.Sink == nil {
+			return nil, fmt.Errorf("loader: sink %d is nil", i)
+		}
+		name := s.Sink.Name()
+		if name == "" || name != filepath.Base(name) || name[0] == '.' {
+			return nil, fmt.Errorf("loader: sink name %q must be a plain word", name)
+		}
+		if _, dup := routes[name]; dup {
+			return nil, fmt.Errorf("loader: two sinks named %q", name)
+		}
+		routes[name] = s.Route
+	}
+	l.settings.Store(&settings{batch: cfg.Batch, routes: routes})
+	l.dl = newDeadLetters(filepath.Join(cfg.StateDir, "deadletter"), cfg.now, l.metrics)
+	return l, nil
+}
+
+// SetRoutes replaces the routes of the named sinks (others keep theirs).
+// Pipelines pick the change up at their next batch.
+func (l *Loader) SetRoutes(routes map[string]RouteFunc) {
+	old := l.settings.Load()
+	next := &settings{batch: old.batch, routes: map[string]RouteFunc{}}
+	for k, v := range old.routes {
+		next.routes[k] = v
+	}
+	for k, v := range routes {
+		next.routes[k] = v
+	}
+	l.settings.Store(next)
+}
+
+// SetBatch replaces the batch bounds, from the next batch on.
+func (l *Loader) SetBatch(b BatchConfig) {
+	old := l.settings.Load()
+	l.settings.Store(&settings{batch: b.withDefaults(), routes: old.routes})
+}
+
+// Run loads until ctx ends, then stops reading, waits up to
+// ShutdownTimeout for in-flight batches, and returns nil. It returns an
+// error when it cannot start (unreadable spool, a checkpoint the spool does
+// not match) or when a pipeline hits such a problem later.
+func (l *Loader) Run(ctx context.Context) error {
+	if err := os.MkdirAll(l.cfg.StateDir, 0o750); err != nil {
+		return fmt.Errorf("loader: state dir: %w", err)
+	}
+	if _, err := os.Stat(l.cfg.Dir); err != nil {
+		return fmt.Errorf("loader: spool dir: %w", err)
+	}
+	// Pipelines stop reading when runCtx ends; sinks keep sinkCtx until
+	// in-flight batches are acknowledged or ShutdownTimeout passes.
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	sinkCtx, cancelSinks := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSinks()
+
+	watcher, err := fsnotify.NewWatcher()
+	if err != nil {
+		l.cfg.Logger.Warn("file events unavailable; polling only", "err", err)
+		watcher = nil
+	} else {
+		defer watcher.Close()
+		if err := watcher.Add(l.cfg.Dir); err != nil {
+			l.cfg.Logger.Warn("cannot watch spool dir; polling only", "dir", l.cfg.Dir, "err", err)
+		}
+	}
+
+	var wg sync.WaitGroup
+	var fatalOnce sync.Once
+	var fatal error
+	startPipelines := func(st *stream) {
+		for i, spec := range l.sinks {
+			p := l.newPipeline(st, spec, i == 0, sinkCtx)
+			wg.Go(func() {
+				if err := p.run(runCtx); err != nil {
+					fatalOnce.Do(func() { fatal = err })
+					stop(err)
+				}
+			})
+		}
+	}
+	discover := func() {
+		for _, st := range l.discover() {
+			if watcher != nil {
+				if err := watcher.Add(st.dir); err != nil {
+					l.cfg.Logger.Warn("cannot watch stream; polling only", "stream", st.name, "err", err)
+				}
+			}
+			l.cfg.Logger.Info("stream found", "stream", st.name, "dir", st.dir)
+			startPipelines(st)
+		}
+	}
+	discover()
+
+	var bg sync.WaitGroup
+	bg.Go(func() { l.janitor(runCtx) })
+	var events <-chan fsnotify.Event
+	var werrs <-chan error
+	if watcher != nil {
+		events, werrs = watcher.Events, watcher.Errors
+	}
+	rescan := time.NewTicker(max(l.cfg.PollInterval*10, time.Second))
+	defer rescan.Stop()
+loop:
+	for {
+		select {
+		case <-runCtx.Done():
+			break loop
+		case ev := <-events:
+			dir := filepath.Dir(ev.Name)
+			if dir == filepath.Clean(l.cfg.Dir) {
+				if ev.Has(fsnotify.Create) {
+					discover()
+				}
+				continue
+			}
+			if st := l.stream(filepath.Base(dir)); st != nil {
+				st.notify()
+			}
+		case err := <-werrs:
+			l.cfg.Logger.Warn("file events", "err", err)
+		case <-rescan.C:
+			discover()
+		}
+	}
+
+	// Let in-flight batches finish, within the shutdown timeout.
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	timer := time.NewTimer(l.cfg.ShutdownTimeout)
+	select {
+	case <-drained:
+	case <-timer.C:
+		cancelSinks()
+		<-drained
+	}
+	timer.Stop()
+	bg.Wait()
+	l.retire() // a last pass, so files every sink passed do not wait for the next start
+	if err := l.dl.close(); err != nil && fatal == nil {
+		fatal = fmt.Errorf("loader: dead letters: %w", err)
+	}
+	return fatal
+}
+
+func (l *Loader) newPipeline(st *stream, spec SinkSpec, dlOwner bool, sinkCtx context.Context) *pipeline {
+	name := spec.Sink.Name()
+	p := &pipeline{
+		l: l, st: st, spec: spec, name: name, dlOwner: dlOwner,
+		tail:    newTail(st, l.cfg.MaxLineBytes),
+		log:     l.cfg.Logger.With("stream", st.name, "sink", name),
+		sinkCtx: sinkCtx,
+		maxLine: l.cfg.MaxLineBytes,
+		acks:    make(chan ack, max(spec.MaxInFlight, 1)+1),
+	}
+	switch {
+	case spec.Store != nil:
+		p.store = spec.Store
+	default:
+		if o, ok := spec.Sink.(CheckpointOwner); ok {
+			p.owner = o
+		} else {
+			p.store = FileStore{Dir: filepath.Join(l.cfg.StateDir, "checkpoints")}
+		}
+	}
+	return p
+}
+
+// discover returns streams not seen before.
+func (l *Loader) discover() []*stream {
+	var names []string
+	if len(l.cfg.Streams) > 0 {
+		for _, s := range l.cfg.Streams {
+			names = append(names, s.Name)
+		}
+	} else {
+		entries, err := os.ReadDir(l.cfg.Dir)
+		if err != nil {
+			l.cfg.Logger.Error("list spool", "err", err)
+			return nil
+		}
+		stateDir, _ := filepath.Abs(l.cfg.StateDir)
+		for _, e := range entries {
+			if !e.IsDir() || e.Name()[0] == '.' {
+				continue
+			}
+			if abs, _ := filepath.Abs(filepath.Join(l.cfg.Dir, e.Name())); abs == stateDir {
+				continue
+			}
+			names = append(names, e.Name())
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var found []*stream
+	for _, name := range names {
+		if l.streams[name] != nil {
+			continue
+		}
+		dir := filepath.Join(l.cfg.Dir, name)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			continue // a configured stream whose directory does not exist yet
+		}
+		sc, _ := l.cfg.streamConfig(name)
+		st := newStream(name, dir, sc, l.cfg.now)
+		l.streams[name] = st
+		l.positions[name] = map[string]Position{}
+		found = append(found, st)
+	}
+	return found
+}
+
+func (l *Loader) stream(name string) *stream {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.streams[name]
+}
+
+func (l *Loader) setPosition(stream, sink string, pos Position) {
+	l.mu.Lock()
+	l.positions[stream][sink] = pos
+	l.mu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Positions returns every pipeline's checkpoint, by stream and sink.
+func (l *Loader) Positions() map[string]map[string]Position {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]map[string]Position{}
+	for s, m := range l.positions {
+		out[s] = map[string]Position{}
+		for k, v := range m {
+			out[s][k] = v
+		}
+	}
+	return out
+}
+
+// janitor retires files every sink has passed and refreshes lag metrics.
+func (l *Loader) janitor(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.kick:
+		case <-tick.C:
+			l.measureLag()
+		}
+		l.retire()
+	}
+}
+
+// retire deletes (or archives) the files before the oldest checkpoint of
+// each stream, and purges archives older than Retention.
+func (l *Loader) retire() {
+	l.mu.Lock()
+	type job struct {
+		st     *stream
+		oldest string
+	}
+	var jobs []job
+	for name, st := range l.streams {
+		pos := l.positions[name]
+		if len(pos) < len(l.sinks) {
+			continue // a pipeline has not loaded its checkpoint yet
+		}
+		oldest := ""
+		first := true
+		for _, p := range pos {
+			if first || p.File < oldest {
+				oldest, first = p.File, false
+			}
+		}
+		jobs = append(jobs, job{st, oldest})
+	}
+	l.mu.Unlock()
+	for _, j := range jobs {
+		if j.oldest == "" {
+			continue
+		}
+		files, err := j.st.list()
+		if err != nil {
+			l.cfg.Logger.Warn("retire: list", "stream", j.st.name, "err", err)
+			continue
+		}
+		for _, f := range files {
+			if f.key >= j.oldest || f.active {
+				break
+			}
+			l.retireFile(j.st, f)
+		}
+		if l.cfg.Retention > 0 {
+			l.purgeArchive(j.st.name)
+		}
+	}
+}
+
+func (l *Loader) retireFile(st *stream, f spoolFile) {
+	path := filepath.Join(st.dir, f.name)
+	if l.cfg.Retention <= 0 {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			l.cfg.Logger.Warn("retire: remove", "file", path, "err", err)
+			return
+		}
+		l.metrics.filesRemoved.WithLabelValues(st.name, "deleted").Inc()
+		return
+	}
+	dir := filepath.Join(l.cfg.StateDir, "archive", st.name)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		l.cfg.Logger.Warn("retire: archive", "err", err)
+		return
+	}
+	if err := os.Rename(path, filepath.Join(dir, f.key)); err != nil {
+		l.cfg.Logger.Warn("retire: archive", "file", path, "err", err)
+		return
+	}
+	l.metrics.filesRemoved.WithLabelValues(st.name, "archived").Inc()
+}
+
+func (l *Loader) purgeArchive(stream string) {
+	dir := filepath.Join(l.cfg.StateDir, "archive", stream)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	cutoff := l.cfg.now().Add(-l.cfg.Retention)
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil || fi.ModTime().After(cutoff) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err == nil {
+			l.metrics.filesRemoved.WithLabelValues(stream, "purged").Inc()
+		}
+	}
+}
+
+// measureLag sets ingest_lag_bytes: the bytes of each stream after each
+// sink's checkpoint.
+func (l *Loader) measureLag() {
+	for stream, bySink := range l.Positions() {
+		st := l.stream(stream)
+		files, err := st.list()
+		if err != nil {
+			continue
+		}
+		sizes := make([]int64, len(files))
+		for i, f := range files {
+			if fi, err := os.Stat(filepath.Join(st.dir, f.name)); err == nil {
+				sizes[i] = fi.Size()
+			}
+		}
+		for sink, pos := range bySink {
+			var lag int64
+			i := sort.Search(len(files), func(i int) bool { return files[i].key >= pos.File })
+			for ; i < len(files); i++ {
+				lag += sizes[i]
+				if files[i].key == pos.File {
+					lag -= pos.Offset
+				}
+			}
+			l.metrics.lagBytes.WithLabelValues(stream, sink).Set(float64(max(lag, 0)))
+		}
+	}
+}

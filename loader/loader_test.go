@@ -1,0 +1,126 @@
+package loader
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dualwrite/ingest/rotatefile"
+)
+
+func TestTailsRotatingWriterExactlyOnceInOrder(t *testing.T) {
+	spool := t.TempDir()
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 32 << 10, FlushInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	sink := newMemSink("mem", true)
+	files := newMemSink("filecp", false)
+	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{Linger: 5 * time.Millisecond}}, sink.spec(), files.spec())
+
+	const n = 20000
+	pad := strings.Repeat("x", 200)
+	for i := range n {
+		if err := w.Append([]byte(evLine(i%50, i, pad))); err != nil {
+			t.Fatal(err)
+		}
+		if i%500 == 0 {
+			// Let the loader tail the active file rather than a backlog.
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	eventually(t, 30*time.Second, func() bool { return sink.count() >= n && files.count() >= n }, "all %d lines at both sinks (have %d, %d)", n, sink.count(), files.count())
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*memSink{sink, files} {
+		recs := s.records()
+		checkExactlyOnceInOrder(t, s.name, recs, n)
+		lat := make([]time.Duration, len(recs))
+		for i, r := range recs {
+			lat[i] = r.Stored.Sub(time.Unix(0, r.At))
+		}
+		slices.Sort(lat)
+		t.Logf("%s: append-to-sink latency p50 %v p99 %v max %v", s.name, lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1])
+		if lat[len(lat)/2] > 100*time.Millisecond {
+			t.Errorf("%s: median append-to-sink latency %v, want under 100 ms", s.name, lat[len(lat)/2])
+		}
+	}
+	if rot := w.Stats().Rotations; rot < 20 {
+		t.Fatalf("only %d rotations; the test wants many", rot)
+	}
+	// Every sink passed every file: retention 0 deleted all but what the
+	// last checkpoint still points into.
+	if left := spoolFiles(t, filepath.Join(spool, "api")); len(left) > 1 {
+		t.Errorf("files left after both sinks passed them: %v", left)
+	}
+}
+
+func TestStartsFromCheckpointAfterRestart(t *testing.T) {
+	spool := t.TempDir()
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 8 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	sink := newMemSink("mem", false) // loader's file store keeps the checkpoint
+	cfg := Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{Linger: time.Millisecond}}
+	for i := range 300 {
+		w.Append([]byte(evLine(1, i, "a")))
+	}
+	_, stop := runLoader(t, cfg, sink.spec())
+	eventually(t, 10*time.Second, func() bool { return sink.count() == 300 }, "first run loads 300")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 300; i < 600; i++ {
+		w.Append([]byte(evLine(1, i, "b")))
+	}
+	_, stop = runLoader(t, cfg, sink.spec())
+	eventually(t, 10*time.Second, func() bool { return sink.count() >= 600 }, "second run loads the rest")
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkExactlyOnceInOrder(t, "mem", sink.records(), 600)
+}
+
+func TestCheckpointProblemsStopStartup(t *testing.T) {
+	spool := t.TempDir()
+	stream := filepath.Join(spool, "api")
+	os.MkdirAll(stream, 0o750)
+	name := rotatefile.FileName(1, time.Now(), ".ndjson")
+	os.WriteFile(filepath.Join(stream, name), []byte(evLine(1, 0, "")+"\n"), 0o640)
+	state := filepath.Join(spool, ".ingest")
+	cpPath := filepath.Join(state, "checkpoints", "mem", "api.json")
+	os.MkdirAll(filepath.Dir(cpPath), 0o750)
+
+	for _, tc := range []struct{ name, cp, want string }{
+		{"corrupt", `{"file": "x", "off`, "corrupt checkpoint"},
+		{"past end of file", `{"file":"` + name + `","offset":99999}`, "beyond the spool"},
+		{"missing file", `{"file":"0000000000000000-20200101T000000.000Z.ndjson","offset":0}`, "beyond the spool"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.WriteFile(cpPath, []byte(tc.cp), 0o640)
+			l, err := New(Config{Dir: spool, Schema: testSchema(t)}, newMemSink("mem", false).spec())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := t.Context()
+			err = l.Run(ctx)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Run = %v, want an error containing %q", err, tc.want)
+			}
+			// The checkpoint was not reset.
+			if data, _ := os.ReadFile(cpPath); string(data) != tc.cp {
+				t.Fatalf("checkpoint rewritten to %q", data)
+			}
+		})
+	}
+}

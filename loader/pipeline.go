@@ -1,0 +1,427 @@
+package loader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/dualwrite/ingest/schema"
+)
+
+// pipeline feeds one sink from one stream: it reads the stream from the
+// sink's own checkpoint, decodes, routes and batches, keeps up to
+// MaxInFlight batches at the sink, and advances the checkpoint over the
+// contiguous prefix of acknowledged batches. Pipelines never wait for each
+// other, so a slow or failing sink only delays itself; it re-reads from disk
+// what it has not yet taken, so memory stays bounded whatever the backlog.
+type pipeline struct {
+	l        *Loader
+	st       *stream
+	spec     SinkSpec
+	name     string
+	store    CheckpointStore // nil when the sink owns its checkpoint
+	owner    CheckpointOwner
+	dlOwner  bool // this pipeline dead-letters lines no sink can take
+	tail     *tail
+	log      *slog.Logger
+	sinkCtx  context.Context
+	maxLine  int
+	acks     chan ack
+	inflight []*flight
+	seq      uint64
+	cur      *builder
+	acked    Position // the checkpoint: all before it is durable in the sink
+	// failedSeq is the first batch that failed since the last rewind; the
+	// checkpoint does not pass it and no batch is submitted until the
+	// pipeline rewinds.
+	failedSeq uint64
+	failErr   error
+	backoff   time.Duration
+}
+
+type flight struct {
+	b    *Batch
+	sent time.Time
+	done bool
+	err  error
+	read time.Time // when its first line was read, for lag
+}
+
+type ack struct {
+	f   *flight
+	err error
+}
+
+// builder collects the next batch. Lines routed to the sink are copied
+// into arena chunks that the batch then owns.
+type builder struct {
+	start, end Position
+	records    []Record
+	bytes      int
+	covered    int64
+	first      time.Time
+	deadLetter bool
+	arena      []byte
+}
+
+const arenaChunk = 1 << 20
+
+func (b *builder) empty() bool { return b.covered == 0 && b.end == b.start }
+
+func (b *builder) copyLine(line []byte) []byte {
+	if len(line) > cap(b.arena)-len(b.arena) {
+		b.arena = make([]byte, 0, max(arenaChunk, len(line)))
+	}
+	n := len(b.arena)
+	b.arena = append(b.arena, line...)
+	return b.arena[n:len(b.arena):len(b.arena)]
+}
+
+func (p *pipeline) settings() settings { return *p.l.settings.Load() }
+
+// run loads the checkpoint and feeds the sink until ctx ends, then drains.
+func (p *pipeline) run(ctx context.Context) error {
+	if err := p.start(ctx); err != nil {
+		return err
+	}
+	defer p.tail.close()
+	for {
+		p.drainAcks()
+		if ctx.Err() != nil {
+			return p.shutdown()
+		}
+		if p.failedSeq != 0 {
+			if len(p.inflight) > 0 {
+				p.waitAck(ctx)
+				continue
+			}
+			if err := p.rewind(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		cfg := p.settings()
+		maxInFlight := max(p.spec.MaxInFlight, 1)
+		if len(p.inflight) >= maxInFlight {
+			p.waitAck(ctx)
+			continue
+		}
+		changed := p.st.wait()
+		caughtUp, err := p.fill(ctx, cfg)
+		if err != nil {
+			if errors.Is(err, ErrCheckpointBeyondFile) {
+				return err
+			}
+			p.fail(fmt.Errorf("read stream: %w", err))
+			continue
+		}
+		if p.ready(cfg, caughtUp) {
+			p.submit(ctx, cfg)
+			continue
+		}
+		if !caughtUp {
+			continue
+		}
+		wait := p.l.cfg.PollInterval
+		if !p.cur.empty() {
+			wait = min(wait, max(0, cfg.batch.Linger-p.l.cfg.now().Sub(p.cur.first)))
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case a := <-p.acks:
+			p.handleAck(a)
+		case <-changed:
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		timer.Stop()
+	}
+}
+
+func (p *pipeline) start(ctx context.Context) error {
+	var pos Position
+	var ok bool
+	var err error
+	if p.owner != nil {
+		pos, ok, err = p.owner.Checkpoint(ctx, p.st.name)
+	} else {
+		pos, ok, err = p.store.Load(ctx, p.name, p.st.name)
+	}
+	if err != nil {
+		return fmt.Errorf("sink %s, stream %s: load checkpoint: %w", p.name, p.st.name, err)
+	}
+	if ok {
+		if err := p.tail.seek(pos); err != nil {
+			return fmt.Errorf("sink %s: %w", p.name, err)
+		}
+		p.log.Info("resuming from checkpoint", "position", pos.String())
+	}
+	p.acked = pos
+	p.cur = &builder{start: pos, end: pos}
+	p.l.setPosition(p.st.name, p.name, pos)
+	return nil
+}
+
+// ready says whether the batch being built should go to the sink now.
+func (p *pipeline) ready(cfg settings, caughtUp bool) bool {
+	b := p.cur
+	if b.empty() {
+		return false
+	}
+	if len(b.records) >= cfg.batch.MaxRecords || b.bytes >= cfg.batch.MaxBytes || b.covered >= 4*int64(cfg.batch.MaxBytes) {
+		return true
+	}
+	return caughtUp && p.l.cfg.now().Sub(b.first) >= cfg.batch.Linger
+}
+
+// fill reads lines into the batch being built until it is full or the
+// stream has no complete line left (caughtUp).
+func (p *pipeline) fill(ctx context.Context, cfg settings) (caughtUp bool, err error) {
+	b := p.cur
+	for len(b.records) < cfg.batch.MaxRecords && b.bytes < cfg.batch.MaxBytes && b.covered < 4*int64(cfg.batch.MaxBytes) {
+		it, err := p.tail.next()
+		if err == errCaughtUp {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if b.empty() {
+			b.first = p.l.cfg.now()
+		}
+		b.end = it.end
+		b.covered += it.end.Offset - it.pos.Offset
+		switch it.kind {
+		case itemNewFile:
+		case itemTooLong:
+			if err := p.deadLetterFromDisk(ctx, it, ReasonLineTooLong, fmt.Sprintf("line of %d bytes exceeds the %d-byte limit", it.length, p.maxLine)); err != nil {
+				return false, err
+			}
+		case itemTorn:
+			detail := "the file was sealed with a partial last line (writer crashed mid-append)"
+			if it.line == nil {
+				err = p.deadLetterFromDisk(ctx, it, ReasonTruncatedLine, detail)
+			} else {
+				err = p.deadLetter(it, ReasonTruncatedLine, detail, it.line)
+			}
+			if err != nil {
+				return false, err
+			}
+		case itemLine:
+			p.l.metrics.linesRead.WithLabelValues(p.st.name, p.name).Inc()
+			if err := p.add(it, cfg); err != nil {
+				return false, err
+			}
+		}
+	}
+	return false, nil
+}
+
+// add decodes a line and, if routed here, copies it into the batch.
+func (p *pipeline) add(it item, cfg settings) error {
+	rec, err := p.l.cfg.Schema.Decode(it.line, p.st.cfg.DefaultTable)
+	if err != nil {
+		reason := "invalid"
+		var serr *schema.Error
+		if errors.As(err, &serr) {
+			reason = string(serr.Reason)
+		}
+		return p.deadLetter(it, reason, err.Error(), it.line)
+	}
+	if route := cfg.routes[p.name]; route != nil && !route(rec.Table, rec.Key) {
+		return nil
+	}
+	// Row aliases the tail's buffer; re-point it into the copy.
+	rowAt := cap(it.line) - cap(rec.Row)
+	line := p.cur.copyLine(it.line)
+	rec.Row = line[rowAt : rowAt+len(rec.Row)]
+	id := rec.ID
+	if id == "" {
+		id = p.st.name + "/" + it.pos.File + "/" + strconv.FormatInt(it.pos.Offset, 10)
+	}
+	p.cur.records = append(p.cur.records, Record{Record: rec, RecordID: id, Pos: it.pos, Line: line})
+	p.cur.bytes += len(line)
+	return nil
+}
+
+func (p *pipeline) deadLetterEntry(it item, reason, detail string) DeadLetter {
+	return DeadLetter{Stream: p.st.name, Reason: reason, Detail: detail, File: it.pos.File, Offset: it.pos.Offset, Length: it.length}
+}
+
+// deadLetter records a line no sink can take. Every pipeline of the stream
+// meets the line; only one writes it, so it is recorded once.
+func (p *pipeline) deadLetter(it item, reason, detail string, line []byte) error {
+	p.cur.deadLetter = true
+	if !p.dlOwner {
+		return nil
+	}
+	return p.l.dl.write(p.deadLetterEntry(it, reason, detail), line)
+}
+
+func (p *pipeline) deadLetterFromDisk(_ context.Context, it item, reason, detail string) error {
+	p.cur.deadLetter = true
+	if !p.dlOwner {
+		return nil
+	}
+	f, err := p.st.open(it.pos.File)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return p.l.dl.writeFrom(p.deadLetterEntry(it, reason, detail), io.NewSectionReader(f, it.pos.Offset, it.length))
+}
+
+// reject is Batch.Reject: a sink could not store a record.
+func (p *pipeline) reject(_ context.Context, r *Record, reason, detail string) error {
+	e := DeadLetter{Stream: p.st.name, Sink: p.name, Reason: reason, Detail: detail, File: r.Pos.File, Offset: r.Pos.Offset}
+	if err := p.l.dl.write(e, r.Line); err != nil {
+		return err
+	}
+	// The sink may commit its checkpoint right after this returns.
+	return p.l.dl.sync()
+}
+
+func (p *pipeline) submit(_ context.Context, cfg settings) {
+	b := p.cur
+	p.cur = &builder{start: b.end, end: b.end}
+	if b.deadLetter && p.dlOwner {
+		// A sink that keeps its own checkpoint may commit past these lines
+		// as soon as it has the batch: their dead letters must be durable.
+		if err := p.l.dl.sync(); err != nil {
+			p.fail(fmt.Errorf("sync dead letters: %w", err))
+			return
+		}
+	}
+	p.seq++
+	batch := &Batch{Stream: p.st.name, Start: b.start, End: b.end, Records: b.records, Seq: p.seq, reject: p.reject}
+	f := &flight{b: batch, sent: p.l.cfg.now(), read: b.first}
+	p.inflight = append(p.inflight, f)
+	err := p.spec.Sink.Submit(p.sinkCtx, batch, func(err error) { p.acks <- ack{f: f, err: err} })
+	if err != nil {
+		f.done, f.err = true, err
+		p.noteFailure(f, err)
+	}
+}
+
+func (p *pipeline) waitAck(ctx context.Context) {
+	select {
+	case a := <-p.acks:
+		p.handleAck(a)
+	case <-ctx.Done():
+	}
+}
+
+func (p *pipeline) drainAcks() {
+	for {
+		select {
+		case a := <-p.acks:
+			p.handleAck(a)
+		default:
+			return
+		}
+	}
+}
+
+func (p *pipeline) handleAck(a ack) {
+	f := a.f
+	f.done, f.err = true, a.err
+	p.l.metrics.batchLatency.WithLabelValues(p.name).Observe(p.l.cfg.now().Sub(f.sent).Seconds())
+	if a.err != nil {
+		p.noteFailure(f, a.err)
+	}
+	advanced := false
+	for len(p.inflight) > 0 && p.inflight[0].done {
+		f := p.inflight[0]
+		p.inflight = p.inflight[1:]
+		if p.failedSeq != 0 && f.b.Seq >= p.failedSeq {
+			continue // replayed after the rewind
+		}
+		p.acked = f.b.End
+		advanced = true
+		p.l.metrics.recordsAcked.WithLabelValues(p.st.name, p.name).Add(float64(len(f.b.Records)))
+		p.l.metrics.batchesAcked.WithLabelValues(p.st.name, p.name).Inc()
+	}
+	if advanced {
+		p.backoff = 0
+		p.saveCheckpoint()
+	}
+	p.updateLag()
+}
+
+func (p *pipeline) noteFailure(f *flight, err error) {
+	p.l.metrics.batchFailed.WithLabelValues(p.st.name, p.name).Inc()
+	if p.failedSeq == 0 || f.b.Seq < p.failedSeq {
+		p.failedSeq, p.failErr = f.b.Seq, err
+	}
+}
+
+// fail stops submitting and rewinds once nothing is in flight.
+func (p *pipeline) fail(err error) {
+	if p.failedSeq == 0 {
+		p.failedSeq, p.failErr = p.seq+1, err
+	}
+}
+
+func (p *pipeline) saveCheckpoint() {
+	if p.store != nil {
+		if err := p.store.Save(context.Background(), p.name, p.st.name, p.acked); err != nil {
+			// Not fatal: the next save covers it, and a crash before then
+			// replays from the older checkpoint (duplicates, no loss).
+			p.log.Error("save checkpoint", "err", err)
+		}
+	}
+	p.l.setPosition(p.st.name, p.name, p.acked)
+}
+
+func (p *pipeline) updateLag() {
+	age := 0.0
+	if len(p.inflight) > 0 {
+		age = p.l.cfg.now().Sub(p.inflight[0].read).Seconds()
+	} else if !p.cur.empty() {
+		age = p.l.cfg.now().Sub(p.cur.first).Seconds()
+	}
+	p.l.metrics.lagSeconds.WithLabelValues(p.st.name, p.name).Set(age)
+}
+
+// rewind goes back to the checkpoint after a failure, with back-off.
+func (p *pipeline) rewind(ctx context.Context) error {
+	p.backoff = min(max(2*p.backoff, 100*time.Millisecond), maxRetryBackoff)
+	p.log.Warn("sink failed; replaying from checkpoint", "err", p.failErr, "position", p.acked.String(), "retry_in", p.backoff)
+	timer := time.NewTimer(p.backoff)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-ctx.Done():
+		return nil // run sees ctx and shuts down
+	}
+	if err := p.tail.seek(p.acked); err != nil {
+		return fmt.Errorf("sink %s: %w", p.name, err)
+	}
+	p.cur = &builder{start: p.acked, end: p.acked}
+	p.failedSeq, p.failErr = 0, nil
+	return nil
+}
+
+// shutdown hands over the batch being built, waits (bounded by the sink
+// context, which the loader cancels after ShutdownTimeout) for what is in
+// flight and leaves the checkpoint at the last contiguous ack.
+func (p *pipeline) shutdown() error {
+	if p.failedSeq == 0 && !p.cur.empty() {
+		p.submit(p.sinkCtx, p.settings())
+	}
+	for len(p.inflight) > 0 {
+		select {
+		case a := <-p.acks:
+			p.handleAck(a)
+		case <-p.sinkCtx.Done():
+			p.log.Warn("shutdown timeout: batches still in flight stay after the checkpoint", "batches", len(p.inflight), "position", p.acked.String())
+			return nil
+		}
+	}
+	p.backoff = 0
+	return nil
+}
