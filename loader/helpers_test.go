@@ -74,8 +74,9 @@ type memSink struct {
 	failing atomic.Bool // while set, batches fail
 	batches atomic.Int64
 
-	mu   sync.Mutex
-	recs []got
+	mu    sync.Mutex
+	queue chan func()
+	recs  []got
 	cp   map[string]Position
 	wg   sync.WaitGroup
 }
@@ -112,7 +113,20 @@ func (s *memSink) Submit(ctx context.Context, b *Batch, ack func(error)) error {
 		ack(nil)
 	}
 	if s.async {
-		s.wg.Go(do)
+		s.mu.Lock()
+		if s.queue == nil {
+			// One worker keeps commits in submit order, as a real sink must:
+			// a checkpoint may never move back.
+			s.queue = make(chan func(), 64)
+			s.wg.Go(func() {
+				for f := range s.queue {
+					f()
+				}
+			})
+		}
+		q := s.queue
+		s.mu.Unlock()
+		q <- do
 		return nil
 	}
 	do()

@@ -105,7 +105,8 @@ type CheckpointStore interface {
 // CheckpointOwner is implemented by a sink that stores its checkpoint itself,
 // atomically with its data (the Postgres sink writes Batch.End in the
 // transaction that inserts the rows). The loader then reads the position
-// from the sink and never writes it.
+// from the sink and never writes it. Such a sink must make the batches of a
+// stream durable in Submit order, so its checkpoint never moves back.
 type CheckpointOwner interface {
 	Checkpoint(ctx context.Context, stream string) (pos Position, ok bool, err error)
 }

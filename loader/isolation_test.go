@@ -1,0 +1,167 @@
+package loader
+
+import (
+	"context"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dualwrite/ingest/rotatefile"
+)
+
+// A failing sink must not slow the healthy one, must catch up afterwards
+// from its own checkpoint, and files must stay until both passed them.
+func TestFailingSinkDoesNotStallHealthyOne(t *testing.T) {
+	spool := t.TempDir()
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	healthy := newMemSink("healthy", true)
+	failing := newMemSink("failing", false)
+	failing.async = true
+	failing.failing.Store(true)
+	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{Linger: 2 * time.Millisecond}}, healthy.spec(), failing.spec())
+
+	const n = 5000
+	for i := range n {
+		if err := w.Append([]byte(evLine(i%7, i, "p"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 30*time.Second, func() bool { return healthy.count() == n }, "healthy sink gets every line while the other fails (has %d)", healthy.count())
+	if failing.count() != 0 {
+		t.Fatalf("failing sink stored %d records while down", failing.count())
+	}
+	// The failing sink has passed nothing, so the first file is still there.
+	stream := filepath.Join(spool, "api")
+	if files := spoolFiles(t, stream); len(files) < 5 {
+		t.Fatalf("files deleted before the failing sink passed them: %v", files)
+	}
+
+	failing.failing.Store(false)
+	eventually(t, 60*time.Second, func() bool { return failing.count() >= n }, "failing sink catches up after recovery (has %d)", failing.count())
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool { return len(spoolFiles(t, stream)) <= 1 }, "files retired once both sinks passed them: %v", spoolFiles(t, stream))
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkExactlyOnceInOrder(t, "healthy", healthy.records(), n)
+	// The failing sink's checkpoint is the loader's file store and its acks
+	// failed, so replays may repeat records; none may be missing and each
+	// batch it stored was stored in order.
+	seen := map[int]bool{}
+	for _, r := range failing.records() {
+		seen[r.Seq] = true
+	}
+	for i := range n {
+		if !seen[i] {
+			t.Fatalf("failing sink never got seq %d", i)
+		}
+	}
+}
+
+// A sink ten times slower than the other delays only itself.
+func TestSlowSinkDoesNotSlowTheOther(t *testing.T) {
+	spool := t.TempDir()
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	fast := newMemSink("fast", true)
+	fast.delay = 2 * time.Millisecond
+	slow := newMemSink("slow", true)
+	slow.delay = 20 * time.Millisecond
+	cfg := Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 100, Linger: time.Millisecond}}
+	const n = 5000 // 50 batches: fast needs ~0.1 s of sink time, slow ~1 s
+	for i := range n {
+		if err := w.Append([]byte(evLine(i%7, i, "p"))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	start := time.Now()
+	_, stop := runLoader(t, cfg, fast.spec(), slow.spec())
+	eventually(t, 30*time.Second, func() bool { return fast.count() == n }, "fast sink done")
+	fastDone := time.Since(start)
+	if slow.count() >= n {
+		t.Fatalf("slow sink finished no later than the fast one (%v): the test proves nothing", fastDone)
+	}
+	eventually(t, 60*time.Second, func() bool { return slow.count() == n }, "slow sink done")
+	slowDone := time.Since(start)
+	stop()
+	t.Logf("fast sink done after %v, slow after %v", fastDone, slowDone)
+	if fastDone*3 > slowDone {
+		t.Errorf("fast sink took %v, more than a third of the slow one's %v: it was held back", fastDone, slowDone)
+	}
+	checkExactlyOnceInOrder(t, "fast", fast.records(), n)
+	checkExactlyOnceInOrder(t, "slow", slow.records(), n)
+}
+
+// The loader is cancelled at random points while lines keep coming; a sink
+// that commits its checkpoint with its data ends with every line once.
+func TestCancelAtRandomPointsExactlyOnce(t *testing.T) {
+	spool := t.TempDir()
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 16 << 10, FlushInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	sink := newMemSink("mem", true)
+	sink.async = true
+	cfg := Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 50, Linger: time.Millisecond}}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const n = 20000
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		for i := range n {
+			if err := w.Append([]byte(evLine(i%13, i, strings.Repeat("q", i%100)))); err != nil {
+				t.Error(err)
+				return
+			}
+			if i%100 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	restarts := 0
+	for ctx.Err() == nil {
+		l, err := New(cfg, sink.spec())
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, stopRun := context.WithTimeout(ctx, time.Duration(5+rng.IntN(60))*time.Millisecond)
+		if err := l.Run(runCtx); err != nil {
+			t.Fatalf("run %d: %v", restarts, err)
+		}
+		stopRun()
+		restarts++
+		select {
+		case <-written:
+			if sink.count() >= n || restarts > 2000 {
+				cancel()
+			}
+		default:
+		}
+	}
+	<-written
+	// One last run to pick up whatever the final cancel left.
+	_, stop := runLoader(t, cfg, sink.spec())
+	eventually(t, 30*time.Second, func() bool { return sink.count() >= n }, "final run completes")
+	stop()
+	t.Logf("%d restarts", restarts)
+	if restarts < 20 {
+		t.Fatalf("only %d restarts", restarts)
+	}
+	checkExactlyOnceInOrder(t, "mem", sink.records(), n)
+}
