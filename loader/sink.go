@@ -47,8 +47,8 @@ type Batch struct {
 	Start   Position // first line covered
 	End     Position // the checkpoint once the batch is durable
 	Records []Record
-	// Seq numbers the batches of one (stream, sink) pipeline from 1; it
-	// restarts when the pipeline rewinds to its checkpoint.
+	// Seq numbers the batches of one (stream, sink) pipeline from 1 in
+	// submit order; a batch replayed after a failure gets a new number.
 	Seq uint64
 
 	reject func(ctx context.Context, r *Record, reason, detail string) error

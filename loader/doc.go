@@ -1,0 +1,50 @@
+// Package loader moves lines from offline files to sinks: it discovers the
+// streams under a spool directory, tails each stream's files in creation
+// order, decodes and validates every line with [schema], routes records,
+// batches them, hands batches to each [Sink] and keeps, per sink and stream,
+// a checkpoint that only ever covers lines that sink has durably accepted.
+//
+// # How the pieces fit
+//
+// A [Loader] runs one pipeline per (stream, sink). A pipeline owns a tail
+// (the files of its stream, read from the sink's checkpoint, yielding only
+// complete lines; at the end of the active ".open" file it waits for file
+// events or polls, and it follows the writer's rename to the sealed name at
+// the same offset), a batch being built, and up to [SinkSpec.MaxInFlight]
+// batches awaiting acknowledgement. The checkpoint advances over the
+// contiguous prefix of acknowledged batches ([Batch.End]); after a failed
+// batch the pipeline waits for the rest and replays from the checkpoint.
+//
+// Pipelines never wait for each other. A sink that is down or slow falls
+// behind alone and later re-reads from disk what it has not taken, so
+// memory stays bounded (a read buffer and MaxInFlight batches per pipeline)
+// whatever the backlog. A file is deleted, or archived under
+// StateDir/archive when [Config.Retention] is set, only once every sink's
+// checkpoint has passed it.
+//
+// Checkpoints live in a [CheckpointStore] — by default a [FileStore] under
+// StateDir/checkpoints (write, fsync, rename, fsync) — or in the sink itself
+// when it implements [CheckpointOwner], as the PostgreSQL sink does, writing
+// [Batch.End] in the same transaction as the rows: then a crash at any point
+// neither loses nor duplicates a row. A checkpoint that is corrupt or points
+// beyond the spool stops start-up ([ErrCorruptCheckpoint],
+// [ErrCheckpointBeyondFile]) instead of silently starting over.
+//
+// # Dead letters
+//
+// A line that cannot be decoded or validated, is longer than
+// [Config.MaxLineBytes], or is the torn tail of a sealed file goes to
+// StateDir/deadletter/<stream>/<UTC date>.ndjson as a [DeadLetter] with the
+// reason, file, offset and the original bytes, and is counted in
+// ingest_lines_dead_lettered_total; loading goes on. Each such line is
+// written once, by the stream's first pipeline. A sink that cannot store a
+// record calls [Batch.Reject], which records the sink too. Dead letters are
+// synced before any checkpoint can pass them.
+//
+// # Shutdown
+//
+// [Loader.Run] returns when its context ends: pipelines stop reading, hand
+// over the batch being built, wait up to [Config.ShutdownTimeout] for
+// acknowledgements, and leave each checkpoint at its last contiguous ack.
+// Every goroutine the loader starts ends before Run returns.
+package loader
