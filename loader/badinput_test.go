@@ -63,8 +63,8 @@ func TestBadInputIsDeadLetteredAndGoodLinesLoad(t *testing.T) {
 	}
 	seq++
 
-	a := newMemSink("a", true)
-	b := newMemSink("b", false)
+	a := newMemSink(t, "a", true)
+	b := newMemSink(t, "b", false)
 	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), MaxLineBytes: maxLine}, a.spec(), b.spec())
 	eventually(t, 20*time.Second, func() bool { return a.count() == seq && b.count() == seq }, "good lines loaded (%d, %d of %d)", a.count(), b.count(), seq)
 	if err := stop(); err != nil {
@@ -120,7 +120,7 @@ func TestLegacyFilesSealAfterQuietPeriod(t *testing.T) {
 	}
 	write("offline-001.json", 0, 1)
 	write("ignored.txt", 99)
-	sink := newMemSink("mem", true)
+	sink := newMemSink(t, "mem", true)
 	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t),
 		Streams: []StreamConfig{{Name: "legacy", Pattern: "offline-*.json", SealAfter: 200 * time.Millisecond}},
 		Batch:   BatchConfig{Linger: time.Millisecond}}, sink.spec())

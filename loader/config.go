@@ -102,7 +102,8 @@ type Config struct {
 	Logger   *slog.Logger          // nil: discard
 	Registry prometheus.Registerer // nil: metrics are kept but not registered
 
-	now func() time.Time
+	now      func() time.Time
+	noEvents bool // tests: behave as on a file system without change events
 }
 
 func (c Config) withDefaults() (Config, error) {

@@ -77,12 +77,25 @@ type memSink struct {
 	mu    sync.Mutex
 	queue chan func()
 	recs  []got
-	cp   map[string]Position
-	wg   sync.WaitGroup
+	cp    map[string]Position
+	wg    sync.WaitGroup
 }
 
-func newMemSink(name string, own bool) *memSink {
-	return &memSink{name: name, ownCheckpoint: own, cp: map[string]Position{}}
+func newMemSink(tb testing.TB, name string, own bool) *memSink {
+	s := &memSink{name: name, ownCheckpoint: own, cp: map[string]Position{}}
+	tb.Cleanup(s.close)
+	return s
+}
+
+// close stops the async worker; registered as a cleanup after the loader's.
+func (s *memSink) close() {
+	s.mu.Lock()
+	if s.queue != nil {
+		close(s.queue)
+		s.queue = nil
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
 }
 
 func (s *memSink) Name() string { return s.name }
@@ -267,3 +280,9 @@ func readDeadLetters(tb testing.TB, stateDir, stream string) []DeadLetter {
 	}
 	return out
 }
+
+// skewClock is the wall clock shifted by a settable offset, for Config.now.
+type skewClock struct{ off atomic.Int64 }
+
+func (c *skewClock) skip(d time.Duration) { c.off.Add(int64(d)) }
+func (c *skewClock) now() time.Time       { return time.Now().Add(time.Duration(c.off.Load())) }

@@ -20,8 +20,8 @@ func TestFailingSinkDoesNotStallHealthyOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	healthy := newMemSink("healthy", true)
-	failing := newMemSink("failing", false)
+	healthy := newMemSink(t, "healthy", true)
+	failing := newMemSink(t, "failing", false)
 	failing.async = true
 	failing.failing.Store(true)
 	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{Linger: 2 * time.Millisecond}}, healthy.spec(), failing.spec())
@@ -74,9 +74,9 @@ func TestSlowSinkDoesNotSlowTheOther(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	fast := newMemSink("fast", true)
+	fast := newMemSink(t, "fast", true)
 	fast.delay = 2 * time.Millisecond
-	slow := newMemSink("slow", true)
+	slow := newMemSink(t, "slow", true)
 	slow.delay = 20 * time.Millisecond
 	cfg := Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 100, Linger: time.Millisecond}}
 	const n = 5000 // 50 batches: fast needs ~0.1 s of sink time, slow ~1 s
@@ -113,7 +113,7 @@ func TestCancelAtRandomPointsExactlyOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	sink := newMemSink("mem", true)
+	sink := newMemSink(t, "mem", true)
 	sink.async = true
 	cfg := Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 50, Linger: time.Millisecond}}
 

@@ -111,6 +111,10 @@ func (l *Loader) Run(ctx context.Context) error {
 	defer cancelSinks()
 
 	watcher, err := fsnotify.NewWatcher()
+	if err == nil && l.cfg.noEvents {
+		watcher.Close()
+		err = errors.New("disabled by test")
+	}
 	if err != nil {
 		l.cfg.Logger.Warn("file events unavailable; polling only", "err", err)
 		watcher = nil

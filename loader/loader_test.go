@@ -18,8 +18,8 @@ func TestTailsRotatingWriterExactlyOnceInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	sink := newMemSink("mem", true)
-	files := newMemSink("filecp", false)
+	sink := newMemSink(t, "mem", true)
+	files := newMemSink(t, "filecp", false)
 	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{Linger: 5 * time.Millisecond}}, sink.spec(), files.spec())
 
 	// A burst across many rotations, then a steady trickle whose
@@ -72,7 +72,7 @@ func TestStartsFromCheckpointAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	sink := newMemSink("mem", false) // loader's file store keeps the checkpoint
+	sink := newMemSink(t, "mem", false) // loader's file store keeps the checkpoint
 	cfg := Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{Linger: time.Millisecond}}
 	for i := range 300 {
 		w.Append([]byte(evLine(1, i, "a")))
@@ -110,7 +110,7 @@ func TestCheckpointProblemsStopStartup(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			os.WriteFile(cpPath, []byte(tc.cp), 0o640)
-			l, err := New(Config{Dir: spool, Schema: testSchema(t)}, newMemSink("mem", false).spec())
+			l, err := New(Config{Dir: spool, Schema: testSchema(t)}, newMemSink(t, "mem", false).spec())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,4 +125,59 @@ func TestCheckpointProblemsStopStartup(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestPollingFallbackWithoutFileEvents(t *testing.T) {
+	spool := t.TempDir()
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 4 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	sink := newMemSink(t, "mem", true)
+	cfg := Config{Dir: spool, Schema: testSchema(t), PollInterval: 10 * time.Millisecond, Batch: BatchConfig{Linger: time.Millisecond}, noEvents: true}
+	_, stop := runLoader(t, cfg, sink.spec())
+	for i := range 500 {
+		w.Append([]byte(evLine(1, i, "poll")))
+	}
+	eventually(t, 10*time.Second, func() bool { return sink.count() == 500 }, "polling alone delivers every line (%d)", sink.count())
+	// A stream created after start is found by the periodic rescan.
+	w2, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	w2.Append([]byte(evLine(2, 500, "late")))
+	eventually(t, 10*time.Second, func() bool { return sink.count() == 501 }, "a stream created later is discovered")
+	stop()
+}
+
+func TestRetentionArchivesThenPurges(t *testing.T) {
+	spool := t.TempDir()
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 1 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		w.Append([]byte(evLine(1, i, "arch")))
+	}
+	w.Close()
+	sealed := spoolFiles(t, filepath.Join(spool, "api"))
+	sink := newMemSink(t, "mem", true)
+	var clock skewClock
+	cfg := Config{Dir: spool, Schema: testSchema(t), Retention: time.Hour, now: clock.now}
+	_, stop := runLoader(t, cfg, sink.spec())
+	eventually(t, 10*time.Second, func() bool { return sink.count() == 100 }, "loaded")
+	archive := filepath.Join(spool, ".ingest", "archive", "api")
+	eventually(t, 10*time.Second, func() bool {
+		entries, _ := os.ReadDir(archive)
+		return len(entries) == len(sealed)-1
+	}, "all files but the one the checkpoint points into archived")
+	// Two hours later the archive is purged.
+	clock.skip(2 * time.Hour)
+	eventually(t, 10*time.Second, func() bool {
+		entries, _ := os.ReadDir(archive)
+		return len(entries) == 0
+	}, "archive purged after the retention period")
+	stop()
 }
