@@ -3,6 +3,7 @@ package rotatefile
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -81,7 +82,13 @@ func TestKillDashNine(t *testing.T) {
 				t.Fatalf("child: %s", line)
 			}
 			acked[key] = true
-			if n++; n == killAt {
+			if n++; n == 1 {
+				// The OS lock holds across processes too.
+				if _, err := Open(Options{Dir: dir, Stream: "api"}); !errors.Is(err, ErrLocked) {
+					t.Fatalf("Open while a child process writes: got %v, want ErrLocked", err)
+				}
+			}
+			if n == killAt {
 				if err := cmd.Process.Kill(); err != nil { // SIGKILL
 					t.Fatal(err)
 				}
