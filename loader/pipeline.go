@@ -403,6 +403,7 @@ func (p *pipeline) rewind(ctx context.Context) error {
 	}
 	p.cur = &builder{start: p.acked, end: p.acked}
 	p.failedSeq, p.failErr = 0, nil
+	p.seq = 0 // Batch.Seq 1 tells the sink this is a replay
 	return nil
 }
 

@@ -48,7 +48,9 @@ type Batch struct {
 	End     Position // the checkpoint once the batch is durable
 	Records []Record
 	// Seq numbers the batches of one (stream, sink) pipeline from 1 in
-	// submit order; a batch replayed after a failure gets a new number.
+	// submit order. It starts again at 1 when the pipeline starts and when
+	// it rewinds to its checkpoint after a failure (nothing is in flight
+	// then), so a sink can tell a replay from a continuation.
 	Seq uint64
 
 	reject func(ctx context.Context, r *Record, reason, detail string) error

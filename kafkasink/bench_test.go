@@ -1,0 +1,232 @@
+package kafkasink_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/kafkasink"
+	"github.com/dualwrite/ingest/loader"
+	"github.com/dualwrite/ingest/schema"
+)
+
+const (
+	benchRowBytes   = 2048 // ~2 KB rows, as in the issue
+	benchBatch      = 2000 // batch.max_records default
+	benchInFlight   = 4    // batches a stream keeps in flight
+	benchAccounts   = 1000
+	benchPartitions = 6
+)
+
+// benchLines returns n offline lines of ~2 KB rows for 1000 accounts.
+func benchLines(n int) [][]byte {
+	pad := strings.Repeat("x", benchRowBytes-100)
+	lines := make([][]byte, n)
+	for i := range lines {
+		lines[i] = fmt.Appendf(nil, `{"table":"raw_item","row":{"acct":"%d","seq":%d,"ts":%d,"body":"%s"},"counter":%d}`,
+			i%benchAccounts, i, ts(i), pad, i)
+	}
+	return lines
+}
+
+// BenchmarkSubmit measures the sink against a 3-broker mock cluster:
+// ~2 KB records in batches of 2000, four batches in flight, each acked
+// after acks=all delivery. "records" submits decoded records; "decode"
+// also decodes every line with the schema, as the loader does.
+//
+//	go test -run '^$' -bench Submit -benchtime 200000x ./kafkasink/
+func BenchmarkSubmit(b *testing.B) {
+	for _, decode := range []bool{false, true} {
+		name := "records"
+		if decode {
+			name = "decode"
+		}
+		b.Run(name, func(b *testing.B) { benchSubmit(b, decode) })
+	}
+}
+
+func benchSubmit(b *testing.B, decode bool) {
+	c := testenv.Kafka(b, 3)
+	if err := c.CreateTopic("raw_item", benchPartitions); err != nil {
+		b.Fatal(err)
+	}
+	sch := testSchema(b, "raw_item")
+	s := newSink(b, c, kafkasink.Config{Topics: []string{"raw_item"}, Logger: slog.New(slog.DiscardHandler),
+		Properties: benchProps(b)})
+
+	// A pool of lines and records reused across batches: the sink owns a
+	// batch's records only until its ack.
+	pool := benchLines(benchBatch * benchInFlight * 2)
+	decoded := make([]loader.Record, len(pool))
+	for i, line := range pool {
+		decoded[i] = benchRecord(b, sch, line, i)
+	}
+	rowBytes := 0
+	for _, r := range decoded {
+		rowBytes += len(r.Row)
+	}
+	b.SetBytes(int64(rowBytes / len(decoded)))
+
+	slots := make(chan int, benchInFlight*2) // free pool slots
+	for i := range benchInFlight * 2 {
+		slots <- i
+	}
+	var wg sync.WaitGroup
+	var failed error
+	var mu sync.Mutex
+	ctx := context.Background()
+	b.ResetTimer()
+	start := time.Now()
+	for done, seq := 0, uint64(1); done < b.N; seq++ {
+		n := min(benchBatch, b.N-done)
+		slot := <-slots
+		recs := decoded[slot*benchBatch : slot*benchBatch+n]
+		if decode {
+			for i := range recs {
+				recs[i] = benchRecord(b, sch, pool[slot*benchBatch+i], i)
+			}
+		}
+		batch := loader.NewBatch("bench", recs[0].Pos, recs[n-1].Pos, recs, nil)
+		batch.Seq = seq
+		wg.Add(1)
+		err := s.Submit(ctx, batch, func(err error) {
+			if err != nil {
+				mu.Lock()
+				failed = err
+				mu.Unlock()
+			}
+			slots <- slot
+			wg.Done()
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		done += n
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if failed != nil {
+		b.Fatal(failed)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+}
+
+// benchProps reads extra producer properties for tuning experiments from
+// INGEST_KAFKA_BENCH_PROPS ("linger.ms=50,compression.type=zstd").
+func benchProps(tb testing.TB) map[string]string {
+	v := os.Getenv("INGEST_KAFKA_BENCH_PROPS")
+	if v == "" {
+		return nil
+	}
+	props := map[string]string{}
+	for _, kv := range strings.Split(v, ",") {
+		k, val, ok := strings.Cut(kv, "=")
+		if !ok {
+			tb.Fatalf("INGEST_KAFKA_BENCH_PROPS: %q is not key=value", kv)
+		}
+		props[k] = val
+	}
+	return props
+}
+
+func benchRecord(tb testing.TB, sch *schema.Schema, line []byte, i int) loader.Record {
+	rec, err := sch.Decode(line, "")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pos := loader.Position{File: "000001-20250101T000000Z.ndjson", Offset: int64(i) * int64(len(line)+1)}
+	return loader.Record{Record: rec, RecordID: fmt.Sprintf("bench/%s/%d", pos.File, pos.Offset), Pos: pos, Line: line}
+}
+
+// BenchmarkProducerBaseline is the same traffic through a bare
+// confluent-kafka-go producer with the sink's default properties (same
+// keys, values and headers, delivery reports counted): what the sink's
+// bookkeeping costs on top of librdkafka.
+//
+//	go test -run '^$' -bench ProducerBaseline -benchtime 200000x ./kafkasink/
+func BenchmarkProducerBaseline(b *testing.B) {
+	c := testenv.Kafka(b, 3)
+	if err := c.CreateTopic("raw_item", benchPartitions); err != nil {
+		b.Fatal(err)
+	}
+	conf := kafka.ConfigMap{"bootstrap.servers": c.Bootstrap(), "go.delivery.report.fields": "none"}
+	for k, v := range kafkasink.DefaultProperties() {
+		conf[k] = v
+	}
+	p, err := kafka.NewProducer(&conf)
+	if err != nil {
+		b.Fatal(err)
+	}
+	delivered := make(chan struct{})
+	var failed error
+	go func() {
+		defer close(delivered)
+		n := 0
+		for ev := range p.Events() {
+			if m, ok := ev.(*kafka.Message); ok {
+				if m.TopicPartition.Error != nil {
+					failed = m.TopicPartition.Error
+				}
+				if n++; n == b.N {
+					return
+				}
+			}
+		}
+	}()
+	defer func() {
+		go func() { // keep draining so Close cannot block on a full channel
+			for range p.Events() {
+			}
+		}()
+		p.Close()
+	}()
+
+	sch := testSchema(b, "raw_item")
+	pool := benchLines(benchBatch)
+	recs := make([]loader.Record, len(pool))
+	rowBytes := 0
+	for i, line := range pool {
+		recs[i] = benchRecord(b, sch, line, i)
+		rowBytes += len(recs[i].Row)
+	}
+	b.SetBytes(int64(rowBytes / len(recs)))
+	topic := "raw_item"
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		r := &recs[i%len(recs)]
+		msg := &kafka.Message{
+			TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+			Key:            []byte(r.Key), Value: r.Row, Timestamp: r.Time,
+			Headers: []kafka.Header{{Key: kafkasink.HeaderTable, Value: []byte("raw_item")},
+				{Key: kafkasink.HeaderRecordID, Value: []byte(r.RecordID)},
+				{Key: kafkasink.HeaderSource, Value: []byte(r.RecordID)}},
+		}
+		for {
+			err := p.Produce(msg, nil)
+			if err == nil {
+				break
+			}
+			if err.(kafka.Error).Code() != kafka.ErrQueueFull {
+				b.Fatal(err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	<-delivered
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if failed != nil {
+		b.Fatal(failed)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+}

@@ -1,0 +1,90 @@
+// Package kafkasink is the loader's Kafka destination: a [loader.Sink] that
+// produces every routed record to its table's topic, keyed by account, with
+// confluent-kafka-go (librdkafka), and acknowledges a batch only once Kafka
+// has it (SPEC section 6).
+//
+// # How it fits
+//
+// The CLI builds a [Config] from the config file's kafka section (brokers,
+// properties) and the topics of the tables routed to Kafka, and calls [New],
+// which creates the one producer of the process and checks that every topic
+// exists ([Sink.CheckTopics]; [MissingTopicError] says how to create one).
+// The loader then calls [Sink.Submit] from one goroutine per stream; the
+// sink acks each batch when every message in it has a successful delivery
+// report, and the loader advances the stream's Kafka checkpoint (its file
+// store) over it. [Sink.Close] shuts down within a bounded time.
+//
+// Each record becomes one message: topic [schema.Table].Topic, key the
+// account key (Record.Key), value the row JSON exactly as written
+// (Record.Row), timestamp the row's event time (Record.Time) when the table
+// has one, and headers [HeaderTable], [HeaderRecordID] and [HeaderSource].
+// The producer's defaults ([DefaultProperties]) are chosen for no loss and
+// per-key order: acks=all, idempotence, no message timeout, and the
+// murmur2_random partitioner, which puts a key on the partition Java's
+// default partitioner picks (toPositive(murmur2(key)) % partitions).
+//
+// # Delivery tracking
+//
+// Submit hands every message to librdkafka with a pointer to its batch and
+// returns. One goroutine per producer drains its events channel (delivery
+// reports, errors, logs) and only counts: when a batch's last message is
+// reported delivered, the batch goes to the completer goroutine, which
+// calls the loader's ack, in Submit order per stream. Draining never waits
+// for the loader, so delivery reports cannot back up (a full events channel
+// is what makes librdkafka's Flush and Close hang).
+//
+// Nothing expires: with message.timeout.ms=0 a message waits in librdkafka
+// through a broker outage of any length, librdkafka retries with backoff,
+// and the ack (and so the checkpoint) waits with it, while other sinks of
+// the loader go on. When librdkafka's queue is full (256 MiB or 100,000
+// messages), Submit waits for delivery reports to make room: that is the
+// backpressure that bounds memory.
+//
+// A record larger than the producer's message.max.bytes cannot be sent at
+// all; it is dead-lettered through [loader.Batch.Reject] with reason
+// "too_large" and the rest of the batch is delivered and acked. The same
+// happens when a broker refuses a message as too large for the topic.
+//
+// A failed batch (a permanent delivery error, a fatal error, or Close
+// giving up) is acked with an error; every later batch of the same stream
+// then fails too ([ErrEarlierBatchFailed]) until the loader rewinds the
+// stream (Seq 1), so a stream's nil acks always form a prefix of its
+// batches and the sink produces nothing for a stream that is about to be
+// replayed.
+//
+// A fatal producer error (kafka.Error.IsFatal, e.g. the idempotent
+// producer's sequence or epoch errors) fails every batch in flight with
+// [ErrFatal], and the sink builds a new producer; Submits meanwhile wait for
+// it. The loader replays the failed batches from its checkpoint on the new
+// producer. The old producer is purged and closed in the background.
+//
+// # The at-least-once window
+//
+// Within one producer nothing repeats: idempotence makes librdkafka's own
+// retries (reconnects, timed-out requests, leader changes) neither
+// duplicate nor reorder messages, however long an outage lasts. Messages
+// repeat only when the loader re-sends from its checkpoint, that is after
+//
+//   - a crash or kill -9 of the process,
+//   - a fatal producer error (rebuild),
+//   - a permanent delivery error (e.g. authorization), or
+//   - Close giving up at shutdown with batches undelivered.
+//
+// What can repeat is what was handed to the producer but not yet covered
+// by a saved checkpoint: per stream, the batches in flight (at most the
+// loader's max-in-flight batches of batch.max_records records each) plus
+// those acked whose checkpoint was not yet saved. The broker may already
+// have some of those messages; the replay writes them again. Nothing before
+// the checkpoint repeats and nothing is lost.
+//
+// A repeat carries the same [HeaderRecordID] (the table's id field, or
+// <stream>/<file>/<offset>, stable because sealed offline files never
+// change), so consumers drop repeats by it. Per partition, what one
+// producer wrote is a prefix, in order, of what it was given, and a replay
+// starts at or before the end of that prefix: a consumer that keeps the
+// first occurrence of each record id sees each account's records once and
+// in file order. The exception is a permanent error on one message in the
+// middle of a partition (not a broker outage: those are retried), after
+// which later messages of that partition may land before the replay
+// re-sends the failed one.
+package kafkasink

@@ -1,0 +1,87 @@
+package kafkasink_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/dualwrite/ingest/internal/mockkafka"
+	"github.com/dualwrite/ingest/kafkasink"
+	"github.com/dualwrite/ingest/loader"
+	"github.com/dualwrite/ingest/schema"
+)
+
+// Start the sink for the topics of the tables routed to Kafka, hand it a
+// batch, and wait for the ack that lets the loader advance its checkpoint.
+func ExampleSink_Submit() {
+	cluster, err := mockkafka.New(1) // stands in for kafka.brokers
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	if err := cluster.CreateTopic("raw_item", 3); err != nil {
+		log.Fatal(err)
+	}
+	sch, err := schema.New(map[string]*schema.Table{
+		"raw_item": {Key: "project_id", Columns: map[string]string{"project_id": "bigint", "body": "text"}},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sink, err := kafkasink.New(ctx, kafkasink.Config{
+		Brokers: cluster.Bootstrap(),
+		Topics:  []string{"raw_item"}, // every routed table's Topic
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sink.Close(ctx)
+
+	line := []byte(`{"table":"raw_item","row":{"project_id":42,"body":"hello"}}`)
+	rec, err := sch.Decode(line, "")
+	if err != nil {
+		log.Fatal(err)
+	}
+	pos := loader.Position{File: "000001.ndjson", Offset: 0}
+	batch := loader.NewBatch("api", pos, loader.Position{File: pos.File, Offset: int64(len(line)) + 1},
+		[]loader.Record{{Record: rec, RecordID: "api/000001.ndjson/0", Pos: pos, Line: line}}, nil)
+
+	acked := make(chan error, 1)
+	if err := sink.Submit(ctx, batch, func(err error) { acked <- err }); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("acked:", <-acked) // now the loader may save batch.End
+
+	msgs, err := cluster.Consume(ctx, "raw_item", 1)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("key %s value %s\n", msgs[0].Key, msgs[0].Value)
+	// Output:
+	// acked: <nil>
+	// key 42 value {"project_id":42,"body":"hello"}
+}
+
+// New refuses to start when a topic is missing, and says how to create it.
+func ExampleNew_missingTopic() {
+	cluster, err := mockkafka.New(1)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = kafkasink.New(ctx, kafkasink.Config{Brokers: cluster.Bootstrap(), Topics: []string{"raw_item"}})
+	var missing *kafkasink.MissingTopicError
+	if errors.As(err, &missing) {
+		fmt.Println("missing:", missing.Topics)
+	}
+	// Output:
+	// missing: [raw_item]
+}

@@ -1,0 +1,362 @@
+package kafkasink_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"go.uber.org/goleak"
+
+	"github.com/dualwrite/ingest/internal/mockkafka"
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/kafkasink"
+	"github.com/dualwrite/ingest/loader"
+	"github.com/dualwrite/ingest/schema"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// testSchema has one table per topic name given, all shaped alike: key
+// "acct" (text), "seq" (bigint, the record's number in the test), event
+// time "ts" (epoch ms) and a text body.
+func testSchema(tb testing.TB, topics ...string) *schema.Schema {
+	tb.Helper()
+	tables := map[string]*schema.Table{}
+	for _, topic := range topics {
+		tables[topic] = &schema.Table{
+			Key: "acct", Time: "ts", Topic: topic,
+			Columns: map[string]string{"acct": "text", "seq": "bigint", "ts": "bigint", "body": "text"},
+		}
+	}
+	s, err := schema.New(tables)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// gen makes loader records the way the loader does: offline lines decoded
+// by the schema, positions in a file of the stream. seq numbers are global
+// to the test so a consumer can check order and duplicates.
+type gen struct {
+	tb     testing.TB
+	s      *schema.Schema
+	stream string
+	file   string
+	offset int64
+	seq    int
+	body   string
+}
+
+func newGen(tb testing.TB, s *schema.Schema, stream string, bodySize int) *gen {
+	return &gen{tb: tb, s: s, stream: stream, file: "000001-20250101T000000Z.ndjson", body: strings.Repeat("x", bodySize)}
+}
+
+// ts is the event time of record seq: distinct per record, so the test can
+// check that the message timestamp came from the row.
+func ts(seq int) int64 { return 1_700_000_000_000 + int64(seq) }
+
+// records returns one record per key.
+func (g *gen) records(table string, keys ...string) []loader.Record {
+	g.tb.Helper()
+	out := make([]loader.Record, 0, len(keys))
+	for _, k := range keys {
+		g.seq++
+		line := fmt.Appendf(nil, `{"table":%q,"row":{"acct":%q,"seq":%d,"ts":%d,"body":%q}}`, table, k, g.seq, ts(g.seq), g.body)
+		rec, err := g.s.Decode(line, "")
+		if err != nil {
+			g.tb.Fatalf("decode %s: %v", line, err)
+		}
+		pos := loader.Position{File: g.file, Offset: g.offset}
+		out = append(out, loader.Record{
+			Record:   rec,
+			RecordID: fmt.Sprintf("%s/%s/%d", g.stream, g.file, g.offset),
+			Pos:      pos,
+			Line:     line,
+		})
+		g.offset += int64(len(line)) + 1
+	}
+	return out
+}
+
+// batch wraps records into a batch with seq; rejects go to dl.
+func (g *gen) batch(seq uint64, recs []loader.Record, dl *deadLetters) *loader.Batch {
+	start := loader.Position{File: g.file}
+	if len(recs) > 0 {
+		start = recs[0].Pos
+	}
+	var reject func(context.Context, *loader.Record, string, string) error
+	if dl != nil {
+		reject = dl.reject
+	}
+	b := loader.NewBatch(g.stream, start, loader.Position{File: g.file, Offset: g.offset}, recs, reject)
+	b.Seq = seq
+	return b
+}
+
+// deadLetters records Batch.Reject calls.
+type deadLetters struct {
+	mu      sync.Mutex
+	reasons map[int64]string // by record offset
+	details map[int64]string
+}
+
+func (d *deadLetters) reject(_ context.Context, r *loader.Record, reason, detail string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.reasons == nil {
+		d.reasons, d.details = map[int64]string{}, map[int64]string{}
+	}
+	d.reasons[r.Pos.Offset] = reason
+	d.details[r.Pos.Offset] = detail
+	return nil
+}
+
+// acks collects the outcome of submitted batches.
+type acks struct {
+	mu    sync.Mutex
+	calls map[int]int // batch number -> ack calls
+	errs  map[int]error
+	order []int
+	ch    chan int
+}
+
+func newAcks() *acks {
+	return &acks{calls: map[int]int{}, errs: map[int]error{}, ch: make(chan int, 1000)}
+}
+
+// fn returns the ack function of batch n.
+func (a *acks) fn(n int) func(error) {
+	return func(err error) {
+		a.mu.Lock()
+		a.calls[n]++
+		a.errs[n] = err
+		a.order = append(a.order, n)
+		a.mu.Unlock()
+		a.ch <- n
+	}
+}
+
+// wait waits for n more acks and fails the test after timeout.
+func (a *acks) wait(tb testing.TB, n int, timeout time.Duration) {
+	tb.Helper()
+	deadline := time.After(timeout)
+	for range n {
+		select {
+		case <-a.ch:
+		case <-deadline:
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			tb.Fatalf("timed out after %v waiting for acks; have %d: %v", timeout, len(a.order), a.order)
+		}
+	}
+}
+
+func (a *acks) err(n int) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.errs[n]
+}
+
+// checkAllOK checks that batches 1..n were each acked once, with nil, in order.
+func (a *acks) checkAllOK(tb testing.TB, n int) {
+	tb.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i := 1; i <= n; i++ {
+		if a.calls[i] != 1 || a.errs[i] != nil {
+			tb.Errorf("batch %d: %d ack calls, err %v; want one, nil", i, a.calls[i], a.errs[i])
+		}
+	}
+	for i, n := range a.order {
+		if n != i+1 {
+			tb.Errorf("ack order %v, want submit order", a.order)
+			break
+		}
+	}
+}
+
+// newSink starts a sink on c for the given topics, closed in cleanup.
+func newSink(tb testing.TB, c *mockkafka.Cluster, cfg kafkasink.Config) *kafkasink.Sink {
+	tb.Helper()
+	cfg.Brokers = c.Bootstrap()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(tb)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := kafkasink.New(ctx, cfg)
+	if err != nil {
+		tb.Fatalf("kafkasink.New: %v", err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := s.Close(ctx); err != nil {
+			tb.Errorf("close: %v", err)
+		}
+	})
+	return s
+}
+
+// consumed is one message read back, with what the test checks.
+type consumed struct {
+	key       string
+	seq       int
+	partition int32
+	offset    kafka.Offset
+	headers   map[string]string
+	timestamp time.Time
+	value     []byte
+}
+
+// consume reads want messages of topic back with a real consumer.
+func consume(tb testing.TB, c *mockkafka.Cluster, topic string, want int) []consumed {
+	tb.Helper()
+	ctx := testenv.Context(tb, 30*time.Second)
+	msgs, err := c.Consume(ctx, topic, want)
+	if err != nil {
+		tb.Fatalf("consume %s: %v (got %d of %d)", topic, err, len(msgs), want)
+	}
+	out := make([]consumed, len(msgs))
+	for i, m := range msgs {
+		h := map[string]string{}
+		for _, hd := range m.Headers {
+			h[hd.Key] = string(hd.Value)
+		}
+		out[i] = consumed{
+			key: string(m.Key), seq: seqOf(tb, m.Value), partition: m.TopicPartition.Partition,
+			offset: m.TopicPartition.Offset, headers: h, timestamp: m.Timestamp, value: m.Value,
+		}
+	}
+	return out
+}
+
+// seqOf extracts "seq" from a row without a JSON library: the rows are the
+// generator's own.
+func seqOf(tb testing.TB, row []byte) int {
+	tb.Helper()
+	s := string(row)
+	i := strings.Index(s, `"seq":`)
+	if i < 0 {
+		tb.Fatalf("row without seq: %.80s", s)
+	}
+	s = s[i+len(`"seq":`):]
+	j := strings.IndexByte(s, ',')
+	n, err := strconv.Atoi(s[:j])
+	if err != nil {
+		tb.Fatalf("row seq: %v", err)
+	}
+	return n
+}
+
+// checkOrderedOnce checks that seqs 1..n (minus skip) each appear exactly
+// once, and that per key they appear in increasing order.
+func checkOrderedOnce(tb testing.TB, msgs []consumed, want map[int]bool) {
+	tb.Helper()
+	seen := map[int]int{}
+	last := map[string]int{}
+	part := map[string]int32{}
+	for _, m := range msgs {
+		seen[m.seq]++
+		if m.seq <= last[m.key] {
+			tb.Errorf("key %s: seq %d after %d", m.key, m.seq, last[m.key])
+		}
+		last[m.key] = m.seq
+		if p, ok := part[m.key]; ok && p != m.partition {
+			tb.Errorf("key %s in partitions %d and %d", m.key, p, m.partition)
+		}
+		part[m.key] = m.partition
+	}
+	for seq := range want {
+		if seen[seq] != 1 {
+			tb.Errorf("seq %d consumed %d times, want once", seq, seen[seq])
+		}
+	}
+	for seq, n := range seen {
+		if !want[seq] {
+			tb.Errorf("seq %d consumed %d times, never expected", seq, n)
+		}
+	}
+}
+
+func seqs(tb testing.TB, recs ...[]loader.Record) map[int]bool {
+	tb.Helper()
+	m := map[int]bool{}
+	for _, rs := range recs {
+		for _, r := range rs {
+			m[seqOf(tb, r.Row)] = true
+		}
+	}
+	return m
+}
+
+// testLogger logs to the test log at Info and above
+// (INGEST_TEST_LOG=debug for librdkafka's debug lines too). Lines that
+// arrive after the test ended are dropped: testing panics on them.
+func testLogger(tb testing.TB) *slog.Logger {
+	w := &tbWriter{tb: tb}
+	tb.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	level := slog.LevelInfo
+	if os.Getenv("INGEST_TEST_LOG") == "debug" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+type tbWriter struct {
+	mu   sync.Mutex
+	tb   testing.TB
+	done bool
+}
+
+func (w *tbWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.tb.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// keys returns n account keys "acct-0".."acct-<n-1>", repeated to length l.
+func keys(n, l int) []string {
+	out := make([]string, l)
+	for i := range out {
+		out[i] = fmt.Sprintf("acct-%d", i%n)
+	}
+	return out
+}
+
+// syncBuffer is a bytes.Buffer safe for the sink's goroutines to log into.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }

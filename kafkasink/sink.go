@@ -1,0 +1,469 @@
+package kafkasink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/dualwrite/ingest/loader"
+	"github.com/dualwrite/ingest/schema"
+)
+
+// Header keys every message carries. Consumers drop repeats (see the
+// at-least-once window in the package documentation) by HeaderRecordID.
+const (
+	HeaderTable    = "ingest.table"     // the table name (schema.Table.Name)
+	HeaderRecordID = "ingest.record_id" // loader.Record.RecordID: the id field, or <stream>/<file>/<offset>
+	HeaderSource   = "ingest.source"    // where the line was read: <stream>/<file>/<offset>
+)
+
+// Sink produces batches to Kafka with one librdkafka producer shared by
+// every stream. It implements [loader.Sink]; create it with [New] and stop
+// it with [Sink.Close]. All methods are safe for concurrent use.
+type Sink struct {
+	cfg *validated
+	log *slog.Logger
+
+	// ctx is for work the sink does on its own after Submit returned
+	// (dead letters of records the broker refused); Close cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	gen     *generation
+	genc    chan struct{} // closed and replaced when gen is replaced
+	closed  bool
+	closing chan struct{} // closed when Close starts
+	genSeq  atomic.Uint64
+
+	rebuildc chan struct{} // buffered 1: a generation died
+	supDone  chan struct{} // closed when the supervisor returned
+	retiring sync.WaitGroup
+
+	topicsMu sync.Mutex
+	known    map[string]bool // topics seen to exist
+
+	streamsMu     sync.Mutex
+	streams       map[string]*stream
+	dirty         []*stream // streams with finished batches to ack
+	readyc        chan struct{}
+	stopCompleter chan struct{}
+	completerDone chan struct{}
+
+	closeOnce sync.Once
+	closeDone chan struct{}
+	closeErr  error
+
+	delivered, rejected, rebuilds atomic.Int64
+}
+
+var _ loader.Sink = (*Sink)(nil)
+
+// New validates cfg, creates the producer and checks that every topic in
+// cfg.Topics exists ([Sink.CheckTopics]); with cfg.CreateTopics it creates
+// the missing ones instead. ctx bounds the topic check (librdkafka's
+// metadata call cannot be cancelled, so it gets ctx's deadline, or 10s).
+//
+// Errors: *[ConfigError]s (joined) for bad fields, *[MissingTopicError] for
+// missing topics, otherwise librdkafka's error (e.g. no broker reachable).
+func New(ctx context.Context, cfg Config) (*Sink, error) {
+	v, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range v.warnings {
+		v.Logger.Warn("kafkasink: property weakens delivery guarantees", "name", v.Name, "warning", w)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	s := &Sink{
+		cfg:           v,
+		log:           v.Logger.With("sink", v.Name),
+		ctx:           sctx,
+		cancel:        cancel,
+		genc:          make(chan struct{}),
+		closing:       make(chan struct{}),
+		rebuildc:      make(chan struct{}, 1),
+		supDone:       make(chan struct{}),
+		known:         make(map[string]bool),
+		streams:       make(map[string]*stream),
+		readyc:        make(chan struct{}, 1),
+		stopCompleter: make(chan struct{}),
+		completerDone: make(chan struct{}),
+		closeDone:     make(chan struct{}),
+	}
+	g, err := s.newGeneration()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s.gen = g
+	go s.supervise()
+	go s.complete()
+	if err := s.CheckTopics(ctx); err != nil {
+		// Close is quick here: nothing was produced.
+		cctx, ccancel := context.WithTimeout(context.Background(), v.ShutdownTimeout)
+		defer ccancel()
+		if cerr := s.Close(cctx); cerr != nil {
+			s.log.Warn("kafkasink: close after failed start", "err", cerr)
+		}
+		return nil, err
+	}
+	s.log.Info("kafkasink: producer started", "brokers", v.Brokers, "topics", v.Topics)
+	return s, nil
+}
+
+// Name is the sink's name (Config.Name), used for checkpoints and metrics.
+func (s *Sink) Name() string { return s.cfg.Name }
+
+// Stats are counters since New, for metrics.
+type Stats struct {
+	Delivered int64 // messages with a successful delivery report
+	Rejected  int64 // records dead-lettered as too large
+	Rebuilds  int64 // producers replaced after a fatal error
+}
+
+// Stats returns the sink's counters.
+func (s *Sink) Stats() Stats {
+	return Stats{Delivered: s.delivered.Load(), Rejected: s.rejected.Load(), Rebuilds: s.rebuilds.Load()}
+}
+
+// Submit produces every record of b and returns without waiting for
+// delivery. ack is called exactly once, from a goroutine of the sink, with
+// nil when every message of the batch has a successful delivery report
+// (acks=all) or was dead-lettered as too large, or with an error when the
+// batch will not be delivered and must be replayed from the checkpoint. The
+// acks of one stream come in Submit order, and after a failed one every
+// later batch of the stream fails too until the stream rewinds (Seq 1): the
+// loader can save b.End on each nil ack.
+//
+// Message: topic Table.Topic, key Record.Key, value Record.Row, timestamp
+// Record.Time (when set), headers [HeaderTable], [HeaderRecordID],
+// [HeaderSource].
+//
+// Submit blocks only for backpressure (librdkafka's queue is full: it
+// waits for delivery reports, not spinning) and, the first time a topic is
+// met, to check that it exists. A record larger than the producer's
+// message.max.bytes is dead-lettered through b.Reject with reason
+// "too_large" and left out. An error return means the same as a failed
+// ack, and ack is then never called: ctx ended, the sink is closed, a
+// topic is missing, or an earlier batch of the stream failed.
+func (s *Sink) Submit(ctx context.Context, b *loader.Batch, ack func(error)) error {
+	if b == nil || ack == nil {
+		return errors.New("kafkasink: Submit needs a batch and an ack function")
+	}
+	select {
+	case <-s.closing:
+		return ErrClosed
+	default:
+	}
+	st, epoch, err := s.admit(b)
+	if err != nil {
+		return err
+	}
+	if err := s.ensureTopics(ctx, b); err != nil {
+		s.failStream(st, epoch)
+		return err
+	}
+
+	t := &tracker{s: s, b: b, ack: ack, stream: st, epoch: epoch, refs: make([]msgRef, len(b.Records))}
+	t.pending.Store(1) // Submit's own hold, released when all is produced
+	s.enqueue(t)
+	var g *generation
+	for {
+		g, err = s.current(ctx)
+		if err != nil {
+			return t.abort(err)
+		}
+		g.use.RLock()
+		if g.add(t) {
+			break
+		}
+		g.use.RUnlock() // died meanwhile: wait for its successor
+	}
+	defer g.use.RUnlock()
+
+	var (
+		msg    kafka.Message
+		hdrs   [3]kafka.Header
+		src    []byte
+		table  *schema.Table
+		tname  []byte
+		stream = []byte(b.Stream)
+	)
+	msg.TopicPartition.Partition = kafka.PartitionAny
+	for i := range b.Records {
+		r := &b.Records[i]
+		if table != r.Table {
+			table, tname = r.Table, []byte(r.Table.Name)
+		}
+		// Produce copies key, value and headers into librdkafka
+		// (RD_KAFKA_MSG_F_COPY) and keeps nothing of msg but Opaque, so one
+		// Message and one header array serve the whole batch.
+		src = append(append(append(append(src[:0], stream...), '/'), r.Pos.File...), '/')
+		src = strconv.AppendInt(src, r.Pos.Offset, 10)
+		hdrs[0] = kafka.Header{Key: HeaderTable, Value: tname}
+		hdrs[1] = kafka.Header{Key: HeaderRecordID, Value: []byte(r.RecordID)}
+		hdrs[2] = kafka.Header{Key: HeaderSource, Value: src}
+		msg.TopicPartition.Topic = &r.Table.Topic
+		msg.Key = []byte(r.Key)
+		msg.Value = r.Row
+		msg.Timestamp = time.Time{}
+		if r.Time.UnixMilli() > 0 {
+			msg.Timestamp = r.Time
+		}
+		msg.Headers = hdrs[:]
+		t.refs[i] = msgRef{t: t, i: i}
+		msg.Opaque = &t.refs[i]
+
+		if err := s.produce(ctx, g, t, &msg); err != nil {
+			switch {
+			case code(err) == kafka.ErrMsgSizeTooLarge:
+				detail := fmt.Sprintf("message of %d bytes (key %d, value %d, plus headers) exceeds the producer's message.max.bytes=%d",
+					len(r.Key)+len(r.Row), len(r.Key), len(r.Row), s.cfg.messageMaxBytes)
+				if rerr := b.Reject(ctx, i, reasonTooLarge, detail); rerr != nil {
+					return t.abort(fmt.Errorf("kafkasink: stream %s batch %d: dead-letter record at %s: %w", b.Stream, b.Seq, r.Pos, rerr))
+				}
+				s.rejected.Add(1)
+			case code(err) == kafka.ErrFatal:
+				// The fatal event also reaches drain; whoever is first
+				// kills the generation, which fails t (and ack reports it).
+				ferr := fmt.Errorf("%w: %w", ErrFatal, err)
+				g.kill(ferr)
+				s.requestRebuild()
+				return t.abort(ferr)
+			default:
+				return t.abort(fmt.Errorf("kafkasink: stream %s batch %d: produce record at %s: %w", b.Stream, b.Seq, r.Pos, err))
+			}
+		}
+		if t.finished() {
+			// Failed meanwhile (a delivery failure, fatal error or Close):
+			// ack reports it; producing the rest would only add messages
+			// the replay writes again.
+			return nil
+		}
+	}
+	t.release()
+	return nil
+}
+
+// produce enqueues one message, waiting for room while librdkafka's queue
+// is full (queue.buffering.max.messages/kbytes: the memory bound during an
+// outage). It counts the message in t.pending unless it fails.
+func (s *Sink) produce(ctx context.Context, g *generation, t *tracker, msg *kafka.Message) error {
+	t.pending.Add(1)
+	err := g.p.Produce(msg, nil)
+	for code(err) == kafka.ErrQueueFull {
+		// Register as a waiter before retrying, so that a delivery report
+		// landing between the retry and the wait still wakes us.
+		space, done := g.spaceChan()
+		if err = g.p.Produce(msg, nil); code(err) == kafka.ErrQueueFull {
+			select {
+			case <-space: // a delivery report freed room: retry
+			case <-g.deadc:
+				err = errors.New("kafkasink: waiting for queue space: producer stopped")
+			case <-s.closing:
+				err = fmt.Errorf("kafkasink: waiting for queue space: %w", ErrClosed)
+			case <-ctx.Done():
+				err = fmt.Errorf("kafkasink: waiting for queue space: %w", ctx.Err())
+			}
+		}
+		done()
+	}
+	if err != nil {
+		t.pending.Add(-1)
+	}
+	return err
+}
+
+// current returns the live generation, waiting while a dead one is being
+// replaced.
+func (s *Sink) current(ctx context.Context) (*generation, error) {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return nil, ErrClosed
+		}
+		g, ch := s.gen, s.genc
+		s.mu.Unlock()
+		if !g.isDead() {
+			return g, nil
+		}
+		select {
+		case <-ch:
+		case <-s.closing:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("kafkasink: waiting for the producer to be rebuilt: %w", ctx.Err())
+		}
+	}
+}
+
+// requestRebuild wakes the supervisor; a pending request covers this one,
+// because the supervisor rebuilds whenever the current generation is dead.
+func (s *Sink) requestRebuild() {
+	select {
+	case s.rebuildc <- struct{}{}:
+	default:
+	}
+}
+
+// supervise is the goroutine, owned by the Sink and stopped by Close, that
+// replaces a producer after a fatal error. By then kill has failed every
+// batch in flight on it, so the loader replays them from its checkpoint on
+// the new producer.
+func (s *Sink) supervise() {
+	defer close(s.supDone)
+	backoff := 100 * time.Millisecond
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-s.rebuildc:
+		}
+		for {
+			s.mu.Lock()
+			old := s.gen
+			s.mu.Unlock()
+			if !old.isDead() {
+				break
+			}
+			g, err := s.newGeneration()
+			if err != nil {
+				// Same configuration as the first producer, so this is a
+				// resource problem (memory, threads): retry with backoff.
+				s.log.Error("kafkasink: rebuild producer", "err", err, "retry_in", backoff)
+				select {
+				case <-s.closing:
+					return
+				case <-time.After(backoff):
+				}
+				backoff = min(2*backoff, 10*time.Second)
+				continue
+			}
+			backoff = 100 * time.Millisecond
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				s.retire(g)
+				return
+			}
+			s.gen = g
+			close(s.genc)
+			s.genc = make(chan struct{})
+			s.mu.Unlock()
+			s.rebuilds.Add(1)
+			s.log.Warn("kafkasink: producer rebuilt after a fatal error", "old", old.id, "new", g.id)
+			s.retire(old)
+		}
+	}
+}
+
+// Close stops the sink within a bounded time: min(Config.ShutdownTimeout,
+// ctx's deadline), and at once if ctx is cancelled.
+//
+// librdkafka's Close does not flush, so Close first waits (for most of that
+// time) for the batches in flight to be delivered and acked; the loader
+// normally waits for its acks before calling Close, and this covers the
+// rest. Batches still undelivered then fail with [ErrClosed] (their
+// checkpoint stays where it is; the messages may still have reached the
+// broker, which is the at-least-once window). Then it purges and closes the
+// producer and stops the sink's goroutines. Every ack has been called when
+// Close returns nil. An error means something (librdkafka's shutdown, or an
+// ack callback) did not finish in time and was left running.
+//
+// Submit after Close returns ErrClosed. Close is idempotent.
+func (s *Sink) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		s.closeErr = s.close(ctx)
+		close(s.closeDone)
+	})
+	select {
+	case <-s.closeDone:
+		return s.closeErr
+	case <-ctx.Done():
+		return fmt.Errorf("kafkasink: close: %w", ctx.Err())
+	}
+}
+
+func (s *Sink) close(ctx context.Context) error {
+	start := time.Now()
+	deadline := start.Add(s.cfg.ShutdownTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	hard, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	// Delivery gets the time up to the deadline less a reserve for the
+	// teardown, so that failing the rest and closing librdkafka still fit.
+	reserve := min(time.Second, time.Until(deadline)/4)
+	flush, cancelFlush := context.WithDeadline(hard, deadline.Add(-reserve))
+	defer cancelFlush()
+
+	s.mu.Lock()
+	s.closed = true
+	close(s.closing)
+	s.mu.Unlock()
+
+	// The supervisor returns promptly once closing is closed (a rebuild in
+	// progress retires the producer it made), so s.gen is final after it.
+	select {
+	case <-s.supDone:
+	case <-hard.Done():
+		return fmt.Errorf("kafkasink: close: supervisor did not stop: %w", hard.Err())
+	}
+	s.mu.Lock()
+	g := s.gen
+	s.mu.Unlock()
+
+	if err := g.waitIdle(flush); err != nil {
+		s.log.Warn("kafkasink: batches not delivered before shutdown; their checkpoint stays", "wait", time.Since(start))
+	}
+	g.kill(fmt.Errorf("kafkasink: not delivered before shutdown: %w", ErrClosed))
+	s.retire(g)
+
+	var errs []error
+	if !waitFor(hard, s.retiring.Wait) {
+		errs = append(errs, errors.New("librdkafka did not shut down in time; left running"))
+	}
+	// Every batch has finished (kill), so the completer's last pass acks
+	// all that are left. Dead letters it writes get what is left of the
+	// deadline.
+	stop := context.AfterFunc(hard, s.cancel)
+	defer stop()
+	close(s.stopCompleter)
+	select {
+	case <-s.completerDone:
+	case <-hard.Done():
+		errs = append(errs, errors.New("acks still running (a slow ack callback or dead letter)"))
+	}
+	s.cancel()
+	if len(errs) > 0 {
+		return fmt.Errorf("kafkasink: close gave up after %s: %w: %w", time.Since(start).Round(time.Millisecond), errors.Join(errs...), hard.Err())
+	}
+	s.log.Info("kafkasink: closed", "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// waitFor runs wait (a WaitGroup's Wait) and reports whether it returned
+// before ctx ended. If not, the helper goroutine stays until wait returns:
+// librdkafka's destroy cannot be interrupted, and Close must not hang.
+func waitFor(ctx context.Context, wait func()) bool {
+	done := make(chan struct{})
+	go func() {
+		wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

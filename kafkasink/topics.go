@@ -1,0 +1,180 @@
+package kafkasink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/dualwrite/ingest/loader"
+)
+
+// metadataTimeout bounds a metadata call when ctx has no deadline:
+// librdkafka's calls block with a timeout and cannot be cancelled.
+const metadataTimeout = 10 * time.Second
+
+// createTimeout bounds the CreateTopics admin request. Brokers without a
+// controller to send it to (librdkafka's mock cluster) never answer it, and
+// the dev-only fallback takes over. A variable so tests can shorten it.
+var createTimeout = 5 * time.Second
+
+// CheckTopics verifies that every topic in Config.Topics exists, and with
+// Config.CreateTopics creates those that do not. It lists all topics rather
+// than asking for each one by name: asking by name is what makes a broker
+// with auto.create.topics.enable (and librdkafka's mock cluster, always)
+// create the topic, and the check must not create what it checks for.
+//
+// A missing topic yields a *[MissingTopicError] naming it, with the
+// kafka-topics.sh command to create it.
+func (s *Sink) CheckTopics(ctx context.Context) error {
+	return s.checkTopics(ctx, s.cfg.Topics)
+}
+
+// ensureTopics checks, before anything is produced, the topics of b not yet
+// known to exist: producing to a missing topic would make librdkafka ask
+// for its metadata by name (auto-creating it where the broker allows) or
+// hold the messages until they fail.
+func (s *Sink) ensureTopics(ctx context.Context, b *loader.Batch) error {
+	var unknown []string
+	var last string
+	s.topicsMu.Lock()
+	for i := range b.Records {
+		r := &b.Records[i]
+		if r.Table == nil {
+			s.topicsMu.Unlock()
+			return fmt.Errorf("kafkasink: stream %s batch %d: record at %s has no table", b.Stream, b.Seq, r.Pos)
+		}
+		if r.Table.Topic == "" {
+			// Tables from schema.New always have one.
+			s.topicsMu.Unlock()
+			return fmt.Errorf("kafkasink: stream %s batch %d: table %q has no topic (build tables with schema.New)", b.Stream, b.Seq, r.Table.Name)
+		}
+		if t := r.Table.Topic; t != last {
+			last = t
+			if !s.known[t] && !slices.Contains(unknown, t) {
+				unknown = append(unknown, t)
+			}
+		}
+	}
+	s.topicsMu.Unlock()
+	if len(unknown) == 0 {
+		return nil
+	}
+	return s.checkTopics(ctx, unknown)
+}
+
+func (s *Sink) checkTopics(ctx context.Context, topics []string) error {
+	if len(topics) == 0 {
+		return nil
+	}
+	g, err := s.current(ctx)
+	if err != nil {
+		return err
+	}
+	// Hold the producer against retirement for the metadata calls.
+	g.use.RLock()
+	defer g.use.RUnlock()
+
+	missing, err := s.missingTopics(ctx, g, topics)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 && s.cfg.CreateTopics {
+		s.createTopics(ctx, g, missing)
+		if missing, err = s.missingTopics(ctx, g, missing); err != nil {
+			return err
+		}
+	}
+	if len(missing) > 0 {
+		return &MissingTopicError{Topics: missing, Brokers: s.cfg.Brokers}
+	}
+	return nil
+}
+
+// missingTopics lists all topics and returns those of want that are not
+// among them (sorted), remembering the others as known.
+func (s *Sink) missingTopics(ctx context.Context, g *generation, want []string) ([]string, error) {
+	md, err := g.p.GetMetadata(nil, true, timeoutMs(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("kafkasink: list topics on %s: %w", s.cfg.Brokers, err)
+	}
+	var missing []string
+	s.topicsMu.Lock()
+	defer s.topicsMu.Unlock()
+	for _, t := range want {
+		tm, ok := md.Topics[t]
+		// A topic being deleted, or one the client may not describe, is
+		// listed with an error: it is not there to produce to.
+		if !ok || tm.Error.Code() != kafka.ErrNoError || len(tm.Partitions) == 0 {
+			if !slices.Contains(missing, t) {
+				missing = append(missing, t)
+			}
+			continue
+		}
+		s.known[t] = true
+	}
+	slices.Sort(missing)
+	return missing, nil
+}
+
+// createTopics creates topics for development (Config.CreateTopics). It
+// logs rather than returns errors: the listing that follows decides.
+func (s *Sink) createTopics(ctx context.Context, g *generation, topics []string) {
+	ac, err := kafka.NewAdminClientFromProducer(g.p)
+	if err != nil {
+		s.log.Warn("kafkasink: admin client for creating topics", "err", err)
+		return
+	}
+	defer ac.Close() // closes only the admin wrapper, not the producer
+
+	partitions := s.cfg.CreatePartitions
+	if partitions == 0 {
+		partitions = -1 // the broker's num.partitions (Kafka >= 2.4)
+	}
+	specs := make([]kafka.TopicSpecification, len(topics))
+	for i, t := range topics {
+		// Replication -1: the broker's default.replication.factor.
+		specs[i] = kafka.TopicSpecification{Topic: t, NumPartitions: partitions, ReplicationFactor: -1}
+	}
+	cctx, cancel := context.WithTimeout(ctx, createTimeout)
+	defer cancel()
+	res, err := ac.CreateTopics(cctx, specs)
+	if err == nil {
+		for _, r := range res {
+			switch r.Error.Code() {
+			case kafka.ErrNoError:
+				s.log.Warn("kafkasink: created topic (CreateTopics is for development only)", "topic", r.Topic)
+			case kafka.ErrTopicAlreadyExists:
+			default:
+				s.log.Warn("kafkasink: create topic", "topic", r.Topic, "err", r.Error)
+			}
+		}
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	// No answer: the broker has no controller for admin requests, which is
+	// how librdkafka's mock cluster (`kafka.brokers: embedded`) behaves. A
+	// metadata request by name makes brokers that auto-create topics
+	// create it; on others it changes nothing and the check still fails.
+	s.log.Warn("kafkasink: CreateTopics request failed; asking for the topics by name so the broker auto-creates them",
+		"err", err, "topics", topics)
+	for _, t := range topics {
+		if _, err := g.p.GetMetadata(&t, false, timeoutMs(ctx)); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			s.log.Warn("kafkasink: metadata for topic", "topic", t, "err", err)
+		}
+	}
+}
+
+// timeoutMs turns ctx's deadline into a librdkafka timeout.
+func timeoutMs(ctx context.Context) int {
+	d := metadataTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl)
+	}
+	return max(int(d.Milliseconds()), 1)
+}

@@ -1,0 +1,278 @@
+package kafkasink
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dualwrite/ingest/loader"
+)
+
+// tracker follows one submitted batch from Submit to its ack.
+//
+// pending counts the batch's messages still without a delivery report, plus
+// one held by Submit while it is still producing, so that reports arriving
+// before Submit has produced the last message cannot complete the batch
+// early. The batch completes when pending reaches zero (every message
+// delivered or rejected as too large), or earlier on the first failure.
+type tracker struct {
+	s      *Sink
+	b      *loader.Batch
+	ack    func(error)
+	stream *stream
+	epoch  uint64 // stream.epoch at Submit
+	// refs[i] is the Opaque of record i's message: one allocation per
+	// batch, and the delivery report finds both the batch and the record.
+	refs []msgRef
+
+	pending atomic.Int64
+
+	mu       sync.Mutex
+	gen      *generation // set once produced on one
+	done     bool
+	err      error
+	silent   bool  // Submit returned err itself: never call ack
+	tooLarge []int // records the broker refused as too large, dead-lettered before ack
+
+	// Guarded by Sink.streamsMu.
+	poisoned bool // an earlier batch of the stream failed
+}
+
+type msgRef struct {
+	t *tracker
+	i int
+}
+
+// release drops one pending count; the last one completes the batch.
+func (t *tracker) release() {
+	if t.pending.Add(-1) == 0 {
+		t.finish(nil, false)
+	}
+}
+
+// rejectLater notes that the broker refused record i as too large; it is
+// dead-lettered when the batch completes.
+func (t *tracker) rejectLater(i int) {
+	t.mu.Lock()
+	t.tooLarge = append(t.tooLarge, i)
+	t.mu.Unlock()
+	t.release()
+}
+
+// finished reports whether the batch has completed or failed.
+func (t *tracker) finished() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.done
+}
+
+// finish completes the batch once: it leaves its generation and goes to
+// the completer, which acks it in stream order. silent marks a failure that
+// Submit reports itself. It returns false when the batch had already
+// finished (a delivery failure, a fatal error or Close got there first).
+func (t *tracker) finish(err error, silent bool) bool {
+	t.mu.Lock()
+	if t.done {
+		t.mu.Unlock()
+		return false
+	}
+	t.done, t.err, t.silent = true, err, silent
+	g := t.gen
+	t.mu.Unlock()
+	if g != nil {
+		g.remove(t)
+	}
+	t.s.finished(t)
+	return true
+}
+
+// abort fails the batch from inside Submit and returns what Submit must
+// return: err when the batch was still open (ack will not be called), nil
+// when someone else already failed or completed it (ack will be called).
+func (t *tracker) abort(err error) error {
+	if t.finish(err, true) {
+		return err
+	}
+	return nil
+}
+
+// stream is the sink's view of one loader stream: its batches not yet
+// acked, in Submit order, so that acks go out in that order.
+type stream struct {
+	name  string
+	queue []*tracker
+	// epoch counts rewinds (batches with Seq <= 1); poison does not cross
+	// one.
+	epoch    uint64
+	poisoned bool // a batch of this epoch failed: fail the rest of it
+	dirty    bool // queued in Sink.dirty
+}
+
+// admit starts a batch for stream name: it handles a rewind, and refuses
+// the batch when an earlier one of the same epoch failed.
+func (s *Sink) admit(b *loader.Batch) (*stream, uint64, error) {
+	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	st := s.streams[b.Stream]
+	if st == nil {
+		st = &stream{name: b.Stream}
+		s.streams[b.Stream] = st
+	}
+	// Seq 1 starts the stream (again) from its checkpoint. Seq 0 is a
+	// batch from a caller that does not number batches; treating it as a
+	// rewind means such a caller never sees ErrEarlierBatchFailed.
+	if b.Seq <= 1 {
+		st.epoch++
+		st.poisoned = false
+	}
+	if st.poisoned {
+		return nil, 0, fmt.Errorf("stream %s batch %d: %w", b.Stream, b.Seq, ErrEarlierBatchFailed)
+	}
+	return st, st.epoch, nil
+}
+
+// enqueue appends t to its stream's queue.
+func (s *Sink) enqueue(t *tracker) {
+	s.streamsMu.Lock()
+	t.stream.queue = append(t.stream.queue, t)
+	s.streamsMu.Unlock()
+}
+
+// poisonLocked marks every batch of st's epoch that follows t (or, with t
+// nil, every later batch of epoch) as failed. Caller holds streamsMu.
+func (s *Sink) poisonLocked(st *stream, epoch uint64, after *tracker) {
+	if st.epoch != epoch {
+		return // the stream rewound since: the new epoch is unaffected
+	}
+	st.poisoned = true
+	seen := after == nil
+	for _, q := range st.queue {
+		if q == after {
+			seen = true
+			continue
+		}
+		if seen && q.epoch == epoch {
+			q.poisoned = true
+		}
+	}
+}
+
+// failStream records a Submit failure that happened before the batch had a
+// tracker: later batches of the epoch fail fast.
+func (s *Sink) failStream(st *stream, epoch uint64) {
+	s.streamsMu.Lock()
+	s.poisonLocked(st, epoch, nil)
+	s.streamsMu.Unlock()
+}
+
+// finished hands a finished batch to the completer.
+func (s *Sink) finished(t *tracker) {
+	t.mu.Lock()
+	failed := t.err != nil
+	t.mu.Unlock()
+	s.streamsMu.Lock()
+	if failed {
+		s.poisonLocked(t.stream, t.epoch, t)
+	}
+	if !t.stream.dirty {
+		t.stream.dirty = true
+		s.dirty = append(s.dirty, t.stream)
+	}
+	s.streamsMu.Unlock()
+	select {
+	case s.readyc <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// complete is the completer goroutine, owned by the Sink and stopped by
+// Close after every batch has finished. It calls the loader's ack (and
+// writes dead letters) off the delivery-report goroutine, so a slow or
+// blocking ack can never stall delivery reports, and acks each stream's
+// batches in Submit order.
+func (s *Sink) complete() {
+	defer close(s.completerDone)
+	for {
+		select {
+		case <-s.readyc:
+			s.deliverReady()
+		case <-s.stopCompleter:
+			s.deliverReady()
+			return
+		}
+	}
+}
+
+// deliverReady acks, per stream, the finished batches at the head of the
+// queue.
+func (s *Sink) deliverReady() {
+	s.streamsMu.Lock()
+	var out []*tracker
+	for _, st := range s.dirty {
+		st.dirty = false
+		n := 0
+		for n < len(st.queue) && st.queue[n].finished() {
+			n++
+		}
+		out = append(out, st.queue[:n]...)
+		st.queue = append(st.queue[:0:0], st.queue[n:]...)
+	}
+	s.dirty = s.dirty[:0]
+	s.streamsMu.Unlock()
+
+	for i, t := range out {
+		err := s.result(t)
+		if err != nil {
+			// Batches of this stream already taken off the queue behind t
+			// must fail too; those still queued are poisoned by the lock.
+			s.streamsMu.Lock()
+			s.poisonLocked(t.stream, t.epoch, t)
+			for _, q := range out[i+1:] {
+				if q.stream == t.stream && q.epoch == t.epoch {
+					q.poisoned = true
+				}
+			}
+			s.streamsMu.Unlock()
+		}
+		t.mu.Lock()
+		silent := t.silent
+		t.mu.Unlock()
+		if !silent {
+			t.ack(err)
+		}
+	}
+}
+
+// result is the batch's final outcome. For a delivered batch it first
+// dead-letters the records the broker refused as too large.
+func (s *Sink) result(t *tracker) error {
+	t.mu.Lock()
+	err, silent, tooLarge := t.err, t.silent, t.tooLarge
+	t.mu.Unlock()
+	if silent {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("stream %s batch %d (%s..%s): %w", t.b.Stream, t.b.Seq, t.b.Start, t.b.End, err)
+	}
+	s.streamsMu.Lock()
+	poisoned := t.poisoned
+	s.streamsMu.Unlock()
+	if poisoned {
+		return fmt.Errorf("stream %s batch %d (%s..%s): %w", t.b.Stream, t.b.Seq, t.b.Start, t.b.End, ErrEarlierBatchFailed)
+	}
+	for _, i := range tooLarge {
+		r := &t.b.Records[i]
+		detail := fmt.Sprintf("the broker refused a message of %d bytes (key %d, value %d) as too large for topic %s",
+			len(r.Key)+len(r.Row), len(r.Key), len(r.Row), r.Table.Topic)
+		if err := t.b.Reject(s.ctx, i, reasonTooLarge, detail); err != nil {
+			return fmt.Errorf("stream %s batch %d: dead-letter record at %s: %w", t.b.Stream, t.b.Seq, r.Pos, err)
+		}
+		s.rejected.Add(1)
+	}
+	return nil
+}
+
+// reasonTooLarge is the dead-letter reason for a record larger than the
+// producer's or the broker's message size limit.
+const reasonTooLarge = "too_large"
