@@ -1,0 +1,445 @@
+// Package runner assembles `ingest run` from a config: the schema, the
+// enabled sinks (PostgreSQL, Kafka), the loader with each table's cutover
+// routes, the metrics and health endpoints, and config reload. cmd/ingest
+// and the demo call [Run]; the logic of each part lives in its own package.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dualwrite/ingest/dbsink"
+	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/mockkafka"
+	"github.com/dualwrite/ingest/kafkasink"
+	"github.com/dualwrite/ingest/loader"
+	"github.com/dualwrite/ingest/schema"
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Sink names, which are also the checkpoint keys and metric labels.
+const (
+	SinkDB    = "db"
+	SinkKafka = "kafka"
+)
+
+// Options are what the caller adds to the config.
+type Options struct {
+	// ConfigPath is watched for changes when set; Reload also triggers a
+	// re-read (the CLI sends SIGHUP there).
+	ConfigPath string
+	Reload     <-chan struct{}
+	Logger     *slog.Logger // nil: discard
+	// Registry receives the metrics; nil makes a fresh one.
+	Registry *prometheus.Registry
+	// CreateTopics creates missing Kafka topics (development only).
+	CreateTopics bool
+	// WrapSink lets the demo observe acknowledgements.
+	WrapSink func(loader.Sink) loader.Sink
+	// Started, when set, is called once the sinks are up and the loader
+	// runs, with the metrics listener's address ("" when off).
+	Started func(metricsAddr string)
+}
+
+// StartupError marks a failure before loading started (bad config values,
+// a sink that cannot connect, a missing topic): the CLI reports it and
+// exits 1 without having touched any checkpoint.
+type StartupError struct{ Err error }
+
+func (e *StartupError) Error() string { return e.Err.Error() }
+func (e *StartupError) Unwrap() error { return e.Err }
+
+// Run loads until ctx ends; it returns nil after a graceful shutdown.
+func Run(ctx context.Context, cfg *config.Config, o Options) error {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := o.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	sch, err := cfg.Schema()
+	if err != nil {
+		return &StartupError{err}
+	}
+	if !cfg.DBEnabled() && !cfg.KafkaEnabled() {
+		return &StartupError{errors.New("no sink enabled: set db.url (or INGEST_DB_URL) and/or kafka.brokers")}
+	}
+
+	var specs []loader.SinkSpec
+	var closers []func()
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
+	var ready []func(context.Context) error
+	wrap := func(s loader.Sink) loader.Sink {
+		if o.WrapSink != nil {
+			return o.WrapSink(s)
+		}
+		return s
+	}
+
+	if cfg.DBEnabled() {
+		db, err := dbsink.New(ctx, dbsink.Config{URL: cfg.DB.URL, Schema: sch, Name: SinkDB, Logger: log.With("sink", SinkDB)})
+		if err != nil {
+			return &StartupError{fmt.Errorf("db sink (db.url): %w", err)}
+		}
+		closers = append(closers, db.Close)
+		ready = append(ready, db.Ping)
+		specs = append(specs, loader.SinkSpec{Sink: wrap(db), MaxInFlight: 1})
+	}
+	if cfg.KafkaEnabled() {
+		brokers := cfg.Kafka.Brokers
+		createTopics := o.CreateTopics
+		if brokers == "embedded" {
+			mc, err := mockkafka.New(1)
+			if err != nil {
+				return &StartupError{fmt.Errorf("kafka.brokers embedded: %w", err)}
+			}
+			closers = append(closers, mc.Close)
+			brokers, createTopics = mc.Bootstrap(), true
+			for _, t := range sch.Tables() {
+				if err := mc.CreateTopic(t.Topic, 4); err != nil {
+					return &StartupError{fmt.Errorf("embedded kafka: create topic %s: %w", t.Topic, err)}
+				}
+			}
+			log.Warn("kafka.brokers is embedded: messages go to an in-process mock cluster and vanish on exit (development only)", "bootstrap", brokers)
+		}
+		ks, err := kafkasink.New(ctx, kafkasink.Config{
+			Brokers: brokers, Properties: cfg.Kafka.Properties, Topics: kafkaTopics(cfg),
+			CreateTopics: createTopics, Name: SinkKafka, Logger: log.With("sink", SinkKafka),
+		})
+		if err != nil {
+			return &StartupError{fmt.Errorf("kafka sink (kafka.brokers): %w", err)}
+		}
+		closers = append(closers, func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			if err := ks.Close(cctx); err != nil {
+				log.Warn("kafka sink close", "err", err)
+			}
+		})
+		specs = append(specs, loader.SinkSpec{Sink: wrap(ks), MaxInFlight: 4})
+	}
+	routes := Routes(cfg)
+	for i := range specs {
+		specs[i].Route = routes[specs[i].Sink.Name()]
+	}
+
+	l, err := loader.New(LoaderConfig(cfg, sch, log, reg), specs...)
+	if err != nil {
+		return &StartupError{err}
+	}
+	rm := newRouteMetrics(reg)
+	rm.set(cfg)
+
+	addr, stopHTTP, err := serveMetrics(cfg.Metrics.Listen, reg, ready, log)
+	if err != nil {
+		return &StartupError{fmt.Errorf("metrics.listen: %w", err)}
+	}
+	defer stopHTTP()
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { reloadLoop(runCtx, o, cfg, l, rm, log) })
+
+	if o.Started != nil {
+		o.Started(addr)
+	}
+	log.Info("loading", "spool", cfg.Spool.Dir, "sinks", sinkNames(specs), "metrics", addr)
+	err = l.Run(runCtx)
+	cancel()
+	return err
+}
+
+func sinkNames(specs []loader.SinkSpec) string {
+	var names []string
+	for _, s := range specs {
+		names = append(names, s.Sink.Name())
+	}
+	return strings.Join(names, ",")
+}
+
+// kafkaTopics lists the topics of tables whose Kafka selector can select
+// anything now; a table routed later is checked by the sink when first used.
+func kafkaTopics(cfg *config.Config) []string {
+	seen := map[string]bool{}
+	var topics []string
+	for _, t := range cfg.Tables {
+		topic := t.Topic
+		if topic == "" {
+			topic = t.Name
+		}
+		if t.Kafka.IsNone() || seen[topic] {
+			continue
+		}
+		seen[topic] = true
+		topics = append(topics, topic)
+	}
+	sort.Strings(topics)
+	return topics
+}
+
+// LoaderConfig maps the config file onto the loader's Config.
+func LoaderConfig(cfg *config.Config, sch *schema.Schema, log *slog.Logger, reg prometheus.Registerer) loader.Config {
+	var streams []loader.StreamConfig
+	for _, s := range cfg.Streams {
+		streams = append(streams, loader.StreamConfig{Name: s.Name, Pattern: s.Pattern, DefaultTable: s.DefaultTable, SealAfter: s.SealAfter})
+	}
+	return loader.Config{
+		Dir: cfg.Spool.Dir, StateDir: cfg.Spool.StateDir, Retention: cfg.Spool.Retention,
+		Streams: streams, Schema: sch, Batch: batchConfig(cfg),
+		Logger: log, Registry: reg,
+	}
+}
+
+func batchConfig(cfg *config.Config) loader.BatchConfig {
+	return loader.BatchConfig{MaxRecords: cfg.Batch.MaxRecords, MaxBytes: int(cfg.Batch.MaxBytes), Linger: cfg.Batch.Linger}
+}
+
+// Routes turns each table's selectors into the loader's per-sink routes.
+// The config is captured whole, so a reload swaps every route at once.
+func Routes(cfg *config.Config) map[string]loader.RouteFunc {
+	tables := cfg.Tables
+	return map[string]loader.RouteFunc{
+		SinkDB: func(t *schema.Table, key string) bool {
+			tc := tables[t.Name]
+			return tc != nil && tc.DB.Match(key)
+		},
+		SinkKafka: func(t *schema.Table, key string) bool {
+			tc := tables[t.Name]
+			return tc != nil && tc.Kafka.Match(key)
+		},
+	}
+}
+
+// serveMetrics serves /metrics, /healthz and /readyz; listen "" or "off"
+// disables it.
+func serveMetrics(listen string, reg *prometheus.Registry, ready []func(context.Context) error, log *slog.Logger) (string, func(), error) {
+	if listen == "" || listen == "off" {
+		return "", func() {}, nil
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return "", nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		for _, check := range ready {
+			if err := check(ctx); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server", "err", err)
+		}
+	}()
+	return ln.Addr().String(), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	}, nil
+}
+
+// routeMetrics publish the route configuration: per table and sink, the
+// selected percent and the number of listed and excluded accounts.
+type routeMetrics struct {
+	percent  *prometheus.GaugeVec
+	accounts *prometheus.GaugeVec
+	reloads  *prometheus.CounterVec
+}
+
+func newRouteMetrics(reg prometheus.Registerer) *routeMetrics {
+	m := &routeMetrics{
+		percent: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ingest_route_percent", Help: "Percent of accounts (by stable hash) routed to a sink, per table.",
+		}, []string{"table", "sink"}),
+		accounts: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ingest_route_accounts", Help: "Accounts listed in a table's selector for a sink (list=accounts or exclude).",
+		}, []string{"table", "sink", "list"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ingest_config_reloads_total", Help: "Config reloads, by result (applied, rejected, unchanged).",
+		}, []string{"result"}),
+	}
+	reg.MustRegister(m.percent, m.accounts, m.reloads)
+	return m
+}
+
+func (m *routeMetrics) set(cfg *config.Config) {
+	m.percent.Reset()
+	m.accounts.Reset()
+	for name, t := range cfg.Tables {
+		for sink, sel := range map[string]config.Selector{SinkDB: t.DB, SinkKafka: t.Kafka} {
+			m.percent.WithLabelValues(name, sink).Set(sel.Percent)
+			m.accounts.WithLabelValues(name, sink, "accounts").Set(float64(len(sel.Accounts)))
+			m.accounts.WithLabelValues(name, sink, "exclude").Set(float64(len(sel.Exclude)))
+		}
+	}
+}
+
+// reloadLoop re-reads the config file when it changes or on Reload, and
+// applies new routes and batch settings; anything else needs a restart. An
+// invalid file is rejected with its reason and the old config stays.
+func reloadLoop(ctx context.Context, o Options, cur *config.Config, l *loader.Loader, rm *routeMetrics, log *slog.Logger) {
+	var events <-chan fsnotify.Event
+	if o.ConfigPath != "" {
+		w, err := fsnotify.NewWatcher()
+		if err == nil {
+			defer w.Close()
+			// Watch the directory: editors and config management replace
+			// the file by rename, which a watch on the file itself loses.
+			if err := w.Add(dirOf(o.ConfigPath)); err == nil {
+				events = w.Events
+			}
+		}
+		if events == nil {
+			log.Warn("config file changes are not watched; send SIGHUP to reload", "config", o.ConfigPath)
+		}
+	}
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev := <-events:
+			if cleanPath(ev.Name) != cleanPath(o.ConfigPath) {
+				continue
+			}
+			// Writers often truncate then write: wait for the file to settle.
+			debounce.Reset(100 * time.Millisecond)
+			continue
+		case <-debounce.C:
+		case <-o.Reload:
+		}
+		if o.ConfigPath == "" {
+			continue
+		}
+		next, err := config.Load(o.ConfigPath)
+		if err != nil {
+			rm.reloads.WithLabelValues("rejected").Inc()
+			log.Error("config reload rejected; the previous config stays in force", "config", o.ConfigPath, "err", err)
+			continue
+		}
+		changes, restart := Diff(cur, next)
+		for _, r := range restart {
+			log.Warn("config change needs a restart; ignored until then", "key", r)
+		}
+		if len(changes) == 0 {
+			rm.reloads.WithLabelValues("unchanged").Inc()
+			log.Info("config reloaded: no route or batch change", "config", o.ConfigPath)
+			continue
+		}
+		// Only routes and batch settings are taken from the new file.
+		applied := *cur
+		applied.Tables = map[string]*config.Table{}
+		for name, t := range cur.Tables {
+			nt := *t
+			if n, ok := next.Tables[name]; ok {
+				nt.DB, nt.Kafka = n.DB, n.Kafka
+			}
+			applied.Tables[name] = &nt
+		}
+		applied.Batch = next.Batch
+		l.SetBatch(batchConfig(&applied))
+		l.SetRoutes(Routes(&applied))
+		rm.set(&applied)
+		cur = &applied
+		rm.reloads.WithLabelValues("applied").Inc()
+		for _, c := range changes {
+			log.Info("config reloaded", "change", c)
+		}
+	}
+}
+
+// Diff lists the route and batch changes from a to b ("key: old -> new"),
+// and the keys that changed but only take effect after a restart.
+func Diff(a, b *config.Config) (changes, restart []string) {
+	names := map[string]bool{}
+	for n := range a.Tables {
+		names[n] = true
+	}
+	for n := range b.Tables {
+		names[n] = true
+	}
+	sorted := make([]string, 0, len(names))
+	for n := range names {
+		sorted = append(sorted, n)
+	}
+	sort.Strings(sorted)
+	for _, n := range sorted {
+		ta, tb := a.Tables[n], b.Tables[n]
+		if ta == nil || tb == nil {
+			restart = append(restart, "tables."+n)
+			continue
+		}
+		if s1, s2 := ta.DB.String(), tb.DB.String(); s1 != s2 {
+			changes = append(changes, fmt.Sprintf("tables.%s.db: %s -> %s", n, s1, s2))
+		}
+		if s1, s2 := ta.Kafka.String(), tb.Kafka.String(); s1 != s2 {
+			changes = append(changes, fmt.Sprintf("tables.%s.kafka: %s -> %s", n, s1, s2))
+		}
+		if fmt.Sprint(ta.Table) != fmt.Sprint(tb.Table) {
+			restart = append(restart, "tables."+n+" (schema)")
+		}
+	}
+	if a.Batch != b.Batch {
+		changes = append(changes, fmt.Sprintf("batch: %+v -> %+v", a.Batch, b.Batch))
+	}
+	if fmt.Sprint(a.Spool) != fmt.Sprint(b.Spool) {
+		restart = append(restart, "spool")
+	}
+	if fmt.Sprint(a.Streams) != fmt.Sprint(b.Streams) {
+		restart = append(restart, "streams")
+	}
+	if fmt.Sprint(a.Kafka) != fmt.Sprint(b.Kafka) {
+		restart = append(restart, "kafka")
+	}
+	if a.DB != b.DB {
+		restart = append(restart, "db")
+	}
+	if a.Metrics != b.Metrics {
+		restart = append(restart, "metrics")
+	}
+	return changes, restart
+}
+
+func dirOf(path string) string { return filepath.Dir(cleanPath(path)) }
+
+func cleanPath(path string) string {
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return filepath.Clean(path)
+}
