@@ -7,7 +7,8 @@
 // most are quiet; a unique uuid; the event time; and a base64 body whose
 // size varies around the requested mean. Each line also carries, outside
 // "row", the sequence number per account and the append time in
-// nanoseconds, which the demo and benchmarks use to check per-account order
+// nanoseconds (the sequence also inside "row", as "seq"), which the demo and
+// benchmarks use to check per-account order
 // and measure append-to-sink latency.
 package gen
 
@@ -186,7 +187,11 @@ func (g *Generator) Line(dst []byte, now time.Time) []byte {
 	dst = strconv.AppendInt(dst, int64(g.rng.IntN(2)), 10)
 	dst = append(dst, `,"uuid":"`...)
 	dst = appendUUID(dst, id)
-	dst = append(dst, `"},"counter":`...)
+	// seq repeats the counter inside the row so that consumers of the
+	// Kafka topic (which carries the row only) can check per-account order.
+	dst = append(dst, `","seq":`...)
+	dst = strconv.AppendInt(dst, seq, 10)
+	dst = append(dst, `},"counter":`...)
 	dst = strconv.AppendInt(dst, seq, 10)
 	dst = append(dst, `,"appended_ns":`...)
 	dst = strconv.AppendInt(dst, now.UnixNano(), 10)

@@ -19,6 +19,7 @@ type genLine struct {
 		Version   int    `json:"version"`
 		Billable  int    `json:"billable"`
 		UUID      string `json:"uuid"`
+		Seq       int64  `json:"seq"`
 	} `json:"row"`
 	Counter    int64 `json:"counter"`
 	AppendedNS int64 `json:"appended_ns"`
@@ -61,7 +62,7 @@ func TestRunWritesRealisticLines(t *testing.T) {
 				t.Fatalf("duplicate uuid %s", l.Row.UUID)
 			}
 			ids[l.Row.UUID] = true
-			if l.Counter != next[l.Row.ProjectID] {
+			if l.Counter != next[l.Row.ProjectID] || l.Row.Seq != l.Counter {
 				t.Fatalf("account %d: counter %d, want %d", l.Row.ProjectID, l.Counter, next[l.Row.ProjectID])
 			}
 			next[l.Row.ProjectID]++
