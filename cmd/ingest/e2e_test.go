@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/loader"
+	"github.com/jackc/pgx/v5"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ingest-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "ingest")
+	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build ingest: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func ingest(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), code
+}
+
+const e2eConfig = `spool: {dir: %q, retention: 1h}
+batch: {max_records: 200, linger: 5ms}
+kafka: {brokers: %q}
+db: {url: %q}
+metrics: {listen: "127.0.0.1:0"}
+tables:
+  raw_item:
+    key: project_id
+    id: uuid
+    time: timestamp
+    columns: {project_id: bigint, timestamp: bigint, body: text, version: integer, billable: integer, uuid: uuid}
+    db: all
+    kafka: %s
+`
+
+func TestExitCodesAndUsage(t *testing.T) {
+	if out, code := ingest(t, "version"); code != 0 || !strings.HasPrefix(out, "ingest ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+	if _, code := ingest(t, "no-such-command"); code != 2 {
+		t.Errorf("unknown command exits %d, want 2", code)
+	}
+	if out, code := ingest(t, "run"); code != 2 || !strings.Contains(out, "--config") {
+		t.Errorf("run without config: %d %q", code, out)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("spool: {dir: /tmp}\ntables:\n  t:\n    key: k\n    columns: {k: bigint}\n    kafka: {percent: 140}\n"), 0o640)
+	if out, code := ingest(t, "run", "--config", bad); code != 2 || !strings.Contains(out, "tables.t.kafka.percent") {
+		t.Errorf("invalid config: exit %d, output %q; want 2 naming the key", code, out)
+	}
+	if _, code := ingest(t, "gen", "--dir", t.TempDir(), "--rate", "-1"); code != 2 {
+		t.Errorf("gen --rate -1 exits %d, want 2", code)
+	}
+}
+
+// The issue's end-to-end check: gen writes while `ingest run` dual-writes;
+// the Kafka route moves none -> {percent: 30} -> all by rewriting the config
+// file. Each phase writes its own stream, after the loader applied the
+// phase's route, so every record's expected sinks are known: Postgres gets
+// every row once; Kafka gets nothing of phase a, exactly the 30% accounts of
+// phase b and everything of phase c, keyed by account, in file order.
+func TestRunDualWritesThroughRouteChanges(t *testing.T) {
+	pg := testenv.Postgres(t)
+	kc := testenv.Kafka(t, 1)
+	if err := kc.CreateTopic("raw_item", 4); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	spool := filepath.Join(dir, "spool")
+	os.MkdirAll(spool, 0o750)
+	cfgPath := filepath.Join(dir, "ingest.yaml")
+	writeConfig := func(route string) {
+		tmp := cfgPath + ".tmp"
+		os.WriteFile(tmp, fmt.Appendf(nil, e2eConfig, spool, kc.Bootstrap(), pg.URL(), route), 0o640)
+		if err := os.Rename(tmp, cfgPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConfig("none")
+	if out, code := ingest(t, "migrate", "--config", cfgPath); code != 0 {
+		t.Fatalf("migrate: %d %s", code, out)
+	}
+	if out, code := ingest(t, "schema", "sql", "--config", cfgPath); code != 0 || !strings.Contains(out, `CREATE TABLE IF NOT EXISTS "raw_item"`) {
+		t.Fatalf("schema sql: %d %s", code, out)
+	}
+
+	runLog := &syncBuffer{}
+	run := exec.Command(binary, "run", "--config", cfgPath)
+	run.Stdout, run.Stderr = runLog, runLog
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer run.Process.Kill()
+	defer func() {
+		if t.Failed() {
+			t.Logf("ingest run log:\n%s", runLog.String())
+		}
+	}()
+
+	const perPhase = 2000
+	phase := func(stream, route string) {
+		if route != "" {
+			writeConfig(route)
+			testenv.Eventually(t, 20*time.Second, func() bool {
+				return strings.Contains(runLog.String(), "tables.raw_item.kafka: ") &&
+					strings.Contains(runLog.String(), "-> "+route)
+			}, "reload to %s applied", route)
+		}
+		if out, code := ingest(t, "gen", "--dir", spool, "--stream", stream, "--rate", "2000", "--count", strconv.Itoa(perPhase), "--accounts", "100", "--size", "400"); code != 0 {
+			t.Fatalf("gen: %d %s", code, out)
+		}
+		testenv.Eventually(t, 60*time.Second, func() bool { return statusLag(t, cfgPath) == 0 }, "both sinks caught up with stream %s", stream)
+	}
+	phase("a", "")
+	phase("b", "{percent: 30}")
+	phase("c", "all")
+
+	// A config that does not parse is rejected and the old one stays.
+	os.WriteFile(cfgPath, []byte("spool: [broken"), 0o640)
+	testenv.Eventually(t, 20*time.Second, func() bool { return strings.Contains(runLog.String(), "config reload rejected") }, "invalid config rejected")
+
+	run.Process.Signal(syscall.SIGTERM)
+	if err := run.Wait(); err != nil {
+		t.Fatalf("ingest run after SIGTERM: %v (want exit 0)", err)
+	}
+
+	// What each phase wrote, from the archive (retention keeps the files).
+	type line struct {
+		uuid, account string
+	}
+	written := map[string][]line{}
+	for _, stream := range []string{"a", "b", "c"} {
+		files, _ := filepath.Glob(filepath.Join(spool, ".ingest", "archive", stream, "*"))
+		live, _ := filepath.Glob(filepath.Join(spool, stream, "*.ndjson"))
+		files = append(files, live...)
+		sort.Strings(files)
+		for _, f := range files {
+			data, _ := os.ReadFile(f)
+			for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+				var v struct {
+					Row struct {
+						ProjectID int64  `json:"project_id"`
+						UUID      string `json:"uuid"`
+					} `json:"row"`
+				}
+				if err := json.Unmarshal([]byte(l), &v); err != nil {
+					t.Fatalf("%s: %v", f, err)
+				}
+				written[stream] = append(written[stream], line{v.Row.UUID, strconv.FormatInt(v.Row.ProjectID, 10)})
+			}
+		}
+		if len(written[stream]) != perPhase {
+			t.Fatalf("stream %s: found %d written lines, want %d", stream, len(written[stream]), perPhase)
+		}
+	}
+
+	ctx := testenv.Context(t, time.Minute)
+	conn, err := pgx.Connect(ctx, pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var rows, distinct int
+	conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT uuid) FROM raw_item`).Scan(&rows, &distinct)
+	if rows != 3*perPhase || distinct != rows {
+		t.Fatalf("postgres: %d rows, %d distinct; want %d once each", rows, distinct, 3*perPhase)
+	}
+
+	want := map[string]bool{} // uuids Kafka must have
+	for _, l := range written["b"] {
+		if config.Bucket(l.account) < 3000 {
+			want[l.uuid] = true
+		}
+	}
+	for _, l := range written["c"] {
+		want[l.uuid] = true
+	}
+	msgs, err := kc.Consume(ctx, "raw_item", len(want))
+	if err != nil {
+		t.Fatalf("consume: %v (have %d of %d)", err, len(msgs), len(want))
+	}
+	got := map[string]bool{}
+	lastPos := map[string]string{} // per key: source position of the last message
+	for _, m := range msgs {
+		var v struct {
+			ProjectID int64  `json:"project_id"`
+			UUID      string `json:"uuid"`
+		}
+		if err := json.Unmarshal(m.Value, &v); err != nil {
+			t.Fatal(err)
+		}
+		if string(m.Key) != strconv.FormatInt(v.ProjectID, 10) {
+			t.Fatalf("message key %q for account %d", m.Key, v.ProjectID)
+		}
+		if !want[v.UUID] {
+			t.Fatalf("record %s of account %d reached Kafka but was not routed there", v.UUID, v.ProjectID)
+		}
+		got[v.UUID] = true
+		src := header(m, "ingest.source")
+		if prev := lastPos[string(m.Key)]; prev != "" && !sourceBefore(prev, src) {
+			t.Fatalf("account %s: %s after %s: out of file order", m.Key, src, prev)
+		}
+		lastPos[string(m.Key)] = src
+	}
+	if len(got) != len(want) {
+		t.Fatalf("kafka has %d of the %d routed records", len(got), len(want))
+	}
+	t.Logf("kafka: %d messages for %d routed records; postgres: %d rows", len(msgs), len(want), rows)
+}
+
+// sourceBefore compares "stream/file/offset" positions of one stream, or
+// orders streams by name (the phases a, b, c ran one after another).
+func sourceBefore(a, b string) bool {
+	pa, pb := strings.Split(a, "/"), strings.Split(b, "/")
+	if pa[0] != pb[0] {
+		return pa[0] < pb[0]
+	}
+	if pa[1] != pb[1] {
+		return pa[1] < pb[1]
+	}
+	oa, _ := strconv.ParseInt(pa[2], 10, 64)
+	ob, _ := strconv.ParseInt(pb[2], 10, 64)
+	return oa < ob
+}
+
+func header(m *kafka.Message, key string) string {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// statusLag returns the total lag in bytes over every stream and sink, and
+// counts a sink without a checkpoint as lagging.
+func statusLag(t *testing.T, cfgPath string) int64 {
+	out, code := ingest(t, "status", "--config", cfgPath, "--json")
+	if code != 0 {
+		t.Fatalf("status: %d %s", code, out)
+	}
+	var st []loader.StreamStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v: %s", err, out)
+	}
+	var lag int64
+	for _, s := range st {
+		for _, k := range s.Sinks {
+			lag += k.LagBytes
+			if k.Checkpoint == nil {
+				lag++
+			}
+		}
+	}
+	return lag
+}

@@ -1,0 +1,213 @@
+package dbsink
+
+import (
+	"encoding/json"
+	"math"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/bytedance/sonic"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/dualwrite/ingest/loader"
+	"github.com/dualwrite/ingest/schema"
+)
+
+func TestConverters(t *testing.T) {
+	num := func(i int64, exp int32) pgtype.Numeric {
+		return pgtype.Numeric{Int: big.NewInt(i), Exp: exp, Valid: true}
+	}
+	for _, tc := range []struct {
+		typ  schema.Type
+		raw  string
+		want any    // nil: error expected
+		err  string // fragment of the error
+	}{
+		{schema.Bigint, `-9223372036854775808`, int64(math.MinInt64), ""},
+		{schema.Bigint, `9223372036854775807`, int64(math.MaxInt64), ""},
+		{schema.Bigint, `9223372036854775808`, nil, "out of range for bigint"},
+		{schema.Bigint, `-0`, int64(0), ""},
+		{schema.Bigint, `12345678901234567890123`, nil, "out of range"},
+		{schema.Bigint, `1.0`, nil, "not a JSON integer"},
+		{schema.Bigint, `1e3`, nil, "not a JSON integer"},
+		{schema.Bigint, `"1"`, nil, "not a JSON integer"},
+		{schema.Integer, `-2147483648`, int32(math.MinInt32), ""},
+		{schema.Integer, `2147483648`, nil, "out of range for integer"},
+		{schema.Smallint, `-32768`, int16(math.MinInt16), ""},
+		{schema.Smallint, `32768`, nil, "out of range for smallint"},
+		{schema.Boolean, `true`, true, ""},
+		{schema.Boolean, `false`, false, ""},
+		{schema.Boolean, `1`, nil, "not true or false"},
+		{schema.Double, `0.1`, 0.1, ""},
+		{schema.Double, `-1e-320`, -1e-320, ""}, // subnormal, not underflow
+		{schema.Double, `1e400`, nil, "out of range"},
+		{schema.Double, `1e-400`, nil, "out of range"},
+		{schema.Double, `0e-400`, 0.0, ""},
+		{schema.Double, `"1"`, nil, "not a number"},
+		{schema.Numeric, `"12.50"`, num(1250, -2), ""},
+		{schema.Numeric, `12.50`, num(1250, -2), ""},
+		{schema.Numeric, `-1e-3`, num(-1, -3), ""},
+		{schema.Numeric, `1.50E+1`, num(150, -1), ""},
+		{schema.Numeric, `"+.5"`, num(5, -1), ""},
+		{schema.Numeric, `"NaN"`, pgtype.Numeric{NaN: true, Valid: true}, ""},
+		{schema.Numeric, `"+Infinity"`, pgtype.Numeric{InfinityModifier: pgtype.Infinity, Valid: true}, ""},
+		{schema.Numeric, `"1e999999"`, nil, "out of range for numeric"},
+		{schema.Numeric, `1e-16384`, nil, "out of range for numeric"},
+		{schema.Numeric, `"1e99999999999999999999999"`, nil, "out of range for numeric"},
+		{schema.Numeric, `"0e999999"`, num(0, 999999), ""},
+		{schema.Numeric, `"1_000"`, nil, "not a number"},
+		{schema.Numeric, `"."`, nil, "not a number"},
+		{schema.Numeric, `true`, nil, "not a number"},
+		{schema.UUID, `"bad3a155-585f-47cb-bc3e-51767d52c2a2"`, uuid("bad3a155585f47cbbc3e51767d52c2a2"), ""},
+		{schema.UUID, `"{BAD3A155585F47CBBC3E51767D52C2A2}"`, uuid("bad3a155585f47cbbc3e51767d52c2a2"), ""},
+		{schema.UUID, `"bad3a155-585f-47cb-bc3e-51767d52c2ag"`, nil, "not a UUID"},
+		{schema.UUID, `"bad3a155+585f-47cb-bc3e-51767d52c2a2"`, nil, "not a UUID"},
+		{schema.UUID, `"\u0062ad3a155585f47cbbc3e51767d52c2a2"`, uuid("bad3a155585f47cbbc3e51767d52c2a2"), ""},
+		{schema.Text, `"a\"b\\c\/d\u00e9\ud83d\ude00"`, []byte("a\"b\\c/dé😀"), ""},
+		{schema.Text, `"\ud83d"`, nil, "unpaired surrogate"},
+		{schema.Text, `"\ude00x"`, nil, "unpaired surrogate"},
+		{schema.Text, `"a\u0000"`, nil, `\u0000`},
+		{schema.Text, `"\x"`, nil, "invalid escape"},
+		{schema.Text, `5`, nil, "not a string"},
+		{schema.JSONB, `{"a":[1]}`, []byte(`{"a":[1]}`), ""},
+		{schema.Timestamptz, `1574948156`, time.Unix(1574948156, 0).UTC(), ""},
+		{schema.Timestamptz, `1574948156123`, time.UnixMilli(1574948156123).UTC(), ""},
+		{schema.Timestamptz, `"2019-11-28T14:35:56.1234567+01:00"`, time.Date(2019, 11, 28, 13, 35, 56, 123457000, time.UTC), ""},
+		{schema.Timestamptz, `"tomorrow"`, nil, "not an epoch number or RFC 3339"},
+	} {
+		conv, err := converterFor(tc.typ)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := conv([]byte(tc.raw))
+		if tc.want == nil {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%s %s: got %v, %v; want error with %q", tc.typ, tc.raw, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s %s: %v", tc.typ, tc.raw, err)
+			continue
+		}
+		if !equalValue(got, tc.want) {
+			t.Errorf("%s %s = %#v, want %#v", tc.typ, tc.raw, got, tc.want)
+		}
+	}
+}
+
+func uuid(hex string) pgtype.UUID {
+	u, ok := parseUUID([]byte(hex))
+	if !ok {
+		panic(hex)
+	}
+	return u
+}
+
+func equalValue(a, b any) bool {
+	switch x := a.(type) {
+	case []byte:
+		y, ok := b.([]byte)
+		return ok && string(x) == string(y)
+	case pgtype.Numeric:
+		y, ok := b.(pgtype.Numeric)
+		if !ok || x.NaN != y.NaN || x.InfinityModifier != y.InfinityModifier || x.Valid != y.Valid || x.Exp != y.Exp {
+			return false
+		}
+		return (x.Int == nil) == (y.Int == nil) && (x.Int == nil || x.Int.Cmp(y.Int) == 0)
+	case time.Time:
+		y, ok := b.(time.Time)
+		return ok && x.Equal(y)
+	}
+	return a == b
+}
+
+// FuzzJSONString checks the unescaper against encoding/json on every
+// string encoding/json accepts.
+func FuzzJSONString(f *testing.F) {
+	for _, s := range []string{`"abc"`, `"a\"b"`, `"\u00e9\ud83d\ude00"`, `"\ud83d"`, `"\\\/\b\f\n\r\t"`, `"\u0000"`, `""`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		var want string
+		// Rows reach the sink from schema.Decode, which refuses lines that
+		// are not UTF-8; jsonString passes such bytes through (PostgreSQL
+		// would refuse them) where encoding/json substitutes U+FFFD. Values
+		// come without surrounding whitespace.
+		if !utf8.ValidString(raw) || json.Unmarshal([]byte(raw), &want) != nil ||
+			!strings.HasPrefix(raw, `"`) || !strings.HasSuffix(raw, `"`) {
+			return
+		}
+		got, err := jsonString([]byte(raw))
+		if err != nil {
+			// Refused on purpose: NUL, which PostgreSQL cannot store, and
+			// unpaired surrogates (encoding/json turns them into U+FFFD).
+			if strings.ContainsRune(want, 0) || strings.ContainsRune(want, utf8.RuneError) {
+				return
+			}
+			t.Fatalf("jsonString(%s): %v; encoding/json gives %q", raw, err, want)
+		}
+		if string(got) != want {
+			t.Fatalf("jsonString(%s) = %q, want %q", raw, got, want)
+		}
+	})
+}
+
+// BenchmarkConvert measures turning ~2 KB raw_item rows into COPY values,
+// the sink's only per-row work before pgx encodes them.
+func BenchmarkConvert(b *testing.B) {
+	sch := rawItemSchema(b, "raw_item", true)
+	lines := rawItemLines(1000, 1)
+	recs := make([]loader.Record, len(lines))
+	var size int64
+	for i, l := range lines {
+		r, err := sch.Decode([]byte(l), "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		recs[i] = loader.Record{Record: r}
+		size += int64(len(r.Row))
+	}
+	s := &Sink{tables: map[*schema.Table]*tableInfo{}}
+	batch := loader.NewBatch("s", loader.Position{}, loader.Position{}, recs, nil)
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := s.prepare(b.Context(), batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/row")
+}
+
+// BenchmarkConvertSonicMap is the baseline BenchmarkConvert is measured
+// against: what decoding each row into a map with sonic costs, before any
+// conversion to column types.
+func BenchmarkConvertSonicMap(b *testing.B) {
+	sch := rawItemSchema(b, "raw_item", true)
+	lines := rawItemLines(1000, 1)
+	rows := make([][]byte, len(lines))
+	var size int64
+	for i, l := range lines {
+		r, err := sch.Decode([]byte(l), "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		rows[i] = r.Row
+		size += int64(len(r.Row))
+	}
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, row := range rows {
+			var m map[string]any
+			if err := sonic.Unmarshal(row, &m); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
+}
