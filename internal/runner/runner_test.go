@@ -1,0 +1,161 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dualwrite/ingest/dbsink"
+	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/rotatefile"
+)
+
+const testConfig = `spool: {dir: %q}
+batch: {linger: 5ms}
+kafka: {brokers: %q}
+db: {url: %q}
+metrics: {listen: "127.0.0.1:0"}
+tables:
+  ev:
+    key: account
+    id: id
+    columns: {account: bigint, id: text}
+    db: all
+    kafka: {percent: 50, exclude: [7]}
+`
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+func TestMetricsHealthAndReadiness(t *testing.T) {
+	pg := testenv.Postgres(t)
+	kc := testenv.Kafka(t, 1)
+	if err := kc.CreateTopic("ev", 2); err != nil {
+		t.Fatal(err)
+	}
+	spool := t.TempDir()
+	path := filepath.Join(t.TempDir(), "ingest.yaml")
+	os.WriteFile(path, fmt.Appendf(nil, testConfig, spool, kc.Bootstrap(), pg.URL()), 0o640)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testenv.Context(t, time.Minute)
+	sch, _ := cfg.Schema()
+	db, err := dbsink.New(ctx, dbsink.Config{URL: pg.URL(), Schema: sch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		w.Append(fmt.Appendf(nil, `{"table":"ev","row":{"account":%d,"id":"r%d"}}`, i, i))
+	}
+	w.Append([]byte(`{"table":"ev","row":{}}`)) // a dead letter
+	w.Close()
+
+	runCtx, stop := context.WithCancel(ctx)
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(runCtx, cfg, Options{ConfigPath: path, Started: func(a string) { addr <- a }})
+	}()
+	base := "http://" + <-addr
+	if code, body := get(t, base+"/healthz"); code != 200 {
+		t.Fatalf("/healthz: %d %s", code, body)
+	}
+	if code, body := get(t, base+"/readyz"); code != 200 {
+		t.Fatalf("/readyz with both sinks up: %d %s", code, body)
+	}
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		_, body := get(t, base+"/metrics")
+		return strings.Contains(body, `ingest_records_acked_total{sink="db",stream="api"} 20`)
+	}, "db acks 20 records")
+	var body string
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		_, body = get(t, base+"/metrics")
+		return strings.Contains(body, `ingest_lag_bytes{sink="kafka",stream="api"} 0`)
+	}, "lag measured and zero")
+	for _, want := range []string{
+		`ingest_lines_read_total{sink="db",stream="api"} 21`,
+		`ingest_lines_dead_lettered_total{reason="missing_key",sink="",stream="api"} 1`,
+		`ingest_batch_latency_seconds_count{sink="kafka"}`,
+		`ingest_lag_bytes{sink="kafka",stream="api"}`,
+		`ingest_lag_seconds{sink="db",stream="api"}`,
+		`ingest_route_percent{sink="kafka",table="ev"} 50`,
+		`ingest_route_accounts{list="exclude",sink="kafka",table="ev"} 1`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+			for _, l := range strings.Split(body, "\n") {
+				if strings.HasPrefix(l, strings.SplitN(want, "{", 2)[0]) {
+					t.Log(l)
+				}
+			}
+		}
+	}
+
+	// Readiness follows the database.
+	if err := pg.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(t, base+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz with PostgreSQL down: %d, want 503", code)
+	}
+	if err := pg.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+func TestDiffNamesRouteChangesAndRestartKeys(t *testing.T) {
+	parse := func(kafka, linger, dir string) *config.Config {
+		c, err := config.Parse(fmt.Appendf(nil, `spool: {dir: %s}
+batch: {linger: %s}
+tables:
+  ev: {key: a, columns: {a: bigint}, db: all, kafka: %s}
+`, dir, linger, kafka))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a := parse("none", "20ms", "/s")
+	changes, restart := Diff(a, parse("{percent: 30}", "50ms", "/other"))
+	got := strings.Join(changes, "; ")
+	if !strings.Contains(got, "tables.ev.kafka: none -> {percent: 30}") || !strings.Contains(got, "batch:") {
+		t.Errorf("changes %q", got)
+	}
+	if strings.Join(restart, ",") != "spool" {
+		t.Errorf("restart keys %v, want spool", restart)
+	}
+	if c, r := Diff(a, parse("none", "20ms", "/s")); len(c)+len(r) != 0 {
+		t.Errorf("identical configs differ: %v %v", c, r)
+	}
+}
