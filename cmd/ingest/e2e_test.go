@@ -17,6 +17,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/jackc/pgx/v5"
@@ -307,4 +308,19 @@ func statusLag(t *testing.T, cfgPath string) int64 {
 		}
 	}
 	return lag
+}
+
+func TestDemoPassesItsChecks(t *testing.T) {
+	if _, err := pgserver.FindBinDir(t.Context()); err != nil && !testenv.RequireServices() {
+		t.Skipf("the demo needs the PostgreSQL server binaries: %v", err)
+	}
+	out, code := ingest(t, "demo", "--duration", "4s", "--rate", "1000")
+	if code != 0 || !strings.Contains(out, "all checks passed") || strings.Contains(out, "FAIL") {
+		t.Fatalf("demo exited %d:\n%s", code, out)
+	}
+	for _, want := range []string{"PostgreSQL holds every line exactly once", "per-account order in Kafka", "latency append -> kafka ack: p50"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo report lacks %q", want)
+		}
+	}
 }
