@@ -72,8 +72,11 @@
 //
 // What can repeat is what was handed to the producer but not yet covered
 // by a saved checkpoint: per stream, the batches in flight (at most the
-// loader's max-in-flight batches of batch.max_records records each) plus
-// those acked whose checkpoint was not yet saved. The broker may already
+// loader's max-in-flight batches of batch.max_records records each — one
+// more during a graceful shutdown, which hands over the batch being built)
+// plus those acked whose checkpoint was not yet saved (normally none; a
+// failed checkpoint save is logged and widens this until the next save
+// succeeds). The broker may already
 // have some of those messages; the replay writes them again. Nothing before
 // the checkpoint repeats and nothing is lost.
 //

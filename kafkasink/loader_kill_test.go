@@ -1,0 +1,236 @@
+package kafkasink_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dualwrite/ingest/internal/mockkafka"
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/kafkasink"
+	"github.com/dualwrite/ingest/loader"
+)
+
+// The loader of the kill -9 test, in the child process. The at-least-once
+// window per kill is what the loader can have handed to the producer
+// beyond its saved checkpoint: killChildInFlight batches of at most
+// killChildBatch records (kafkasink/doc.go, "The at-least-once window").
+const (
+	killChildBatch    = 100
+	killChildInFlight = 4
+	killTopic         = "events"
+	envKillSpool      = "KAFKASINK_LOADER_CHILD_SPOOL"
+	envKillBrokers    = "KAFKASINK_LOADER_CHILD_BROKERS"
+)
+
+// TestLoaderKillHelperProcess is the child of TestLoaderKillDashNine: a
+// loader feeding a kafkasink on the parent's mock cluster until killed, or
+// until SIGTERM (graceful: exit 0).
+func TestLoaderKillHelperProcess(t *testing.T) {
+	spool, brokers := os.Getenv(envKillSpool), os.Getenv(envKillBrokers)
+	if spool == "" {
+		t.Skip("child process of TestLoaderKillDashNine")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	nctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	sink, err := kafkasink.New(nctx, kafkasink.Config{Brokers: brokers, Topics: []string{killTopic}, Logger: logger})
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kafkasink:", err)
+		os.Exit(3)
+	}
+	l, err := loader.New(loader.Config{Dir: spool, Schema: testSchema(t, killTopic), Logger: logger,
+		Batch: loader.BatchConfig{MaxRecords: killChildBatch, Linger: 5 * time.Millisecond}},
+		loader.SinkSpec{Sink: sink, MaxInFlight: killChildInFlight})
+	if err == nil {
+		fmt.Println("running")
+		err = l.Run(ctx)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "run:", err)
+		os.Exit(4)
+	}
+	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer ccancel()
+	if err := sink.Close(cctx); err != nil {
+		fmt.Fprintln(os.Stderr, "close:", err)
+		os.Exit(5)
+	}
+	os.Exit(0)
+}
+
+// The loader (with the kafkasink) is killed with SIGKILL at random points,
+// again and again, while rotatefile appends lines; the mock cluster lives
+// in this process and survives. A last run ends with SIGTERM. Then:
+//   - every line is in the topic at least once, keyed by its account, and
+//     per account in file order after dropping repeats by record id;
+//   - every repeat carries the record id (and value) of its first copy;
+//   - each kill caused at most killChildInFlight × killChildBatch repeats:
+//     run k's messages beyond the checkpoint it left, measured as
+//     (messages run k added to the topic) − (lines its checkpoint advanced
+//     over); the graceful last run adds none beyond its checkpoint.
+func TestLoaderKillDashNine(t *testing.T) {
+	t.Parallel()
+	const partitions, n, minKills = 4, 12000, 12
+	c := testenv.Kafka(t, 3)
+	if err := c.CreateTopic(killTopic, partitions); err != nil {
+		t.Fatal(err)
+	}
+	spool := t.TempDir()
+	// Bursts of 150 lines fill whole batches, so kills find full ones in flight.
+	lw := startLineWriter(t, spool, killTopic, 16<<10, writerPace{max: n, burst: 150, pause: 60 * time.Millisecond, accts: 40, body: 24})
+
+	start := func() *exec.Cmd {
+		t.Helper()
+		cmd := exec.Command(os.Args[0], "-test.run=^TestLoaderKillHelperProcess$", "-test.count=1")
+		cmd.Env = append(os.Environ(), envKillSpool+"="+spool, envKillBrokers+"="+c.Bootstrap())
+		cmd.Stderr = os.Stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// A failing test must not leave a loader running.
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
+		// Kill only once the loader runs, so kills land in the loader.
+		sc := bufio.NewScanner(out)
+		for sc.Scan() && sc.Text() != "running" {
+		}
+		if sc.Text() != "running" {
+			err := cmd.Wait()
+			t.Fatalf("child did not start: %v", err)
+		}
+		return cmd
+	}
+
+	// Per run: the topic's size and the Kafka checkpoint once it is dead.
+	type runEnd struct {
+		size int
+		cp   loader.Position
+		ran  time.Duration
+	}
+	var ends []runEnd
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 9))
+	for len(ends) < minKills || !lw.isDone() {
+		cmd := start()
+		// Odd kills land anywhere in the first 300 ms, start-up included.
+		// Even kills wait for this run's first delivery (at most 2 s, in
+		// case nothing is left to deliver), then slow the brokers down
+		// (20 ms per request) so that produce requests and batches stay in
+		// flight longer, and kill within 200 ms: a loaded broker.
+		d := time.Duration(rng.IntN(300)) * time.Millisecond
+		slow := len(ends)%2 == 1
+		if slow {
+			size, t0 := topicSize(t, c, killTopic), time.Now()
+			for topicSize(t, c, killTopic) == size && time.Since(t0) < 2*time.Second {
+				time.Sleep(time.Millisecond) // poll interval
+			}
+			setBrokerRTT(t, c, 20*time.Millisecond)
+			d = time.Duration(rng.IntN(200)) * time.Millisecond
+		}
+		time.Sleep(d) // the kill point
+		if err := cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait() // "signal: killed"
+		if slow {
+			// Back to full speed: a slow mock broker makes the idempotent
+			// producer's start-up take ~0.6 s.
+			setBrokerRTT(t, c, 0)
+		}
+		cp, _ := fileCheckpoint(t, spool, kafkasink.DefaultName)
+		ends = append(ends, runEnd{size: settledTopicSize(t, c, killTopic), cp: cp, ran: d})
+	}
+	kills := len(ends)
+	written := lw.finish()
+	end := streamEnd(t, spool)
+
+	// A last, graceful run takes the rest and must exit 0 on SIGTERM.
+	cmd := start()
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		cp, _ := fileCheckpoint(t, spool, kafkasink.DefaultName)
+		return !cp.Before(end)
+	}, "kafka checkpoint at the stream end %s", end)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	cp, _ := fileCheckpoint(t, spool, kafkasink.DefaultName)
+	ends = append(ends, runEnd{size: settledTopicSize(t, c, killTopic), cp: cp})
+
+	total := ends[len(ends)-1].size
+	d := checkDelivery(t, consume(t, c, killTopic, total), lw.accounts(), killTopic, partitions)
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// Attribute the repeats to the kills.
+	window := killChildInFlight * killChildBatch
+	prevSize, prevCovered, sum, worst := 0, 0, 0, 0
+	for k, e := range ends {
+		covered := d.covered(e.cp)
+		if covered < prevCovered {
+			t.Errorf("run %d: checkpoint moved back (%d lines covered, then %d)", k+1, prevCovered, covered)
+		}
+		beyond := (e.size - prevSize) - (covered - prevCovered)
+		kind := fmt.Sprintf("killed %v after start", e.ran)
+		if k%2 == 1 {
+			kind = fmt.Sprintf("killed %v after its first delivery, slow broker", e.ran)
+		}
+		if k == kills {
+			kind = "graceful"
+		}
+		t.Logf("run %2d (%s): +%d messages, checkpoint +%d lines to %d, %d messages beyond it (repeated by the next run)",
+			k+1, kind, e.size-prevSize, covered-prevCovered, covered, beyond)
+		switch {
+		case k == kills && beyond != 0:
+			t.Errorf("graceful run: %d messages beyond its final checkpoint, want 0", beyond)
+		case beyond < 0:
+			t.Errorf("run %d: %d messages beyond its checkpoint (fewer messages than lines checkpointed: lost?)", k+1, beyond)
+		case beyond > window:
+			t.Errorf("run %d: %d repeats from one kill, beyond the documented window of %d (%d batches × %d records)",
+				k+1, beyond, window, killChildInFlight, killChildBatch)
+		}
+		sum += beyond
+		worst = max(worst, beyond)
+		prevSize, prevCovered = e.size, covered
+	}
+	if prevCovered != written {
+		t.Errorf("final checkpoint covers %d lines, want %d", prevCovered, written)
+	}
+	if sum != d.repeats {
+		t.Errorf("repeats attributed to kills: %d; repeats in the topic: %d", sum, d.repeats)
+	}
+	t.Logf("%d kill -9 of the loader; %d lines, %d messages, %d repeats (%.2f%%; at most %d per kill, window %d = %d×%d), no line more than %d times",
+		kills, written, total, d.repeats, 100*float64(d.repeats)/float64(written), worst, window, killChildInFlight, killChildBatch, d.maxCopy)
+	if d.repeats > kills*window {
+		t.Errorf("%d repeats after %d kills: more than %d × %d", d.repeats, kills, kills, window)
+	}
+}
+
+// setBrokerRTT sets every broker's request round trip.
+func setBrokerRTT(tb testing.TB, c *mockkafka.Cluster, d time.Duration) {
+	tb.Helper()
+	for id := 1; id <= c.Brokers(); id++ {
+		if err := c.Mock().SetRoundtripDuration(id, d); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}

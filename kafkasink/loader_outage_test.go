@@ -1,0 +1,244 @@
+package kafkasink_test
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/kafkasink"
+	"github.com/dualwrite/ingest/loader"
+)
+
+// loaderOutage is how long TestLoaderLeaderDownDatabaseSinkGoesOn keeps the
+// partition leader down. The issue asks for 30 s; shorten it while
+// iterating: INGEST_KAFKA_LOADER_OUTAGE=5s go test -run LeaderDownDatabase ./kafkasink/
+var loaderOutage = envDuration("INGEST_KAFKA_LOADER_OUTAGE", 30*time.Second)
+
+// dbSink stands in for the database sink in the same loader as the Kafka
+// sink: it stores each record at once and acks. It checks on arrival that
+// it gets every line once, in file order (one stream, no restarts).
+type dbSink struct {
+	tb   testing.TB
+	mu   sync.Mutex
+	next int // the seq of the next line expected: lines 0..next-1 are in
+	pos  []loader.Position
+}
+
+func (s *dbSink) Name() string { return "db" }
+
+func (s *dbSink) Submit(_ context.Context, b *loader.Batch, ack func(error)) error {
+	s.mu.Lock()
+	for _, r := range b.Records {
+		seq, err := rowSeq(r.Row)
+		if err != nil {
+			s.tb.Error(err)
+			continue
+		}
+		if seq != s.next {
+			s.tb.Errorf("db sink: got line %d, want %d (lost, repeated or reordered)", seq, s.next)
+		}
+		s.next = seq + 1
+		s.pos = append(s.pos, r.Pos)
+	}
+	s.mu.Unlock()
+	ack(nil)
+	return nil
+}
+
+// received is the number of lines stored, all of them in order.
+func (s *dbSink) received() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.next
+}
+
+// position is where line seq starts; seq must be below received().
+func (s *dbSink) position(seq int) loader.Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pos[seq]
+}
+
+// coveredBy is how many lines the db sink has that lie before cp.
+func (s *dbSink) coveredBy(cp loader.Position) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for n < len(s.pos) && s.pos[n].Before(cp) {
+		n++
+	}
+	return n
+}
+
+// The leader of some of the topic's partitions goes down for loaderOutage
+// (30 s) while lines keep being appended, with the Kafka sink and a
+// database-side sink in the same loader:
+//   - the Kafka checkpoint (Loader.Positions and the checkpoint file) never
+//     passes the first line appended after the outage began whose account
+//     lives on the downed broker, and stops moving altogether;
+//   - the database-side sink keeps receiving: every line appended during
+//     the outage reaches it while the broker is still down;
+//   - once the broker is back, Kafka catches up from its checkpoint and
+//     every line arrives, once (no crash, so no repeats), per account in
+//     file order.
+func TestLoaderLeaderDownDatabaseSinkGoesOn(t *testing.T) {
+	t.Parallel()
+	const topic, partitions, accounts = "events", 6, 30
+	c := testenv.Kafka(t, 3)
+	if err := c.CreateTopic(topic, partitions); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testenv.Context(t, 30*time.Second)
+	leader, err := c.Leader(ctx, topic, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := map[int32]bool{}
+	for p := range int32(partitions) {
+		if l, err := c.Leader(ctx, topic, p); err != nil {
+			t.Fatal(err)
+		} else if l == leader {
+			down[p] = true
+		}
+	}
+	onDown := func(acct string) bool { return down[javaPartition(javaMurmur2([]byte(acct)), partitions)] }
+	var downAccts []string
+	for _, a := range keys(accounts, accounts) {
+		if onDown(a) {
+			downAccts = append(downAccts, a)
+		}
+	}
+	if len(downAccts) == 0 {
+		t.Fatalf("no account on the partitions %v of broker %d", down, leader)
+	}
+
+	// About 300 lines/s (fewer for long outages, so the topic stays far
+	// below the mock's retention), in 64 KiB files.
+	perTick := min(3, max(1, int(12000*10*time.Millisecond/loaderOutage)))
+	spool := t.TempDir()
+	lw := startLineWriter(t, spool, topic, 64<<10, writerPace{max: 20000, burst: perTick, pause: 10 * time.Millisecond, accts: accounts, body: 40})
+	// A short reconnect backoff only makes the catch-up after BrokerUp quicker.
+	sink := newSink(t, c, kafkasink.Config{Topics: []string{topic},
+		Properties: map[string]string{"reconnect.backoff.max.ms": "500"}})
+	db := &dbSink{tb: t}
+	l, stop := startLoader(t, loader.Config{Dir: spool, Schema: testSchema(t, topic), Logger: testLogger(t)},
+		loader.SinkSpec{Sink: sink, MaxInFlight: 4}, loader.SinkSpec{Sink: db, MaxInFlight: 4})
+	kafkaCP := func() (mem, disk loader.Position) {
+		disk, _ = fileCheckpoint(t, spool, sink.Name())
+		return position(l, sink.Name()), disk
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		mem, disk := kafkaCP()
+		return db.received() >= 300 && db.coveredBy(mem) >= 300 && db.coveredBy(disk) >= 300
+	}, "both sinks past the first 300 lines")
+
+	if err := c.BrokerDown(leader); err != nil {
+		t.Fatal(err)
+	}
+	downAt := time.Now()
+	nDown := lw.appended()
+	deliveredAtDown := sink.Stats().Delivered
+	t.Logf("broker %d down (leader of partitions %v; accounts %v) for %v, %d lines appended so far",
+		leader, slices.Sorted(mapKeys(down)), downAccts, loaderOutage, nDown)
+
+	// Sample every 200 ms while the broker is down.
+	stuck := -1 // the first line appended after BrokerDown whose account is on the downed broker
+	var stuckPos, stalled loader.Position
+	stallSet := false
+	type mark struct {
+		at       time.Time
+		appended int
+	}
+	var waiting []mark // appended counts the db sink has not yet reached
+	var maxDBLag time.Duration
+	checkCP := func(when string) {
+		t.Helper()
+		mem, disk := kafkaCP()
+		for _, cp := range []loader.Position{mem, disk} {
+			if stuck >= 0 && stuckPos.Before(cp) {
+				t.Fatalf("%s: kafka checkpoint %s passed line %d at %s, appended after broker %d went down, on its partition",
+					when, cp, stuck, stuckPos, leader)
+			}
+		}
+		if time.Since(downAt) >= 2*time.Second {
+			if !stallSet {
+				stalled, stallSet = mem, true
+			}
+			if mem != stalled || disk != stalled {
+				t.Errorf("%s: kafka checkpoint moved during the outage: %s, file %s, after %s", when, mem, disk, stalled)
+			}
+		}
+	}
+	for time.Since(downAt) < loaderOutage {
+		time.Sleep(200 * time.Millisecond) // holds the outage; each pass checks
+		now, appended, got := time.Now(), lw.appended(), db.received()
+		for stuck < 0 {
+			seq := nDown
+			for ; seq < got && !onDown(lw.account(seq)); seq++ {
+			}
+			if seq == got {
+				break
+			}
+			stuck, stuckPos = seq, db.position(seq)
+			t.Logf("line %d (%s, at %s) is the first appended during the outage for the downed broker", stuck, lw.account(stuck), stuckPos)
+		}
+		checkCP("during the outage")
+		waiting = append(waiting, mark{now, appended})
+		for len(waiting) > 0 && waiting[0].appended <= got {
+			maxDBLag = max(maxDBLag, now.Sub(waiting[0].at))
+			waiting = waiting[1:]
+		}
+	}
+	// Before bringing it back: the db sink has every line appended so far.
+	nEnd := lw.appended()
+	testenv.Eventually(t, 30*time.Second, func() bool { return db.received() >= nEnd },
+		"db sink has the %d lines appended by the end of the outage, with the broker still down", nEnd)
+	if stuck < 0 {
+		t.Fatalf("no line for the downed broker was appended during the outage (%d..%d)", nDown, nEnd)
+	}
+	checkCP("end of the outage")
+	mem, _ := kafkaCP()
+	heldAt := db.coveredBy(mem)
+	deliveredInOutage := sink.Stats().Delivered - deliveredAtDown
+	if err := c.BrokerUp(leader); err != nil {
+		t.Fatal(err)
+	}
+	upAt := time.Now()
+	t.Logf("outage %v: %d lines appended during it, all in the db sink (max lag seen %v, sampled every 200 ms); "+
+		"kafka checkpoint held at %s covering %d lines (line %d was the first stuck); %d messages to other partitions delivered meanwhile",
+		upAt.Sub(downAt).Round(time.Millisecond), nEnd-nDown, maxDBLag, mem, heldAt, stuck, deliveredInOutage)
+	if maxDBLag > 5*time.Second {
+		t.Errorf("db sink fell %v behind the writer during the Kafka outage", maxDBLag)
+	}
+	if heldAt > stuck {
+		t.Errorf("kafka checkpoint covers %d lines, past line %d which could not be delivered", heldAt, stuck)
+	}
+
+	// Kafka catches up from its checkpoint.
+	last := db.position(nEnd - 1)
+	testenv.Eventually(t, 60*time.Second, func() bool { return last.Before(position(l, sink.Name())) },
+		"kafka checkpoint past line %d (%s), the last appended during the outage", nEnd-1, last)
+	t.Logf("kafka caught up with the outage's lines %v after the broker came back", time.Since(upAt).Round(time.Millisecond))
+
+	written := lw.finish()
+	end := streamEnd(t, spool)
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		p := l.Positions()[loaderStream]
+		return !p[sink.Name()].Before(end) && !p[db.Name()].Before(end)
+	}, "both checkpoints at the stream end %s", end)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := db.received(); got != written {
+		t.Errorf("db sink has %d lines, want %d", got, written)
+	}
+	total := topicSize(t, c, topic)
+	d := checkDelivery(t, consume(t, c, topic, total), lw.accounts(), topic, partitions)
+	t.Logf("%d lines written, %d messages in the topic, %d repeats", written, total, d.repeats)
+	if d.repeats != 0 {
+		t.Errorf("%d repeats: a broker outage must not duplicate (one producer, idempotent)", d.repeats)
+	}
+}
