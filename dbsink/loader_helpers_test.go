@@ -1,0 +1,567 @@
+package dbsink_test
+
+// Helpers for the loader-level tests of the PostgreSQL sink: the real
+// loader, the real dbsink, a throwaway PostgreSQL server and lines appended
+// by the rotatefile writer. Nothing here fakes pgx; the only stand-in is
+// ltMemSink, the "Kafka side" of the loader, which the issue asks for.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dualwrite/ingest/dbsink"
+	"github.com/dualwrite/ingest/internal/pgserver"
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/loader"
+	"github.com/dualwrite/ingest/rotatefile"
+	"github.com/dualwrite/ingest/schema"
+)
+
+// ltStream is the one stream the loader tests write.
+const ltStream = "api"
+
+// ltTables are the tables of ltSchema. Both have a uuid column "id"; only
+// raw_item declares it as the id (PRIMARY KEY, staging table and ON
+// CONFLICT path), raw_event is loaded by plain COPY, so a line stored twice
+// there shows up as two rows: exactly-once cannot hide behind ON CONFLICT.
+var ltTables = []string{"raw_event", "raw_item"}
+
+func ltSchema(tb testing.TB) *schema.Schema {
+	tb.Helper()
+	cols := map[string]string{"id": "uuid", "acct": "bigint", "seq": "bigint", "body": "text"}
+	s, err := schema.New(map[string]*schema.Table{
+		"raw_item":  {Key: "acct", ID: "id", Columns: cols},
+		"raw_event": {Key: "acct", Columns: cols},
+	})
+	if err != nil {
+		tb.Fatalf("schema: %v", err)
+	}
+	return s
+}
+
+// ltUUID returns a random (version 4) UUID.
+func ltUUID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+// ltRow is a valid line as appended: which table, its id and seq.
+type ltRow struct {
+	Table string
+	ID    string
+	Seq   int
+}
+
+func (r ltRow) line(body string) string {
+	return fmt.Sprintf(`{"table":%q,"row":{"id":%q,"acct":%d,"seq":%d,"body":%q}}`, r.Table, r.ID, r.Seq%17, r.Seq, body)
+}
+
+// ltFeed appends lines through a rotatefile writer and remembers the valid
+// ones in append order (one writer goroutine at a time, so append order is
+// file order).
+type ltFeed struct {
+	w    *rotatefile.Writer
+	body string
+
+	mu     sync.Mutex
+	rows   []ltRow
+	bad    []string // invalid lines appended, in order
+	badOff []int64  // their offsets, valid while the writer has not rotated
+	size   int64    // bytes appended
+}
+
+func ltOpenFeed(tb testing.TB, spool string, maxBytes int64, body string) *ltFeed {
+	tb.Helper()
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: ltStream, MaxBytes: maxBytes, FlushInterval: time.Millisecond})
+	if err != nil {
+		tb.Fatalf("open writer: %v", err)
+	}
+	tb.Cleanup(func() { w.Close() })
+	return &ltFeed{w: w, body: body}
+}
+
+// add appends one valid line, alternating between the two tables.
+func (f *ltFeed) add() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	seq := len(f.rows)
+	r := ltRow{Table: ltTables[seq%2], ID: ltUUID(), Seq: seq}
+	line := r.line(f.body)
+	if err := f.w.Append([]byte(line)); err != nil {
+		return fmt.Errorf("append line %d: %w", seq, err)
+	}
+	f.rows = append(f.rows, r)
+	f.size += int64(len(line)) + 1
+	return nil
+}
+
+// addRaw appends a line that the loader must dead-letter.
+func (f *ltFeed) addRaw(line string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.w.Append([]byte(line)); err != nil {
+		return fmt.Errorf("append %q: %w", line, err)
+	}
+	f.bad = append(f.bad, line)
+	f.badOff = append(f.badOff, f.size)
+	f.size += int64(len(line)) + 1
+	return nil
+}
+
+func (f *ltFeed) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.rows)
+}
+
+func (f *ltFeed) all() []ltRow {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]ltRow(nil), f.rows...)
+}
+
+// run appends lines on the caller's goroutine until stop is closed or n
+// lines were appended (n <= 0: no limit): perTick lines every tick, which
+// paces the writer (a steady producer, not synchronisation). Every
+// badEvery-th line (0: none) is followed by a line naming an unknown table.
+func (f *ltFeed) run(stop <-chan struct{}, n int, tick time.Duration, perTick, badEvery int) error {
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		for range perTick {
+			if n > 0 && f.count() >= n {
+				return nil
+			}
+			if err := f.add(); err != nil {
+				return err
+			}
+			if badEvery > 0 && f.count()%badEvery == 0 {
+				if err := f.addRaw(fmt.Sprintf(`{"table":"no_such_table","row":{"id":%q,"acct":1,"seq":-1,"body":"x"}}`, ltUUID())); err != nil {
+					return err
+				}
+			}
+		}
+		select {
+		case <-stop:
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// ltMemSink is the in-test "Kafka side" of the loader: an in-memory sink
+// that acknowledges every batch at once and does not own its checkpoint,
+// so the loader keeps it in its file store (StateDir/checkpoints).
+type ltMemSink struct {
+	name string
+
+	mu   sync.Mutex
+	ids  []string
+	pos  []loader.Position
+	errs []error
+}
+
+func (s *ltMemSink) Name() string { return s.name }
+
+func (s *ltMemSink) Submit(_ context.Context, b *loader.Batch, ack func(error)) error {
+	s.mu.Lock()
+	for _, r := range b.Records {
+		var row struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(r.Row, &row); err != nil {
+			s.errs = append(s.errs, fmt.Errorf("row at %v: %w", r.Pos, err))
+			continue
+		}
+		s.ids = append(s.ids, row.ID)
+		s.pos = append(s.pos, r.Pos)
+	}
+	s.mu.Unlock()
+	ack(nil)
+	return nil
+}
+
+func (s *ltMemSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ids)
+}
+
+// has reports whether the sink received line i of the feed (assuming it
+// received lines in order, which check verifies at the end).
+func (s *ltMemSink) has(i int, id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return i < len(s.ids) && s.ids[i] == id
+}
+
+// position is where the i-th record received starts; i must be below count.
+func (s *ltMemSink) position(i int) loader.Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pos[i]
+}
+
+// checkInOrder fails unless the sink received exactly the feed's rows,
+// once each, in append order.
+func (s *ltMemSink) checkInOrder(tb testing.TB, want []ltRow) {
+	tb.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.errs) > 0 {
+		tb.Errorf("%s sink: %v", s.name, errors.Join(s.errs...))
+	}
+	if len(s.ids) != len(want) {
+		tb.Errorf("%s sink received %d records, want %d", s.name, len(s.ids), len(want))
+	}
+	for i := range min(len(s.ids), len(want)) {
+		if s.ids[i] != want[i].ID {
+			tb.Errorf("%s sink: record %d is %s, want %s (seq %d): lost, repeated or reordered", s.name, i, s.ids[i], want[i].ID, want[i].Seq)
+			return
+		}
+	}
+}
+
+// ltLog collects the loader's and the sink's logs, safe for concurrent use.
+type ltLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *ltLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *ltLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// count returns how many log lines contain every one of parts.
+func (l *ltLog) count(parts ...string) int {
+	n := 0
+	for _, line := range strings.Split(l.String(), "\n") {
+		ok := line != ""
+		for _, p := range parts {
+			ok = ok && strings.Contains(line, p)
+		}
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+// ltNewLog returns a log for the test; if the test fails, its last lines
+// are printed.
+func ltNewLog(tb testing.TB) (*ltLog, *slog.Logger) {
+	l := &ltLog{}
+	tb.Cleanup(func() {
+		if tb.Failed() {
+			s := l.String()
+			if len(s) > 8<<10 {
+				s = "...\n" + s[len(s)-8<<10:]
+			}
+			tb.Logf("log (tail):\n%s", s)
+		}
+	})
+	return l, slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// ltDBSink opens a dbsink on srv with fast retries (the backoff is capped
+// at 500 ms, so the run resumes within about that after the server is
+// back), closed in cleanup.
+func ltDBSink(tb testing.TB, srv *pgserver.Server, sch *schema.Schema, log *slog.Logger) *dbsink.Sink {
+	tb.Helper()
+	s, err := dbsink.New(context.Background(), dbsink.Config{
+		URL:        srv.URL(),
+		Schema:     sch,
+		MinBackoff: 20 * time.Millisecond,
+		MaxBackoff: 500 * time.Millisecond,
+		Logger:     log,
+	})
+	if err != nil {
+		tb.Fatalf("dbsink.New: %v", err)
+	}
+	tb.Cleanup(s.Close)
+	return s
+}
+
+func ltMigrate(tb testing.TB, srv *pgserver.Server, sch *schema.Schema) {
+	tb.Helper()
+	s := ltDBSink(tb, srv, sch, nil)
+	if err := s.Migrate(testenv.Context(tb, 30*time.Second)); err != nil {
+		tb.Fatalf("Migrate: %v", err)
+	}
+	s.Close()
+}
+
+// ltRunning is a loader running in the background.
+type ltRunning struct {
+	l    *loader.Loader
+	done chan struct{}
+	err  error // valid once done is closed
+	stop func() error
+}
+
+// running reports whether Run has not returned yet.
+func (r *ltRunning) running() bool {
+	select {
+	case <-r.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// position is the loader's checkpoint of the named sink for ltStream.
+func (r *ltRunning) position(sink string) loader.Position {
+	return r.l.Positions()[ltStream][sink]
+}
+
+// ltRunLoader runs a loader until stop (or cleanup) cancels it; stop
+// returns Run's error.
+func ltRunLoader(tb testing.TB, cfg loader.Config, sinks ...loader.SinkSpec) *ltRunning {
+	tb.Helper()
+	l, err := loader.New(cfg, sinks...)
+	if err != nil {
+		tb.Fatalf("loader.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &ltRunning{l: l, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		r.err = l.Run(ctx)
+	}()
+	var once sync.Once
+	var stopErr error
+	r.stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-r.done:
+				stopErr = r.err
+			case <-time.After(90 * time.Second):
+				stopErr = errors.New("loader did not stop within 90 s")
+			}
+		})
+		return stopErr
+	}
+	tb.Cleanup(func() { r.stop() })
+	return r
+}
+
+// ltCount returns the number of rows in the tables of ltSchema, or -1 when
+// the server cannot be asked right now (it may be down): for polling.
+func ltCount(srv *pgserver.Server) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, srv.URL())
+	if err != nil {
+		return -1
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM raw_item) + (SELECT count(*) FROM raw_event)`).Scan(&n); err != nil {
+		return -1
+	}
+	return n
+}
+
+func ltConnect(tb testing.TB, srv *pgserver.Server) *pgx.Conn {
+	tb.Helper()
+	ctx := testenv.Context(tb, 30*time.Second)
+	conn, err := pgx.Connect(ctx, srv.URL())
+	if err != nil {
+		tb.Fatalf("connect: %v", err)
+	}
+	tb.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func ltExec(tb testing.TB, conn *pgx.Conn, sql string) {
+	tb.Helper()
+	if _, err := conn.Exec(context.Background(), sql); err != nil {
+		tb.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func ltQueryInt(tb testing.TB, conn *pgx.Conn, sql string, args ...any) int64 {
+	tb.Helper()
+	var n int64
+	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		tb.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+// ltCheckTables fails unless the tables hold exactly the rows of want: the
+// row count per table, and per id: present once, in the right table, with
+// the right seq; nothing else.
+func ltCheckTables(tb testing.TB, srv *pgserver.Server, want []ltRow) {
+	tb.Helper()
+	conn := ltConnect(tb, srv)
+	byID := make(map[string]ltRow, len(want))
+	perTable := map[string]int{}
+	for _, r := range want {
+		if _, dup := byID[r.ID]; dup {
+			tb.Fatalf("the test generated id %s twice", r.ID)
+		}
+		byID[r.ID] = r
+		perTable[r.Table]++
+	}
+	seen := make(map[string]int, len(want))
+	var missing, dup, unexpected, wrong []string
+	for _, table := range ltTables {
+		if n := ltQueryInt(tb, conn, `SELECT count(*) FROM `+pgx.Identifier{table}.Sanitize()); n != int64(perTable[table]) {
+			tb.Errorf("%s holds %d rows, want %d", table, n, perTable[table])
+		}
+		rows, err := conn.Query(context.Background(), `SELECT id::text, seq FROM `+pgx.Identifier{table}.Sanitize())
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for rows.Next() {
+			var id string
+			var seq int
+			if err := rows.Scan(&id, &seq); err != nil {
+				tb.Fatal(err)
+			}
+			seen[id]++
+			r, ok := byID[id]
+			switch {
+			case !ok:
+				unexpected = append(unexpected, id)
+			case seen[id] == 2:
+				dup = append(dup, fmt.Sprintf("%s (seq %d)", id, r.Seq))
+			case r.Table != table || r.Seq != seq:
+				wrong = append(wrong, fmt.Sprintf("%s in %s with seq %d, want %s seq %d", id, table, seq, r.Table, r.Seq))
+			}
+		}
+		if err := rows.Err(); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	for _, r := range want {
+		if seen[r.ID] == 0 {
+			missing = append(missing, fmt.Sprintf("%s (seq %d)", r.ID, r.Seq))
+		}
+	}
+	if len(missing)+len(dup)+len(unexpected)+len(wrong) > 0 {
+		h := func(s []string) []string { return s[:min(len(s), 5)] }
+		tb.Fatalf("of %d lines: %d missing (first %v), %d duplicated (first %v), %d unexpected (first %v), %d wrong (first %v)",
+			len(want), len(missing), h(missing), len(dup), h(dup), len(unexpected), h(unexpected), len(wrong), h(wrong))
+	}
+}
+
+// ltDeadLetters returns every dead letter of ltStream under stateDir.
+func ltDeadLetters(tb testing.TB, stateDir string) []loader.DeadLetter {
+	tb.Helper()
+	files, err := filepath.Glob(filepath.Join(stateDir, "deadletter", ltStream, "*.ndjson"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []loader.DeadLetter
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			if l == "" {
+				continue
+			}
+			var d loader.DeadLetter
+			if err := json.Unmarshal([]byte(l), &d); err != nil {
+				tb.Fatalf("dead letter %q in %s: %v", l, f, err)
+			}
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// ltLazy is formatted by calling it, so that a message passed to
+// testenv.Eventually shows the state when it gave up, not when it began.
+type ltLazy func() string
+
+func (f ltLazy) String() string { return f() }
+
+// ltSpoolBytes is the size of the stream's data files in spool.
+func ltSpoolBytes(tb testing.TB, spool string) int64 {
+	tb.Helper()
+	entries, err := os.ReadDir(filepath.Join(spool, ltStream))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var n int64
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if info, err := e.Info(); err == nil {
+			n += info.Size()
+		}
+	}
+	return n
+}
+
+// ltStreamEnd is the position after the last byte of the stream's last
+// file, where every sink's checkpoint ends once the writer is closed and
+// everything is loaded.
+func ltStreamEnd(tb testing.TB, spool string) loader.Position {
+	tb.Helper()
+	entries, err := os.ReadDir(filepath.Join(spool, ltStream))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var end loader.Position
+	for _, e := range entries {
+		key, _ := strings.CutSuffix(e.Name(), rotatefile.ActiveSuffix)
+		if _, ok := rotatefile.ParseName(key); !ok || key < end.File {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		end = loader.Position{File: key, Offset: info.Size()}
+	}
+	return end
+}
+
+// ltEnvDuration reads a duration from the environment, for shortening the
+// long tests while iterating.
+func ltEnvDuration(tb testing.TB, name string, def time.Duration) time.Duration {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		tb.Fatalf("%s=%q: want a positive duration such as 20s", name, v)
+	}
+	return d
+}
