@@ -1,7 +1,6 @@
 package dbsink
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,24 +17,6 @@ import (
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/schema"
 )
-
-// syncBuffer is a log destination safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func head(s []int) []int { return s[:min(len(s), 10)] }
 
@@ -54,7 +35,7 @@ func TestOutageMidSubmitRetriesUntilBack(t *testing.T) {
 	t.Parallel()
 	srv := testenv.Postgres(t)
 	sch := seqSchema(t)
-	logs := &syncBuffer{}
+	logs := &testenv.SyncBuffer{}
 	s := newSink(t, srv, sch, true, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	})

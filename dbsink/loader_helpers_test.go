@@ -6,7 +6,6 @@ package dbsink_test
 // ltMemSink, the "Kafka side" of the loader, which the issue asks for.
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -242,23 +241,8 @@ func (s *ltMemSink) checkInOrder(tb testing.TB, want []ltRow) {
 	}
 }
 
-// ltLog collects the loader's and the sink's logs, safe for concurrent use.
-type ltLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *ltLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *ltLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// ltLog collects the loader's and the sink's logs.
+type ltLog struct{ testenv.SyncBuffer }
 
 // count returns how many log lines contain every one of parts.
 func (l *ltLog) count(parts ...string) int {
@@ -479,28 +463,11 @@ func ltCheckTables(tb testing.TB, srv *pgserver.Server, want []ltRow) {
 // ltDeadLetters returns every dead letter of ltStream under stateDir.
 func ltDeadLetters(tb testing.TB, stateDir string) []loader.DeadLetter {
 	tb.Helper()
-	files, err := filepath.Glob(filepath.Join(stateDir, "deadletter", ltStream, "*.ndjson"))
+	dls, err := loader.ReadDeadLetters(stateDir, ltStream)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var out []loader.DeadLetter
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-			if l == "" {
-				continue
-			}
-			var d loader.DeadLetter
-			if err := json.Unmarshal([]byte(l), &d); err != nil {
-				tb.Fatalf("dead letter %q in %s: %v", l, f, err)
-			}
-			out = append(out, d)
-		}
-	}
-	return out
+	return dls
 }
 
 // ltLazy is formatted by calling it, so that a message passed to

@@ -1,7 +1,6 @@
 package kafkasink_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -339,24 +338,6 @@ func keys(n, l int) []string {
 		out[i] = fmt.Sprintf("acct-%d", i%n)
 	}
 	return out
-}
-
-// syncBuffer is a bytes.Buffer safe for the sink's goroutines to log into.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }

@@ -614,7 +614,7 @@ func TestConfigErrors(t *testing.T) {
 func TestWeakeningPropertiesWarn(t *testing.T) {
 	t.Parallel()
 	c := testenv.Kafka(t, 1)
-	var buf syncBuffer
+	var buf testenv.SyncBuffer
 	s := newSink(t, c, kafkasink.Config{
 		Properties: map[string]string{"enable.idempotence": "false", "acks": "1", "delivery.timeout.ms": "1000", "partitioner": "consistent_random"},
 		Logger:     slogTo(&buf),

@@ -2,11 +2,9 @@ package loader
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -260,25 +258,11 @@ func spoolFiles(tb testing.TB, dir string) []string {
 // readDeadLetters returns every dead letter of a stream.
 func readDeadLetters(tb testing.TB, stateDir, stream string) []DeadLetter {
 	tb.Helper()
-	files, _ := filepath.Glob(filepath.Join(stateDir, "deadletter", stream, "*.ndjson"))
-	var out []DeadLetter
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-			if l == "" {
-				continue
-			}
-			var d DeadLetter
-			if err := json.Unmarshal([]byte(l), &d); err != nil {
-				tb.Fatalf("dead letter %q: %v", l, err)
-			}
-			out = append(out, d)
-		}
+	dls, err := ReadDeadLetters(stateDir, stream)
+	if err != nil {
+		tb.Fatal(err)
 	}
-	return out
+	return dls
 }
 
 // skewClock is the wall clock shifted by a settable offset, for Config.now.

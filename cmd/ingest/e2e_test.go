@@ -10,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -121,7 +120,7 @@ func TestRunDualWritesThroughRouteChanges(t *testing.T) {
 		t.Fatalf("schema sql: %d %s", code, out)
 	}
 
-	runLog := &syncBuffer{}
+	runLog := &testenv.SyncBuffer{}
 	run := exec.Command(binary, "run", "--config", cfgPath)
 	run.Stdout, run.Stderr = runLog, runLog
 	if err := run.Start(); err != nil {
@@ -267,24 +266,6 @@ func header(m *kafka.Message, key string) string {
 		}
 	}
 	return ""
-}
-
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // statusLag returns the total lag in bytes over every stream and sink, and
