@@ -62,6 +62,9 @@ func (w *Writer) run() {
 // flushOnce takes the batches that are due, writes them and returns how long
 // to sleep before the next deadline (flush, sync, age rotation or retry).
 func (w *Writer) flushOnce(final bool) time.Duration {
+	if w.opts.Sync == SyncAlways && !final {
+		w.gather()
+	}
 	w.mu.Lock()
 	now := w.opts.now()
 	if w.fileBytes > 0 && now.Sub(w.fileFirst) >= w.opts.MaxAge {
@@ -86,6 +89,34 @@ func (w *Writer) flushOnce(final bool) time.Duration {
 		w.requestSync(nil)
 	}
 	return w.nextDeadline()
+}
+
+// gather delays a SyncAlways fsync briefly until the appenders released by
+// the previous one have appended again. Without it, concurrent appenders
+// split into two groups that alternate, each fsync serving only half of
+// them; the wait is bounded by half the last fsync's duration, and a lone
+// appender never waits.
+func (w *Writer) gather() {
+	w.mu.Lock()
+	target, have := w.groupSize, w.open.waiters
+	w.mu.Unlock()
+	if have == 0 || have >= target {
+		return
+	}
+	timer := time.NewTimer(min(w.lastSyncDur/2, 500*time.Microsecond))
+	defer timer.Stop()
+	for have < target {
+		select {
+		case <-w.kick:
+		case <-timer.C:
+			return
+		case <-w.quit:
+			return
+		}
+		w.mu.Lock()
+		have = w.open.waiters
+		w.mu.Unlock()
+	}
 }
 
 func (w *Writer) nextDeadline() time.Duration {
@@ -173,7 +204,9 @@ func (w *Writer) complete(bs []*batch, err error) {
 		return
 	}
 	w.mu.Lock()
+	released := 0
 	for _, b := range bs {
+		released += b.waiters
 		w.buffered -= len(b.buf)
 		b.err = err
 		if b.done != nil {
@@ -187,6 +220,11 @@ func (w *Writer) complete(bs []*batch, err error) {
 	if w.stuck != nil && err == nil {
 		w.stuck = nil
 		w.backoff = 0
+	}
+	if released > 0 {
+		// Everyone released now, plus who is already waiting for the next
+		// fsync, is the group the next fsync should serve.
+		w.groupSize = released + w.open.waiters
 	}
 	w.space.Broadcast()
 	w.mu.Unlock()
@@ -367,6 +405,7 @@ func (w *Writer) syncFile(df *dataFile) error {
 	start := time.Now()
 	err := df.f.Sync()
 	d := time.Since(start)
+	w.lastSyncDur = d
 	w.stats.syncs.Add(1)
 	w.stats.syncNanos.Add(uint64(d))
 	if h := w.opts.Hooks.OnSync; h != nil {

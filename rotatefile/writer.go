@@ -54,6 +54,10 @@ type Writer struct {
 	closeErr error
 	sealing  *sealResult // the previous file, until the sync goroutine renamed it
 
+	// SyncAlways group commit; groupSize is guarded by mu.
+	groupSize   int           // appenders the next fsync should serve
+	lastSyncDur time.Duration // flush goroutine only
+
 	syncq    chan syncReq // flush goroutine -> sync goroutine, in write order
 	syncDone chan struct{}
 
@@ -63,10 +67,11 @@ type Writer struct {
 // batch is a group of whole lines written with one write call. With
 // SyncAlways, the appenders whose lines it holds wait on done.
 type batch struct {
-	buf  []byte
-	seal bool // the file ends after this batch
-	done chan struct{}
-	err  error
+	buf     []byte
+	seal    bool // the file ends after this batch
+	done    chan struct{}
+	err     error
+	waiters int // SyncAlways appenders waiting on done
 }
 
 // Stats are the writer's counters since Open.
@@ -295,6 +300,7 @@ func (w *Writer) Append(line []byte) error {
 		if b.done == nil {
 			b.done = make(chan struct{})
 		}
+		b.waiters++
 		done = b.done
 		kick = true
 	} else if len(b.buf) >= w.flushBytes() {
