@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -302,6 +305,173 @@ func TestDemoPassesItsChecks(t *testing.T) {
 	for _, want := range []string{"PostgreSQL holds every line exactly once", "per-account order in Kafka", "latency append -> kafka ack: p50"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo report lacks %q", want)
+		}
+	}
+}
+
+// kill -9 of `ingest run` five times while gen writes: Postgres still gets
+// every row exactly once, Kafka every record at least once, in order per
+// account once repeats (same record id) are dropped.
+func TestRunSurvivesKillDashNine(t *testing.T) {
+	pg := testenv.Postgres(t)
+	kc := testenv.Kafka(t, 1)
+	if err := kc.CreateTopic("raw_item", 4); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	spool := filepath.Join(dir, "spool")
+	os.MkdirAll(spool, 0o750)
+	cfgPath := filepath.Join(dir, "ingest.yaml")
+	os.WriteFile(cfgPath, fmt.Appendf(nil, e2eConfig, spool, kc.Bootstrap(), pg.URL(), "all"), 0o640)
+	if out, code := ingest(t, "migrate", "--config", cfgPath); code != 0 {
+		t.Fatalf("migrate: %d %s", code, out)
+	}
+	const count = 8000
+	gen := exec.Command(binary, "gen", "--dir", spool, "--rate", "1500", "--count", strconv.Itoa(count), "--accounts", "50", "--size", "300")
+	if err := gen.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer gen.Process.Kill()
+	log := &testenv.SyncBuffer{}
+	start := func() *exec.Cmd {
+		run := exec.Command(binary, "run", "--config", cfgPath)
+		run.Stdout, run.Stderr = log, log
+		if err := run.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return run
+	}
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
+	for range 5 {
+		run := start()
+		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond) // the kill point
+		run.Process.Kill()
+		run.Wait()
+	}
+	if err := gen.Wait(); err != nil {
+		t.Fatalf("gen: %v", err)
+	}
+	run := start()
+	testenv.Eventually(t, 60*time.Second, func() bool { return statusLag(t, cfgPath) == 0 }, "caught up after the kills")
+	run.Process.Signal(syscall.SIGTERM)
+	if err := run.Wait(); err != nil {
+		t.Fatalf("SIGTERM: %v\n%s", err, log.String())
+	}
+
+	ctx := testenv.Context(t, time.Minute)
+	conn, err := pgx.Connect(ctx, pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var rows, distinct int
+	conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT uuid) FROM raw_item`).Scan(&rows, &distinct)
+	if rows != count || distinct != count {
+		t.Fatalf("postgres: %d rows, %d distinct, want %d exactly once", rows, distinct, count)
+	}
+	msgs, err := kc.Consume(ctx, "raw_item", count)
+	if err != nil {
+		t.Fatalf("consume: %v (%d of %d)", err, len(msgs), count)
+	}
+	// Drain what is beyond count too (repeats), within a short wait.
+	more, _ := kc.Consume(testenv.Context(t, 3*time.Second), "raw_item", count+10*800)
+	if len(more) > len(msgs) {
+		msgs = more
+	}
+	seen := map[string]bool{}
+	lastSeq := map[string]int64{}
+	for _, m := range msgs {
+		id := header(m, "ingest.record_id")
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		var v struct {
+			Seq int64 `json:"seq"`
+		}
+		json.Unmarshal(m.Value, &v)
+		if prev, ok := lastSeq[string(m.Key)]; ok && v.Seq != prev+1 {
+			t.Fatalf("account %s: seq %d after %d", m.Key, v.Seq, prev)
+		}
+		lastSeq[string(m.Key)] = v.Seq
+	}
+	if len(seen) != count {
+		t.Fatalf("kafka has %d distinct records, want %d", len(seen), count)
+	}
+	t.Logf("5 kill -9: postgres %d rows once each; kafka %d messages, %d repeats", rows, len(msgs), len(msgs)-len(seen))
+}
+
+// The database password and SASL credentials never show in logs, errors,
+// status output or metrics.
+func TestSecretsNeverShow(t *testing.T) {
+	pg := testenv.Postgres(t)
+	kc := testenv.Kafka(t, 1)
+	if err := kc.CreateTopic("raw_item", 1); err != nil {
+		t.Fatal(err)
+	}
+	const dbSecret, saslSecret = "Db-S3cret-pw-9431", "Sasl-S3cret-pw-2718"
+	dir := t.TempDir()
+	spool := filepath.Join(dir, "spool")
+	os.MkdirAll(spool, 0o750)
+	// Trust authentication ignores the password, so the URL still works.
+	url := strings.Replace(pg.URL(), "postgres@", "postgres:"+dbSecret+"@", 1)
+	cfg := fmt.Sprintf(e2eConfig, spool, kc.Bootstrap(), url, "all") +
+		"# SASL settings the mock broker ignores\n"
+	cfg = strings.Replace(cfg, "kafka: {brokers: ", "kafka: {properties: {sasl.username: ingest, sasl.password: "+saslSecret+"}, brokers: ", 1)
+	cfgPath := filepath.Join(dir, "ingest.yaml")
+	os.WriteFile(cfgPath, []byte(cfg), 0o640)
+
+	var outputs []string
+	out, code := ingest(t, "migrate", "--config", cfgPath)
+	if code != 0 {
+		t.Fatalf("migrate: %d %s", code, out)
+	}
+	outputs = append(outputs, out)
+	ingest(t, "gen", "--dir", spool, "--count", "50")
+
+	log := &testenv.SyncBuffer{}
+	run := exec.Command(binary, "run", "--config", cfgPath, "--debug", "--metrics-listen", "127.0.0.1:0")
+	run.Stdout, run.Stderr = log, log
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool { return statusLag(t, cfgPath) == 0 }, "loaded")
+	out, _ = ingest(t, "status", "--config", cfgPath)
+	outputs = append(outputs, out)
+	out, _ = ingest(t, "status", "--config", cfgPath, "--json")
+	outputs = append(outputs, out)
+	// The metrics address is in the start-up log line.
+	if i := strings.Index(log.String(), `"metrics":"`); i >= 0 {
+		addr := log.String()[i+len(`"metrics":"`):]
+		addr = addr[:strings.IndexByte(addr, '"')]
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		outputs = append(outputs, string(body))
+	} else {
+		t.Fatalf("no metrics address in the log:\n%s", log.String())
+	}
+	run.Process.Signal(syscall.SIGTERM)
+	run.Wait()
+	outputs = append(outputs, log.String())
+
+	// Failures must not print the secrets either: a database that refuses,
+	// and a broker that is not there.
+	bad := strings.Replace(cfg, strconv.Itoa(pg.Port()), "1", 1)
+	os.WriteFile(cfgPath, []byte(bad), 0o640)
+	out, code = ingest(t, "migrate", "--config", cfgPath)
+	if code == 0 {
+		t.Fatal("migrate against a closed port succeeded")
+	}
+	outputs = append(outputs, out)
+	for i, o := range outputs {
+		for _, secret := range []string{dbSecret, saslSecret} {
+			if strings.Contains(o, secret) {
+				t.Errorf("output %d shows a secret:\n%s", i, o)
+			}
 		}
 	}
 }
