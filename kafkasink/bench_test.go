@@ -1,10 +1,13 @@
 package kafkasink_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -228,5 +231,59 @@ func BenchmarkProducerBaseline(b *testing.B) {
 	if failed != nil {
 		b.Fatal(failed)
 	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+}
+
+// BenchmarkKcat produces the same rows, keyed by account, to the same kind
+// of mock cluster with `kcat -P -l` (librdkafka's own CLI) and the sink's
+// delivery properties: the yardstick the issue compares BenchmarkSubmit
+// (decode included) against. It skips when kcat is not installed
+// (apt-get install -y kcat).
+//
+//	go test -run '^$' -bench 'Submit/decode|Kcat' -benchtime 200000x ./kafkasink/
+func BenchmarkKcat(b *testing.B) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		b.Skip("kcat is not installed: apt-get install -y kcat")
+	}
+	c := testenv.Kafka(b, 3)
+	if err := c.CreateTopic("raw_item", benchPartitions); err != nil {
+		b.Fatal(err)
+	}
+	sch := testSchema(b, "raw_item")
+	pool := benchLines(benchBatch)
+	// kcat reads "key<TAB>value" lines: the account and the row, as the
+	// sink sends them.
+	path := filepath.Join(b.TempDir(), "lines.tsv")
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	rowBytes := 0
+	for i := range b.N {
+		r := benchRecord(b, sch, pool[i%len(pool)], i)
+		w.WriteString(r.Key)
+		w.WriteByte('\t')
+		w.Write(r.Row)
+		w.WriteByte('\n')
+		rowBytes += len(r.Row)
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	f.Close()
+	b.SetBytes(int64(rowBytes / b.N))
+	args := []string{"-P", "-b", c.Bootstrap(), "-t", "raw_item", "-K", "\t", "-l", "-q"}
+	for k, v := range kafkasink.DefaultProperties() {
+		args = append(args, "-X", k+"="+v)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	if out, err := exec.Command(kcat, append(args, path)...).CombinedOutput(); err != nil {
+		b.Fatalf("kcat: %v\n%s", err, out)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
 }
