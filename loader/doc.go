@@ -41,6 +41,20 @@
 // record calls [Batch.Reject], which records the sink too. Dead letters are
 // synced before any checkpoint can pass them.
 //
+// # Backfill
+//
+// [NewBackfill] runs the same pipelines over an explicit list of sealed
+// files ([ResolveBackfill] turns paths, directories and globs into
+// [BackfillStream]s, refusing or skipping active ".open" files) instead of
+// a spool directory: a stream backed by a fixed file list, every file
+// sealed, nothing ever retired. A [BackfillConfig.Filter] (accounts, a time
+// [Window]) and a [BackfillConfig.Rate] apply per line; [Backfill.Run]
+// returns once every sink's checkpoint covers the last byte, or with
+// [ErrBackfillIncomplete] when stopped, and [Backfill.Progress] counts what
+// happened. The sinks' names are the checkpoint keys, so a backfill under
+// its own names never moves the live checkpoints and resumes where it
+// stopped.
+//
 // # Shutdown
 //
 // [Loader.Run] returns when its context ends: pipelines stop reading, hand

@@ -24,6 +24,11 @@ type stream struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every change seen
+
+	// fixed, set for a backfill, replaces the directory: an explicit list
+	// of sealed files (see backfill.go).
+	fixed *fixedFiles
+	bf    *backfillRun
 }
 
 func newStream(name, dir string, cfg StreamConfig, now func() time.Time) *stream {
@@ -72,6 +77,9 @@ func (s *stream) matches(key string) bool {
 // both names or neither; both collapse into one key here, and the reader
 // re-checks what it opens.
 func (s *stream) list() ([]spoolFile, error) {
+	if s.fixed != nil {
+		return s.fixed.list(), nil
+	}
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("list stream %s: %w", s.name, err)
@@ -126,6 +134,9 @@ func (s *stream) markLegacyActive(files []spoolFile) {
 
 // sealed reports whether the file with key is complete now.
 func (s *stream) sealed(key string) (bool, error) {
+	if s.fixed != nil {
+		return true, nil
+	}
 	if s.cfg.Pattern == "" {
 		// The writer's rename is the only way a file becomes sealed: one
 		// stat answers without listing the directory on every wake-up.
@@ -169,6 +180,9 @@ func (s *stream) next(key string) (spoolFile, bool, error) {
 // open opens the file with key under whichever name it has now. The
 // descriptor stays valid across the writer's rename.
 func (s *stream) open(key string) (*os.File, error) {
+	if s.fixed != nil {
+		return s.fixed.open(s.name, key)
+	}
 	f, err := os.Open(filepath.Join(s.dir, key+rotatefile.ActiveSuffix))
 	if errors.Is(err, fs.ErrNotExist) {
 		f, err = os.Open(filepath.Join(s.dir, key))

@@ -90,16 +90,16 @@ func TestSlowSinkDoesNotSlowTheOther(t *testing.T) {
 	_, stop := runLoader(t, cfg, fast.spec(), slow.spec())
 	eventually(t, 30*time.Second, func() bool { return fast.count() == n }, "fast sink done")
 	fastDone := time.Since(start)
-	if slow.count() >= n {
-		t.Fatalf("slow sink finished no later than the fast one (%v): the test proves nothing", fastDone)
+	// Had the slow sink held the fast one back, they would finish together.
+	// Counting, not timing, keeps this stable on a loaded machine: the slow
+	// sink's delay is sleep, so it cannot be far along when the fast one ends.
+	slowAtFastDone := slow.count()
+	if slowAtFastDone > n*6/10 {
+		t.Fatalf("the slow sink had %d of %d records when the fast one finished (%v): the fast one was held back", slowAtFastDone, n, fastDone)
 	}
 	eventually(t, 60*time.Second, func() bool { return slow.count() == n }, "slow sink done")
-	slowDone := time.Since(start)
 	stop()
-	t.Logf("fast sink done after %v, slow after %v", fastDone, slowDone)
-	if fastDone*3 > slowDone {
-		t.Errorf("fast sink took %v, more than a third of the slow one's %v: it was held back", fastDone, slowDone)
-	}
+	t.Logf("fast sink done after %v, the slow one then had %d of %d and finished after %v", fastDone, slowAtFastDone, n, time.Since(start))
 	checkExactlyOnceInOrder(t, "fast", fast.records(), n)
 	checkExactlyOnceInOrder(t, "slow", slow.records(), n)
 }

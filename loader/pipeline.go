@@ -86,6 +86,9 @@ func (p *pipeline) settings() settings { return *p.l.settings.Load() }
 // run loads the checkpoint and feeds the sink until ctx ends, then drains.
 func (p *pipeline) run(ctx context.Context) error {
 	if err := p.start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while a sink was still loading its checkpoint
+		}
 		return err
 	}
 	defer p.tail.close()
@@ -118,6 +121,9 @@ func (p *pipeline) run(ctx context.Context) error {
 			}
 			p.fail(fmt.Errorf("read stream: %w", err))
 			continue
+		}
+		if caughtUp && p.st.bf != nil && p.backfillDone(ctx, cfg) {
+			return nil // a backfill's files are all acknowledged
 		}
 		if p.ready(cfg, caughtUp) {
 			p.submit(ctx, cfg)
@@ -183,6 +189,9 @@ func (p *pipeline) ready(cfg settings, caughtUp bool) bool {
 func (p *pipeline) fill(ctx context.Context, cfg settings) (caughtUp bool, err error) {
 	b := p.cur
 	for len(b.records) < cfg.batch.MaxRecords && b.bytes < cfg.batch.MaxBytes && b.covered < 4*int64(cfg.batch.MaxBytes) {
+		if p.st.bf != nil && !p.st.bf.pace(ctx, p) {
+			return true, nil // a paced backfill hands over its batch, or ctx ended
+		}
 		it, err := p.tail.next()
 		if err == errCaughtUp {
 			return true, nil
@@ -231,6 +240,9 @@ func (p *pipeline) add(it item, cfg settings) error {
 			reason = string(serr.Reason)
 		}
 		return p.deadLetter(it, reason, err.Error(), it.line)
+	}
+	if p.st.bf != nil && !p.st.bf.keep(p.name, &rec) {
+		return nil // outside a backfill's accounts or time window
 	}
 	if route := cfg.routes[p.name]; route != nil && !route(rec.Table, rec.Key) {
 		return nil

@@ -68,6 +68,8 @@ which runs the whole pipeline on embedded defaults.`,
 			migrateCommand(),
 			schemaCommand(),
 			demoCommand(),
+			backfillCommand(),
+			verifyCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",

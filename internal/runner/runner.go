@@ -178,6 +178,11 @@ func sinkNames(specs []loader.SinkSpec) string {
 	return strings.Join(names, ",")
 }
 
+// KafkaTopics lists the topics of the tables whose Kafka selector can
+// select anything, sorted: what a Kafka sink built from cfg must find.
+// Backfill uses it to build its own sink the way Run does.
+func KafkaTopics(cfg *config.Config) []string { return kafkaTopics(cfg) }
+
 // kafkaTopics lists the topics of tables whose Kafka selector can select
 // anything now; a table routed later is checked by the sink when first used.
 func kafkaTopics(cfg *config.Config) []string {

@@ -1,0 +1,401 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dualwrite/ingest/internal/backfill"
+	"github.com/dualwrite/ingest/internal/mockkafka"
+	"github.com/dualwrite/ingest/internal/pgserver"
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/jackc/pgx/v5"
+)
+
+// cutover is the binary's view of a cutover: a PostgreSQL with the tables
+// migrated, a mock cluster with the topic, and a spool whose stream "api"
+// holds sealed files written by `ingest gen`.
+type cutover struct {
+	pg    *pgserver.Server
+	kc    *mockkafka.Cluster
+	dir   string
+	cfg   string
+	files string // the stream directory to backfill
+	lines int
+}
+
+func newCutover(t *testing.T, lines int) *cutover {
+	t.Helper()
+	c := &cutover{pg: testenv.Postgres(t), kc: testenv.Kafka(t, 1), dir: t.TempDir(), lines: lines}
+	if err := c.kc.CreateTopic("raw_item", 4); err != nil {
+		t.Fatal(err)
+	}
+	spool := filepath.Join(c.dir, "spool")
+	c.cfg = filepath.Join(c.dir, "ingest.yaml")
+	c.writeConfig(t, c.cfg, "all")
+	if out, code := ingest(t, "migrate", "--config", c.cfg); code != 0 {
+		t.Fatalf("migrate: %d %s", code, out)
+	}
+	if out, code := ingest(t, "gen", "--dir", spool, "--stream", "api", "--count", strconv.Itoa(lines), "--accounts", "12", "--size", "300", "--max-bytes", "100000"); code != 0 {
+		t.Fatalf("gen: %d %s", code, out)
+	}
+	c.files = filepath.Join(spool, "api")
+	return c
+}
+
+func (c *cutover) writeConfig(t *testing.T, path, kafkaSel string) {
+	t.Helper()
+	if err := os.WriteFile(path, fmt.Appendf(nil, e2eConfig, filepath.Join(c.dir, "spool"), c.kc.Bootstrap(), c.pg.URL(), kafkaSel), 0o640); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// start runs the binary in the background, output collected.
+func start(t *testing.T, args ...string) (*exec.Cmd, *testenv.SyncBuffer) {
+	t.Helper()
+	out := &testenv.SyncBuffer{}
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, out
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+var percentRE = regexp.MustCompile(`"msg":"backfill progress","percent":"([0-9.]+)"`)
+
+// waitHalfway waits until a progress log line reports between 20% and 80%.
+func waitHalfway(t *testing.T, out *testenv.SyncBuffer) {
+	t.Helper()
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		for _, m := range percentRE.FindAllStringSubmatch(out.String(), -1) {
+			if p, _ := strconv.ParseFloat(m[1], 64); p >= 20 && p <= 80 {
+				return true
+			}
+		}
+		return false
+	}, "backfill progress between 20%% and 80%%; output:\n%s", out)
+}
+
+func summaryOf(t *testing.T, out string) backfill.Summary {
+	t.Helper()
+	i := strings.Index(out, "{\n")
+	if i < 0 {
+		t.Fatalf("no JSON summary in:\n%s", out)
+	}
+	var s backfill.Summary
+	if err := json.NewDecoder(strings.NewReader(out[i:])).Decode(&s); err != nil {
+		t.Fatalf("summary: %v in:\n%s", err, out)
+	}
+	return s
+}
+
+// dbUUIDs returns the uuids in raw_item and the distinct accounts.
+func (c *cutover) dbUUIDs(t *testing.T) (map[string]bool, []string) {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	conn, err := pgx.Connect(ctx, c.pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, _ := conn.Query(ctx, `SELECT uuid::text FROM raw_item`)
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, _ = conn.Query(ctx, `SELECT DISTINCT project_id::text FROM raw_item ORDER BY 1`)
+	accts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := map[string]bool{}
+	for _, id := range ids {
+		set[id] = true
+	}
+	if len(set) != len(ids) {
+		t.Fatalf("postgres: %d rows, %d distinct ids", len(ids), len(set))
+	}
+	return set, accts
+}
+
+// kafkaUUIDs returns how often each uuid is in the topic, checking per
+// account order (by the row's seq) over first occurrences.
+func (c *cutover) kafkaUUIDs(t *testing.T, atLeast int) map[string]int {
+	t.Helper()
+	msgs, err := c.kc.Consume(testenv.Context(t, time.Minute), "raw_item", atLeast)
+	if err != nil {
+		t.Fatalf("consume: %v", err)
+	}
+	// Consume stops at atLeast; read again for everything there is.
+	time.Sleep(200 * time.Millisecond)
+	seen := map[string]int{}
+	last := map[string]int64{}
+	for _, m := range msgs {
+		var row struct {
+			UUID string `json:"uuid"`
+			Seq  int64  `json:"seq"`
+		}
+		json.Unmarshal(m.Value, &row)
+		if seen[row.UUID]++; seen[row.UUID] > 1 {
+			continue
+		}
+		if prev, ok := last[string(m.Key)]; ok && row.Seq <= prev {
+			t.Fatalf("account %s: seq %d after %d", m.Key, row.Seq, prev)
+		}
+		last[string(m.Key)] = row.Seq
+	}
+	return seen
+}
+
+// Interrupted by SIGINT halfway, and in another run killed with SIGKILL
+// halfway, a backfill run again with the same arguments completes with
+// nothing missing: every line once in PostgreSQL, at least once in Kafka.
+func TestBackfillInterruptedAndKilledResumes(t *testing.T) {
+	c := newCutover(t, 4000)
+	args := []string{"backfill", "--config", c.cfg, "--sink", "both", "--progress", "log", "--log-every", "100ms", "--json"}
+
+	cmd, out := start(t, append(append(args, "--rate", "1500"), c.files)...)
+	waitHalfway(t, out)
+	cmd.Process.Signal(os.Interrupt)
+	if code := exitCode(cmd.Wait()); code != 1 {
+		t.Fatalf("interrupted backfill exited %d, want 1:\n%s", code, out)
+	}
+	s := summaryOf(t, out.String())
+	if s.Complete || s.DoneBytes == 0 || s.DoneBytes >= s.Bytes {
+		t.Fatalf("interrupted summary %+v", s)
+	}
+	if !strings.Contains(out.String(), "run the same command again to resume") {
+		t.Fatalf("no resume hint:\n%s", out)
+	}
+
+	res, code := ingest(t, append(args, c.files)...)
+	if code != 0 {
+		t.Fatalf("resumed backfill exited %d:\n%s", code, res)
+	}
+	s = summaryOf(t, res)
+	if !s.Complete || !s.Resumed || s.DoneBytes != s.Bytes || s.LinesRead >= int64(c.lines) {
+		t.Fatalf("resumed summary %+v", s)
+	}
+	ids, _ := c.dbUUIDs(t)
+	if len(ids) != c.lines {
+		t.Fatalf("postgres has %d rows after the resumed backfill, want %d", len(ids), c.lines)
+	}
+	inKafka := c.kafkaUUIDs(t, c.lines)
+	for id := range ids {
+		if inKafka[id] == 0 {
+			t.Fatalf("record %s missing in kafka", id)
+		}
+	}
+
+	// kill -9 halfway through a fresh generation, then the same command
+	// without --restart resumes that generation.
+	cmd, out = start(t, append(append(args, "--rate", "1500", "--restart"), c.files)...)
+	waitHalfway(t, out)
+	cmd.Process.Signal(syscall.SIGKILL)
+	if code := exitCode(cmd.Wait()); code != -1 {
+		t.Fatalf("killed backfill: exit %d", code)
+	}
+	res, code = ingest(t, append(args, c.files)...)
+	if code != 0 {
+		t.Fatalf("backfill after kill -9 exited %d:\n%s", code, res)
+	}
+	s = summaryOf(t, res)
+	if !s.Complete || !s.Resumed || s.Generation != 1 {
+		t.Fatalf("after kill -9: %+v", s)
+	}
+	if ids, _ := c.dbUUIDs(t); len(ids) != c.lines {
+		t.Fatalf("postgres has %d rows, want %d once each", len(ids), c.lines)
+	}
+	inKafka = c.kafkaUUIDs(t, 2*c.lines)
+	if len(inKafka) != c.lines {
+		t.Fatalf("kafka has %d distinct records, want %d", len(inKafka), c.lines)
+	}
+}
+
+// verify's exit status and report on the binary: 0 when the sides agree,
+// 1 naming exactly the accounts with rows deleted from PostgreSQL, 1
+// naming exactly the accounts whose messages never reached a topic, 2 on
+// a bad table.
+func TestVerifyCommand(t *testing.T) {
+	c := newCutover(t, 1500)
+	if out, code := ingest(t, "backfill", "--config", c.cfg, "--progress", "off", c.files); code != 0 {
+		t.Fatalf("backfill: %d\n%s", code, out)
+	}
+	out, code := ingest(t, "verify", "--config", c.cfg, "--table", "raw_item")
+	if code != 0 || !strings.Contains(out, "OK: all") {
+		t.Fatalf("verify on agreeing data: exit %d\n%s", code, out)
+	}
+	_, accts := c.dbUUIDs(t)
+	if len(accts) < 4 {
+		t.Fatalf("only %d accounts", len(accts))
+	}
+
+	// Rows deleted in PostgreSQL.
+	victims := []string{accts[1], accts[3]}
+	ctx := testenv.Context(t, time.Minute)
+	conn, err := pgx.Connect(ctx, c.pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range victims {
+		conn.Exec(ctx, `DELETE FROM raw_item WHERE uuid IN (SELECT uuid FROM raw_item WHERE project_id = $1 LIMIT 2)`, a)
+	}
+	conn.Close(ctx)
+	out, code = ingest(t, "verify", "--config", c.cfg, "--table", "raw_item", "--json")
+	var rep struct {
+		OK         bool     `json:"ok"`
+		Mismatched []string `json:"mismatched_accounts"`
+	}
+	if err := json.Unmarshal([]byte(out[:strings.LastIndex(out, "}")+1]), &rep); err != nil {
+		t.Fatalf("verify --json: %v\n%s", err, out)
+	}
+	if code != 1 || rep.OK || !slices.Equal(rep.Mismatched, victims) {
+		t.Fatalf("after deleting rows of %v: exit %d, report %+v\n%s", victims, code, rep, out)
+	}
+	out, code = ingest(t, "verify", "--config", c.cfg, "--table", "raw_item")
+	if code != 1 || !strings.Contains(out, "MISMATCH: 2 of") || !strings.Contains(out, "disagree: "+strings.Join(victims, ", ")) {
+		t.Fatalf("human report: exit %d\n%s", code, out)
+	}
+
+	// Messages that never reached a topic: raw_item on its own topic, and
+	// every account but two backfilled there.
+	if err := c.kc.CreateTopic("raw_item_b", 2); err != nil {
+		t.Fatal(err)
+	}
+	cfgB := filepath.Join(c.dir, "b.yaml")
+	c.writeConfig(t, cfgB, "all")
+	data, _ := os.ReadFile(cfgB)
+	os.WriteFile(cfgB, []byte(strings.Replace(string(data), "kafka: all", "kafka: all\n    topic: raw_item_b", 1)), 0o640)
+	missing := []string{accts[0], accts[2]}
+	var sent []string
+	for _, a := range accts {
+		if !slices.Contains(missing, a) {
+			sent = append(sent, a)
+		}
+	}
+	if out, code := ingest(t, "backfill", "--config", cfgB, "--sink", "kafka", "--accounts", strings.Join(sent, ","), "--progress", "off", c.files); code != 0 {
+		t.Fatalf("backfill to raw_item_b: %d\n%s", code, out)
+	}
+	// Put the deleted rows back first: only Kafka is short now.
+	if out, code := ingest(t, "backfill", "--config", c.cfg, "--sink", "db", "--restart", "--progress", "off", c.files); code != 0 {
+		t.Fatalf("db backfill: %d\n%s", code, out)
+	}
+	out, code = ingest(t, "verify", "--config", cfgB, "--table", "raw_item")
+	if code != 1 || !strings.Contains(out, "disagree: "+strings.Join(missing, ", ")+"\n") || !strings.Contains(out, "missing in kafka") {
+		t.Fatalf("messages missing from kafka: exit %d\n%s", code, out)
+	}
+	t.Logf("verify with messages missing from kafka:\n%s", out)
+
+	if out, code := ingest(t, "verify", "--config", c.cfg, "--table", "nope"); code != 2 || !strings.Contains(out, "--table") {
+		t.Fatalf("unknown table: exit %d\n%s", code, out)
+	}
+	if out, code := ingest(t, "verify", "--config", c.cfg, "--table", "raw_item", "--since", "yesterday"); code != 2 || !strings.Contains(out, "--since") {
+		t.Fatalf("bad --since: exit %d\n%s", code, out)
+	}
+}
+
+// On a terminal the progress is a bar (bytes, lines/s, ETA); piped, it is
+// log lines.
+func TestBackfillProgressBarOnTerminalLogLinesOtherwise(t *testing.T) {
+	if _, err := exec.LookPath("script"); err != nil {
+		t.Skip("script(1) not installed: no pseudo-terminal to test with")
+	}
+	c := newCutover(t, 3000)
+	cmdline := strings.Join([]string{binary, "backfill", "--config", c.cfg, "--sink", "db", "--rate", "2000", c.files}, " ")
+	// script runs the command on a pseudo-terminal and copies what it
+	// writes; stdin must not be ours (go test's may be closed).
+	cmd := exec.Command("script", "-qfec", cmdline, "/dev/null")
+	cmd.Stdin = strings.NewReader("")
+	tty, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("backfill on a pty: %v\n%s", err, tty)
+	}
+	ttyOut := string(tty)
+	for _, want := range []string{"lines/s", "100%", "|", "B/s", "backfill complete"} {
+		if !strings.Contains(ttyOut, want) {
+			t.Errorf("terminal output lacks %q:\n%q", want, ttyOut)
+		}
+	}
+	if !regexp.MustCompile(`\[\d+s:\d+s\]`).MatchString(ttyOut) {
+		t.Errorf("terminal output has no [elapsed:ETA]:\n%q", ttyOut)
+	}
+	if strings.Contains(ttyOut, `"msg":"backfill progress"`) {
+		t.Errorf("terminal output has log lines:\n%q", ttyOut)
+	}
+
+	piped, code := ingest(t, "backfill", "--config", c.cfg, "--sink", "db", "--rate", "2000", "--restart", "--log-every", "300ms", c.files)
+	if code != 0 {
+		t.Fatalf("piped backfill: %d\n%s", code, piped)
+	}
+	if n := strings.Count(piped, `"msg":"backfill progress"`); n < 2 {
+		t.Errorf("piped output has %d progress log lines, want several:\n%s", n, piped)
+	}
+	if strings.Contains(piped, "\r") || strings.Contains(piped, "B/s") {
+		t.Errorf("piped output has a bar:\n%q", piped)
+	}
+	t.Logf("terminal output:\n%s", ttyOut)
+}
+
+func TestBackfillCommandUsage(t *testing.T) {
+	c := &cutover{dir: t.TempDir()}
+	cfg := filepath.Join(c.dir, "c.yaml")
+	os.WriteFile(cfg, []byte("spool: {dir: /tmp}\ndb: {url: 'postgres://x@127.0.0.1:1/x'}\ntables:\n  t:\n    key: k\n    columns: {k: bigint}\n"), 0o640)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"backfill", "--config", cfg}, "PATH"},
+		{[]string{"backfill", "--config", cfg, "--sink", "s3", "/tmp"}, "--sink"},
+		{[]string{"backfill", "--config", cfg, "--sink", "kafka", "/tmp"}, "kafka.brokers"},
+		{[]string{"backfill", "--config", cfg, "--since", "2026-01-02", "--until", "2026-01-01", "/tmp"}, "--since"},
+		{[]string{"backfill", "--config", cfg, "--progress", "fancy", "/tmp"}, "--progress"},
+		{[]string{"backfill", "--config", cfg, filepath.Join(c.dir, "x.ndjson.open")}, "active file"},
+	} {
+		out, code := ingest(t, tc.args...)
+		if code != 2 || !strings.Contains(out, tc.want) {
+			t.Errorf("%v: exit %d, want 2 naming %s:\n%s", tc.args[3:], code, tc.want, out)
+		}
+	}
+}
+
+func TestParseTimeFlag(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"2026-05-01T10:00:00Z":      time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC),
+		"2026-05-01T12:00:00+02:00": time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC),
+		"2026-05-01":                time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC),
+		"2026-05-01T08:30":          time.Date(2026, 5, 1, 8, 30, 0, 0, time.UTC),
+		"1574948156":                time.Unix(1574948156, 0).UTC(),
+		"1574948156123":             time.UnixMilli(1574948156123).UTC(),
+		"-2h":                       now.Add(-2 * time.Hour),
+	} {
+		got, err := parseTimeFlag(in, now)
+		if err != nil || !got.Equal(want) {
+			t.Errorf("parseTimeFlag(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	if _, err := parseTimeFlag("tomorrow", now); err == nil {
+		t.Error("tomorrow parsed")
+	}
+}

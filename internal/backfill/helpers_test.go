@@ -1,0 +1,242 @@
+package backfill_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/dualwrite/ingest/dbsink"
+	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/mockkafka"
+	"github.com/dualwrite/ingest/internal/pgserver"
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/rotatefile"
+	"github.com/jackc/pgx/v5"
+)
+
+// env is a throwaway PostgreSQL (tables migrated) and a mock Kafka cluster
+// with the raw_item topic, plus a spool with archived files to backfill.
+type env struct {
+	pg    *pgserver.Server
+	kc    *mockkafka.Cluster
+	spool string
+	lines []line // what the files hold, in file order
+}
+
+// line is one offline line of the fixture.
+type line struct {
+	Account string
+	UUID    string
+	Seq     int // per account, in file order
+	Time    time.Time
+}
+
+// fixtureStart is the time field of the first line; line i is i seconds later.
+var fixtureStart = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+
+const configTmpl = `spool: {dir: %q}
+batch: {max_records: 100, linger: 5ms}
+kafka: {brokers: %q}
+db: {url: %q}
+metrics: {listen: "127.0.0.1:0"}
+tables:
+  raw_item:
+    key: project_id
+    id: uuid
+    time: timestamp
+    columns: {project_id: bigint, timestamp: bigint, seq: bigint, body: text, uuid: uuid}
+    db: all
+    kafka: %s
+`
+
+func newEnv(tb testing.TB) *env {
+	tb.Helper()
+	e := &env{pg: testenv.Postgres(tb), kc: testenv.Kafka(tb, 1), spool: tb.TempDir()}
+	if err := e.kc.CreateTopic("raw_item", 4); err != nil {
+		tb.Fatal(err)
+	}
+	cfg := e.config(tb, "none")
+	sch, err := cfg.Schema()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx := testenv.Context(tb, time.Minute)
+	db, err := dbsink.New(ctx, dbsink.Config{URL: e.pg.URL(), Schema: sch})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	return e
+}
+
+// config returns the config with the given Kafka selector for raw_item.
+func (e *env) config(tb testing.TB, kafkaSel string) *config.Config {
+	tb.Helper()
+	cfg, err := config.Parse(fmt.Appendf(nil, configTmpl, e.spool, e.kc.Bootstrap(), e.pg.URL(), kafkaSel))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cfg
+}
+
+// writeArchive writes n lines over files of perFile lines into
+// <state_dir>/archive/api/ (where the live loader archives sealed files),
+// accounts 1..accounts round robin, and returns that directory.
+func (e *env) writeArchive(tb testing.TB, n, perFile, accounts int) string {
+	tb.Helper()
+	dir := filepath.Join(e.spool, ".ingest", "archive", "api")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		tb.Fatal(err)
+	}
+	seqs := map[string]int{}
+	var b strings.Builder
+	file := 0
+	flush := func() {
+		if b.Len() == 0 {
+			return
+		}
+		file++
+		name := rotatefile.FileName(uint64(file), fixtureStart.Add(time.Duration(file)*time.Minute), ".ndjson")
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o640); err != nil {
+			tb.Fatal(err)
+		}
+		b.Reset()
+	}
+	for i := range n {
+		acct := strconv.Itoa(i%accounts + 1)
+		l := line{Account: acct, UUID: fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i*7919), Seq: seqs[acct], Time: fixtureStart.Add(time.Duration(i) * time.Second)}
+		seqs[acct]++
+		e.lines = append(e.lines, l)
+		row, _ := json.Marshal(map[string]any{"project_id": i%accounts + 1, "timestamp": l.Time.Unix(), "seq": l.Seq, "body": "b", "uuid": l.UUID})
+		fmt.Fprintf(&b, `{"table":"raw_item","row":%s}`+"\n", row)
+		if (i+1)%perFile == 0 {
+			flush()
+		}
+	}
+	flush()
+	return dir
+}
+
+// dbRows returns the uuids in raw_item, with their count including
+// repeats (there are none: uuid is the primary key).
+func (e *env) dbRows(tb testing.TB) map[string]bool {
+	tb.Helper()
+	ctx := testenv.Context(tb, time.Minute)
+	conn, err := pgx.Connect(ctx, e.pg.URL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT uuid::text FROM raw_item`)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out
+}
+
+// kafkaMessages reads every message of raw_item.
+func (e *env) kafkaMessages(tb testing.TB) []*kafka.Message {
+	tb.Helper()
+	ctx := testenv.Context(tb, time.Minute)
+	n := e.topicSize(tb)
+	msgs, err := e.kc.Consume(ctx, "raw_item", int(n))
+	if err != nil {
+		tb.Fatalf("consume: %v", err)
+	}
+	return msgs
+}
+
+// topicSize is the sum of the high watermarks of raw_item.
+func (e *env) topicSize(tb testing.TB) int64 {
+	tb.Helper()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": e.kc.Bootstrap(), "group.id": "size"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close()
+	var n int64
+	for p := range int32(4) {
+		lo, hi, err := c.QueryWatermarkOffsets("raw_item", p, 10000)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		n += hi - lo
+	}
+	return n
+}
+
+// checkKafka checks that Kafka holds exactly the lines of the accounts
+// in want (each at least once), keyed by account and in order per
+// account, and returns the number of repeats.
+func (e *env) checkKafka(tb testing.TB, want map[string]bool) int {
+	tb.Helper()
+	byUUID := map[string]line{}
+	expected := 0
+	for _, l := range e.lines {
+		byUUID[l.UUID] = l
+		if want[l.Account] {
+			expected++
+		}
+	}
+	seen := map[string]int{}
+	last := map[string]int{} // account -> last seq of a first occurrence
+	repeats := 0
+	for _, m := range e.kafkaMessages(tb) {
+		var row struct {
+			UUID string `json:"uuid"`
+		}
+		if err := json.Unmarshal(m.Value, &row); err != nil {
+			tb.Fatal(err)
+		}
+		l, ok := byUUID[row.UUID]
+		if !ok || !want[l.Account] {
+			tb.Fatalf("message for %s (account %s) should not be in Kafka", row.UUID, l.Account)
+		}
+		if string(m.Key) != l.Account {
+			tb.Fatalf("message %s keyed %q, want account %s", row.UUID, m.Key, l.Account)
+		}
+		if !m.Timestamp.Equal(l.Time) {
+			tb.Fatalf("message %s timestamp %v, want the row time %v", row.UUID, m.Timestamp, l.Time)
+		}
+		if seen[row.UUID]++; seen[row.UUID] > 1 {
+			repeats++
+			continue
+		}
+		if prev, ok := last[l.Account]; ok && l.Seq <= prev {
+			tb.Fatalf("account %s: seq %d after %d: out of order", l.Account, l.Seq, prev)
+		}
+		last[l.Account] = l.Seq
+	}
+	if len(seen) != expected {
+		tb.Fatalf("kafka has %d distinct records, want %d", len(seen), expected)
+	}
+	return repeats
+}
+
+func accountSet(accts ...string) map[string]bool {
+	m := map[string]bool{}
+	for _, a := range accts {
+		m[a] = true
+	}
+	return m
+}
+
+func ctx(tb testing.TB) context.Context { return testenv.Context(tb, 2*time.Minute) }

@@ -1,0 +1,13 @@
+package verify_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// Every goroutine a job starts (pipelines, sinks, consumers) ends before
+// Run returns.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}

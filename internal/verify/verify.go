@@ -1,0 +1,381 @@
+package verify
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/loader"
+	"github.com/dualwrite/ingest/schema"
+)
+
+// ArgError is a problem with the arguments or with the config for this
+// check (unknown table, no id field, a sink not configured). The CLI exits
+// 2 on it; Arg names the flag or config key.
+type ArgError struct {
+	Arg string
+	Msg string
+}
+
+func (e *ArgError) Error() string { return e.Arg + ": " + e.Msg }
+
+// Options say what to compare.
+type Options struct {
+	// Table is the config's table name (the "table" value of lines).
+	Table string
+	// Window bounds the table's time field; zero compares everything.
+	// Rows and messages without a time are outside any bounded window.
+	Window loader.Window
+	Logger *slog.Logger // nil: discard
+}
+
+// Report is the outcome of [Run]. Accounts are sorted by key (numerically
+// for integer keys).
+type Report struct {
+	Table   string `json:"table"`
+	DBTable string `json:"db_table"`
+	Topic   string `json:"topic"`
+	Window  string `json:"window"`
+	// Partitions is the topic's partition count; StartOffsets says how
+	// the first offset of each partition was found: "by-timestamp",
+	// "earliest" (no --since) or "earliest (the broker has no timestamp
+	// lookup)".
+	Partitions   int    `json:"partitions"`
+	StartOffsets string `json:"start_offsets"`
+	// Messages is every message of the topic read between the start
+	// offsets and the high watermarks at the start; OtherTables those of
+	// other tables sharing the topic; Undecodable those whose value the
+	// table's schema did not accept (then the headers and message key were
+	// used).
+	Messages    int64 `json:"messages"`
+	OtherTables int64 `json:"other_tables"`
+	Undecodable int64 `json:"undecodable"`
+	// Checked counts the accounts routed to both sinks; Mismatched those of
+	// them that disagree.
+	Checked    int       `json:"checked_accounts"`
+	Mismatched []string  `json:"mismatched_accounts"`
+	Accounts   []Account `json:"accounts"`
+	// OK is true when every account routed to both sinks agrees.
+	OK      bool          `json:"ok"`
+	Elapsed time.Duration `json:"elapsed_ns"`
+}
+
+// Account is one account's comparison.
+type Account struct {
+	Account string `json:"account"`
+	// RoutedDB and RoutedKafka are the config's selectors for the account;
+	// only an account routed to both is Checked, the others are
+	// informational.
+	RoutedDB    bool `json:"routed_db"`
+	RoutedKafka bool `json:"routed_kafka"`
+	Checked     bool `json:"checked"`
+	DB          Side `json:"db"`
+	Kafka       Side `json:"kafka"`
+	// Duplicates counts Kafka messages that repeat a record id already
+	// seen (at-least-once delivery): reported, not a mismatch.
+	Duplicates int64 `json:"kafka_duplicates"`
+	// MissingInKafka and MissingInDB list the record ids on one side only
+	// (checked accounts only).
+	MissingInKafka []string `json:"missing_in_kafka,omitempty"`
+	MissingInDB    []string `json:"missing_in_db,omitempty"`
+	// Agree: same set of record ids on both sides (duplicates aside).
+	Agree bool `json:"agree"`
+}
+
+// Side is what one sink holds for an account: the number of distinct
+// record ids and their digest, the sum modulo 2^64 of a 64-bit hash of
+// each id ([Digest]), so equal sets give equal digests whatever the order.
+type Side struct {
+	Count  int64  `json:"count"`
+	Digest string `json:"digest"`
+}
+
+// Run compares the table's rows in PostgreSQL with its messages in Kafka
+// over the window, per account. It returns an *[ArgError] when the table
+// or config cannot be verified, other errors when a side cannot be read,
+// and otherwise a report whose OK says whether the sides agree.
+//
+// It reads in two passes. The first streams both sides and keeps, per
+// account, a count and a digest of record ids: memory grows with the
+// number of accounts, not rows. Only the checked accounts whose count or
+// digest differ are read again, keeping their ids, to list what is
+// missing where and to tell Kafka duplicates from mismatches. Both passes
+// see the same data: one PostgreSQL snapshot (a REPEATABLE READ
+// transaction) and the same offset ranges of each partition.
+func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
+	start := time.Now()
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	tc, table, err := checkArgs(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Table: table.Name, DBTable: table.DBTable, Topic: table.Topic, Window: o.Window.String()}
+
+	db, err := openDB(ctx, cfg.DB.URL, table, o.Window)
+	if err != nil {
+		return nil, err
+	}
+	defer db.close()
+	kc, err := openKafka(ctx, cfg, table, o.Window, log)
+	if err != nil {
+		return nil, err
+	}
+	defer kc.close()
+	rep.Partitions, rep.StartOffsets = len(kc.ranges), kc.startMode
+
+	// Pass 1: counts and digests.
+	acc := map[string]*tally{}
+	get := func(a string) *tally {
+		t := acc[a]
+		if t == nil {
+			t = &tally{}
+			acc[a] = t
+		}
+		return t
+	}
+	if err := db.scan(ctx, nil, func(account, id string) {
+		t := get(account)
+		t.db.add(id)
+	}); err != nil {
+		return nil, err
+	}
+	stats, err := kc.scan(ctx, func(account, id string) {
+		t := get(account)
+		t.kafka.add(id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	rep.Messages, rep.OtherTables, rep.Undecodable = stats.messages, stats.otherTables, stats.undecodable
+	if stats.undecodable > 0 {
+		log.Warn("messages whose value the table's schema does not accept; used their headers and key", "count", stats.undecodable)
+	}
+
+	// Pass 2: the ids of checked accounts that differ.
+	var suspects []string
+	for a, t := range acc {
+		if tc.DB.Match(a) && tc.Kafka.Match(a) && t.db != t.kafka {
+			suspects = append(suspects, a)
+		}
+	}
+	detail := map[string]*idSets{}
+	if len(suspects) > 0 {
+		sort.Strings(suspects)
+		log.Info("reading the ids of accounts whose digests differ", "accounts", len(suspects))
+		for _, a := range suspects {
+			detail[a] = &idSets{db: map[string]bool{}, kafka: map[string]int{}}
+		}
+		if err := db.scan(ctx, suspects, func(account, id string) {
+			if d := detail[account]; d != nil {
+				d.db[id] = true
+			}
+		}); err != nil {
+			return nil, err
+		}
+		if _, err := kc.scan(ctx, func(account, id string) {
+			if d := detail[account]; d != nil {
+				d.kafka[id]++
+			}
+		}); err != nil {
+			return nil, err
+		}
+	}
+
+	rep.OK = true
+	for a, t := range acc {
+		ar := Account{Account: a, RoutedDB: tc.DB.Match(a), RoutedKafka: tc.Kafka.Match(a)}
+		ar.Checked = ar.RoutedDB && ar.RoutedKafka
+		ar.DB, ar.Kafka = t.db.side(), t.kafka.side()
+		ar.Agree = t.db == t.kafka
+		if d := detail[a]; d != nil {
+			ar.Agree, ar.Kafka, ar.Duplicates, ar.MissingInKafka, ar.MissingInDB = d.compare()
+		}
+		if ar.Checked {
+			rep.Checked++
+			if !ar.Agree {
+				rep.OK = false
+				rep.Mismatched = append(rep.Mismatched, a)
+			}
+		}
+		rep.Accounts = append(rep.Accounts, ar)
+	}
+	less := accountLess(table)
+	sort.Slice(rep.Accounts, func(i, j int) bool { return less(rep.Accounts[i].Account, rep.Accounts[j].Account) })
+	sort.Slice(rep.Mismatched, func(i, j int) bool { return less(rep.Mismatched[i], rep.Mismatched[j]) })
+	if rep.Mismatched == nil {
+		rep.Mismatched = []string{}
+	}
+	rep.Elapsed = time.Since(start)
+	return rep, nil
+}
+
+// checkArgs finds the table and checks that it can be verified.
+func checkArgs(cfg *config.Config, o Options) (*config.Table, *schema.Table, error) {
+	if o.Table == "" {
+		return nil, nil, &ArgError{"--table", "is required"}
+	}
+	tc := cfg.Tables[o.Table]
+	if tc == nil {
+		var names []string
+		for n := range cfg.Tables {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return nil, nil, &ArgError{"--table", fmt.Sprintf("%q is not in the config (tables: %s)", o.Table, strings.Join(names, ", "))}
+	}
+	sch, err := cfg.Schema()
+	if err != nil {
+		return nil, nil, &ArgError{"--config", err.Error()}
+	}
+	table, _ := sch.Lookup(o.Table)
+	if table.ID == "" {
+		return nil, nil, &ArgError{"tables." + o.Table + ".id", "is not set: verify compares record ids, and rows without an id field carry none in PostgreSQL"}
+	}
+	if !o.Window.IsZero() && table.Time == "" {
+		return nil, nil, &ArgError{"--since/--until", fmt.Sprintf("table %s has no time field (tables.%s.time) to window on", o.Table, o.Table)}
+	}
+	if !o.Window.Since.IsZero() && !o.Window.Until.IsZero() && !o.Window.Since.Before(o.Window.Until) {
+		return nil, nil, &ArgError{"--since/--until", "empty window " + o.Window.String()}
+	}
+	if !cfg.DBEnabled() {
+		return nil, nil, &ArgError{"db.url", "is empty: verify reads the rows from PostgreSQL"}
+	}
+	switch cfg.Kafka.Brokers {
+	case "":
+		return nil, nil, &ArgError{"kafka.brokers", "is empty: verify reads the messages from Kafka"}
+	case "embedded":
+		return nil, nil, &ArgError{"kafka.brokers", `"embedded" is an in-process cluster of another process: verify needs a real one`}
+	}
+	return tc, table, nil
+}
+
+// tally is one account's pass-1 state.
+type tally struct {
+	db, kafka sideTally
+}
+
+type sideTally struct {
+	n      int64
+	digest uint64
+}
+
+func (s *sideTally) add(id string) {
+	s.n++
+	s.digest += Digest(id)
+}
+
+func (s sideTally) side() Side { return Side{Count: s.n, Digest: hexDigest(s.digest)} }
+
+// idSets are a suspect account's ids on both sides (Kafka with counts).
+type idSets struct {
+	db    map[string]bool
+	kafka map[string]int
+}
+
+func (d *idSets) compare() (agree bool, kafka Side, dups int64, missingInKafka, missingInDB []string) {
+	var digest uint64
+	for id, n := range d.kafka {
+		digest += Digest(id)
+		dups += int64(n - 1)
+		if !d.db[id] {
+			missingInDB = append(missingInDB, id)
+		}
+	}
+	for id := range d.db {
+		if d.kafka[id] == 0 {
+			missingInKafka = append(missingInKafka, id)
+		}
+	}
+	slices.Sort(missingInKafka)
+	slices.Sort(missingInDB)
+	kafka = Side{Count: int64(len(d.kafka)), Digest: hexDigest(digest)}
+	return len(missingInKafka) == 0 && len(missingInDB) == 0, kafka, dups, missingInKafka, missingInDB
+}
+
+// Digest is the 64-bit hash of a record id that a [Side]'s digest sums:
+// FNV-1a 64 of the id's bytes (in its canonical form: decimal integers,
+// lower-case hyphenated UUIDs), finished with the SplitMix64 mixer so that
+// ids differing in one character differ in many bits.
+func Digest(id string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(id); i++ {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return h
+}
+
+func hexDigest(d uint64) string {
+	var b [8]byte
+	for i := range b {
+		b[i] = byte(d >> (56 - 8*i))
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// canonical puts a key or id in the form both sides agree on: PostgreSQL
+// prints uuids lower-case and hyphenated, while a line may have written
+// them upper-case, in braces or without hyphens.
+func canonical(t schema.Type, s string) string {
+	if t != schema.UUID {
+		return s
+	}
+	hexs := strings.Map(func(r rune) rune {
+		switch {
+		case r >= '0' && r <= '9', r >= 'a' && r <= 'f':
+			return r
+		case r >= 'A' && r <= 'F':
+			return r + 'a' - 'A'
+		}
+		return -1
+	}, s)
+	if len(hexs) != 32 {
+		return s
+	}
+	return hexs[:8] + "-" + hexs[8:12] + "-" + hexs[12:16] + "-" + hexs[16:20] + "-" + hexs[20:]
+}
+
+func columnType(t *schema.Table, name string) schema.Type {
+	for _, c := range t.ColumnList() {
+		if c.Name == name {
+			return c.Type
+		}
+	}
+	return ""
+}
+
+// accountLess orders account keys numerically when the key is an integer
+// column, else as strings.
+func accountLess(t *schema.Table) func(a, b string) bool {
+	switch columnType(t, t.Key) {
+	case schema.Bigint, schema.Integer, schema.Smallint:
+		return func(a, b string) bool {
+			na, nb := strings.HasPrefix(a, "-"), strings.HasPrefix(b, "-")
+			if na != nb {
+				return na
+			}
+			if len(a) != len(b) {
+				return (len(a) < len(b)) != na
+			}
+			return (a < b) != na
+		}
+	}
+	return func(a, b string) bool { return a < b }
+}
+
+var errNoTopic = errors.New("topic does not exist")

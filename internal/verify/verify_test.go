@@ -1,0 +1,352 @@
+package verify_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/dualwrite/ingest/dbsink"
+	"github.com/dualwrite/ingest/internal/backfill"
+	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/mockkafka"
+	"github.com/dualwrite/ingest/internal/pgserver"
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/internal/verify"
+	"github.com/dualwrite/ingest/loader"
+	"github.com/dualwrite/ingest/rotatefile"
+	"github.com/jackc/pgx/v5"
+)
+
+// env: a throwaway PostgreSQL, a mock Kafka cluster and archived files
+// whose lines the tests load with backfill, then compare with verify.
+type env struct {
+	pg      *pgserver.Server
+	kc      *mockkafka.Cluster
+	spool   string
+	archive string
+	lines   []line
+}
+
+type line struct {
+	account, uuid string
+	time          time.Time
+}
+
+var t0 = time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
+
+const configTmpl = `spool: {dir: %q}
+batch: {max_records: 100, linger: 5ms}
+kafka: {brokers: %q}
+db: {url: %q}
+tables:
+  raw_item:
+    key: project_id
+    id: uuid
+    time: timestamp
+    columns: {project_id: bigint, timestamp: bigint, body: text, uuid: uuid}
+    db: all
+    kafka: %s
+  no_id:
+    key: project_id
+    columns: {project_id: bigint}
+`
+
+// newEnv writes n lines for accounts 1..accounts (line i at t0+i s; every
+// tenth uuid upper-case, as an API may write it) into archived files.
+func newEnv(tb testing.TB, n, accounts int) *env {
+	tb.Helper()
+	e := &env{pg: testenv.Postgres(tb), kc: testenv.Kafka(tb, 1), spool: tb.TempDir()}
+	if err := e.kc.CreateTopic("raw_item", 3); err != nil {
+		tb.Fatal(err)
+	}
+	cfg := e.config(tb, "all")
+	sch, _ := cfg.Schema()
+	ctx := testenv.Context(tb, time.Minute)
+	db, err := dbsink.New(ctx, dbsink.Config{URL: e.pg.URL(), Schema: sch})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	e.archive = filepath.Join(e.spool, ".ingest", "archive", "api")
+	os.MkdirAll(e.archive, 0o750)
+	var b strings.Builder
+	for i := range n {
+		l := line{account: strconv.Itoa(i%accounts + 1), uuid: fmt.Sprintf("%08x-1111-4000-8000-%012x", i, i), time: t0.Add(time.Duration(i) * time.Second)}
+		e.lines = append(e.lines, l)
+		written := l.uuid
+		if i%10 == 0 {
+			written = strings.ToUpper(written)
+		}
+		fmt.Fprintf(&b, `{"table":"raw_item","row":{"project_id":%s,"timestamp":%d,"body":"x","uuid":%q}}`+"\n", l.account, l.time.Unix(), written)
+		if (i+1)%200 == 0 || i == n-1 {
+			name := rotatefile.FileName(uint64(i/200+1), t0, ".ndjson")
+			if err := os.WriteFile(filepath.Join(e.archive, name), []byte(b.String()), 0o640); err != nil {
+				tb.Fatal(err)
+			}
+			b.Reset()
+		}
+	}
+	return e
+}
+
+func (e *env) config(tb testing.TB, kafkaSel string) *config.Config {
+	tb.Helper()
+	cfg, err := config.Parse(fmt.Appendf(nil, configTmpl, e.spool, e.kc.Bootstrap(), e.pg.URL(), kafkaSel))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cfg
+}
+
+func (e *env) backfill(tb testing.TB, cfg *config.Config, o backfill.Options) {
+	tb.Helper()
+	o.Paths = []string{e.archive}
+	if _, err := backfill.Run(testenv.Context(tb, time.Minute), cfg, o); err != nil {
+		tb.Fatalf("backfill %+v: %v", o, err)
+	}
+}
+
+func (e *env) exec(tb testing.TB, sql string, args ...any) int64 {
+	tb.Helper()
+	ctx := testenv.Context(tb, time.Minute)
+	conn, err := pgx.Connect(ctx, e.pg.URL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tag, err := conn.Exec(ctx, sql, args...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tag.RowsAffected()
+}
+
+func run(tb testing.TB, cfg *config.Config, o verify.Options) *verify.Report {
+	tb.Helper()
+	if o.Table == "" {
+		o.Table = "raw_item"
+	}
+	rep, err := verify.Run(testenv.Context(tb, time.Minute), cfg, o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rep
+}
+
+func account(tb testing.TB, rep *verify.Report, a string) verify.Account {
+	tb.Helper()
+	for _, x := range rep.Accounts {
+		if x.Account == a {
+			return x
+		}
+	}
+	tb.Fatalf("account %s not in the report", a)
+	return verify.Account{}
+}
+
+func (e *env) uuidsOf(acct string, pick func(i int) bool) []string {
+	var out []string
+	n := 0
+	for _, l := range e.lines {
+		if l.account != acct {
+			continue
+		}
+		if pick(n) {
+			out = append(out, l.uuid)
+		}
+		n++
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Agreeing data exits OK; rows deleted from PostgreSQL name exactly their
+// accounts and ids; a window leaving the deleted rows out agrees again.
+func TestVerifyAgreesThenFindsDeletedRows(t *testing.T) {
+	e := newEnv(t, 1000, 8)
+	cfg := e.config(t, "{accounts: [1, 2, 3, 4, 5]}")
+	e.backfill(t, cfg, backfill.Options{})
+
+	rep := run(t, cfg, verify.Options{})
+	if !rep.OK || rep.Checked != 5 || len(rep.Accounts) != 8 || len(rep.Mismatched) != 0 || rep.Messages != 625 || rep.Undecodable != 0 {
+		t.Fatalf("agreeing data: %+v", rep)
+	}
+	a1 := account(t, rep, "1")
+	if !a1.Checked || !a1.Agree || a1.DB.Count != 125 || a1.DB != a1.Kafka {
+		t.Fatalf("account 1: %+v", a1)
+	}
+	if a7 := account(t, rep, "7"); a7.Checked || a7.RoutedKafka || a7.DB.Count != 125 || a7.Kafka.Count != 0 {
+		t.Fatalf("account 7 (db only): %+v", a7)
+	}
+
+	gone2 := e.uuidsOf("2", func(i int) bool { return i == 3 || i == 50 || i == 124 })
+	gone4 := e.uuidsOf("4", func(i int) bool { return i == 0 })
+	gone7 := e.uuidsOf("7", func(i int) bool { return i == 9 }) // not checked
+	if n := e.exec(t, `DELETE FROM raw_item WHERE uuid::text = ANY($1)`, slices.Concat(gone2, gone4, gone7)); n != 5 {
+		t.Fatalf("deleted %d rows", n)
+	}
+	rep = run(t, cfg, verify.Options{})
+	if rep.OK || !slices.Equal(rep.Mismatched, []string{"2", "4"}) {
+		t.Fatalf("after deleting rows: ok=%v mismatched=%v", rep.OK, rep.Mismatched)
+	}
+	a2 := account(t, rep, "2")
+	if !slices.Equal(a2.MissingInDB, gone2) || len(a2.MissingInKafka) != 0 || a2.DB.Count != 122 || a2.Kafka.Count != 125 || a2.Duplicates != 0 {
+		t.Fatalf("account 2: %+v, want missing in db %v", a2, gone2)
+	}
+	if a4 := account(t, rep, "4"); !slices.Equal(a4.MissingInDB, gone4) {
+		t.Fatalf("account 4: %+v", a4)
+	}
+	var out bytes.Buffer
+	rep.WriteText(&out)
+	for _, want := range []string{"MISMATCH: 2 of 5 account(s) routed to both sinks disagree: 2, 4", "account 2: 3 missing in postgres: " + strings.Join(gone2, ", "), "db+kafka"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	// The deleted rows of account 2 are at t0+(8*3+1)s, +(8*50+1)s and
+	// +(8*124+1)s; account 4's at t0+3s. A window after them all but the
+	// last agrees, and so does one without any of them.
+	w := loader.Window{Since: t0.Add(4 * time.Second), Until: t0.Add(401 * time.Second)}
+	rep = run(t, cfg, verify.Options{Window: w})
+	if rep.OK || !slices.Equal(rep.Mismatched, []string{"2"}) || len(account(t, rep, "2").MissingInDB) != 1 {
+		t.Fatalf("window %v: %+v", w, rep)
+	}
+	w = loader.Window{Since: t0.Add(402 * time.Second), Until: t0.Add(900 * time.Second)}
+	rep = run(t, cfg, verify.Options{Window: w})
+	if !rep.OK || account(t, rep, "1").DB.Count != 62 {
+		t.Fatalf("window %v: ok=%v %+v", w, rep.OK, account(t, rep, "1"))
+	}
+}
+
+// Messages missing from Kafka (an account whose lines were never produced,
+// and the second half of another's) are named; repeats are duplicates, not
+// mismatches.
+func TestVerifyMissingMessagesAndDuplicates(t *testing.T) {
+	e := newEnv(t, 600, 3)
+	cfg := e.config(t, "all")
+	e.backfill(t, cfg, backfill.Options{Sinks: []string{"db"}})
+	half := t0.Add(300 * time.Second)
+	e.backfill(t, cfg, backfill.Options{Sinks: []string{"kafka"}, Accounts: []string{"1"}, Window: loader.Window{Until: half}})
+	e.backfill(t, cfg, backfill.Options{Sinks: []string{"kafka"}, Accounts: []string{"2"}})
+	e.backfill(t, cfg, backfill.Options{Sinks: []string{"kafka"}, Accounts: []string{"2"}, Restart: true})
+
+	rep := run(t, cfg, verify.Options{})
+	if rep.OK || !slices.Equal(rep.Mismatched, []string{"1", "3"}) {
+		t.Fatalf("ok=%v mismatched=%v", rep.OK, rep.Mismatched)
+	}
+	secondHalf := e.uuidsOf("1", func(i int) bool { return i >= 100 })
+	if a1 := account(t, rep, "1"); !slices.Equal(a1.MissingInKafka, secondHalf) || len(a1.MissingInDB) != 0 {
+		t.Fatalf("account 1: missing in kafka %d ids, want the %d of the second half", len(a1.MissingInKafka), len(secondHalf))
+	}
+	if a3 := account(t, rep, "3"); len(a3.MissingInKafka) != 200 || a3.Kafka.Count != 0 {
+		t.Fatalf("account 3: %+v", a3)
+	}
+	a2 := account(t, rep, "2")
+	if !a2.Agree || a2.Duplicates != 200 || a2.Kafka.Count != 200 || a2.Kafka != a2.DB {
+		t.Fatalf("account 2 (sent twice): %+v", a2)
+	}
+
+	// The first half's window agrees for account 1 (start offsets fall
+	// back to the earliest on the mock, which has no timestamp lookup).
+	rep = run(t, cfg, verify.Options{Window: loader.Window{Until: half}})
+	if !slices.Equal(rep.Mismatched, []string{"3"}) || rep.StartOffsets != verify.StartEarliest {
+		t.Fatalf("until %v: %v %q", half, rep.Mismatched, rep.StartOffsets)
+	}
+	rep = run(t, cfg, verify.Options{Window: loader.Window{Since: half}})
+	if !slices.Equal(rep.Mismatched, []string{"1", "3"}) || rep.StartOffsets != verify.StartNoTimeLookups {
+		t.Fatalf("since %v: %v %q", half, rep.Mismatched, rep.StartOffsets)
+	}
+}
+
+// Messages of another table sharing the topic are left out; a value the
+// schema refuses is keyed by its headers.
+func TestVerifyForeignMessages(t *testing.T) {
+	e := newEnv(t, 30, 1)
+	cfg := e.config(t, "all")
+	e.backfill(t, cfg, backfill.Options{})
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": e.kc.Bootstrap()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	topic := "raw_item"
+	for _, m := range []*kafka.Message{
+		{Key: []byte("1"), Value: []byte(`{"project_id":1}`), Headers: []kafka.Header{{Key: "ingest.table", Value: []byte("other")}}},
+		{Key: []byte("1"), Value: []byte(`not json`), Headers: []kafka.Header{{Key: "ingest.record_id", Value: []byte("0000000a-1111-4000-8000-00000000000a")}}},
+		{Key: []byte("1"), Value: []byte(`not json`), Headers: []kafka.Header{{Key: "ingest.record_id", Value: []byte("ffffffff-1111-4000-8000-00000000000a")}}},
+	} {
+		m.TopicPartition = kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}
+		if err := p.Produce(m, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 3 {
+		select {
+		case ev := <-p.Events():
+			if m, ok := ev.(*kafka.Message); !ok || m.TopicPartition.Error != nil {
+				t.Fatalf("produce: %v", ev)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no delivery report")
+		}
+	}
+	rep := run(t, cfg, verify.Options{})
+	if rep.OtherTables != 1 || rep.Undecodable != 2 || rep.Messages != 33 {
+		t.Fatalf("report %+v", rep)
+	}
+	a := account(t, rep, "1")
+	if a.Duplicates != 1 || !slices.Equal(a.MissingInDB, []string{"ffffffff-1111-4000-8000-00000000000a"}) {
+		t.Fatalf("account 1: %+v", a)
+	}
+}
+
+func TestVerifyArgumentErrors(t *testing.T) {
+	e := newEnv(t, 1, 1)
+	noKafka := e.config(t, "all")
+	noKafka.Kafka.Brokers = ""
+	noTime := e.config(t, "all")
+	noTime.Tables["raw_item"].Time = ""
+	for _, tc := range []struct {
+		name string
+		cfg  *config.Config
+		o    verify.Options
+		arg  string
+	}{
+		{"unknown table", e.config(t, "all"), verify.Options{Table: "nope"}, "--table"},
+		{"no id", e.config(t, "all"), verify.Options{Table: "no_id"}, "tables.no_id.id"},
+		{"no time", noTime, verify.Options{Table: "raw_item", Window: loader.Window{Since: t0}}, "--since/--until"},
+		{"no kafka", noKafka, verify.Options{Table: "raw_item"}, "kafka.brokers"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := verify.Run(context.Background(), tc.cfg, tc.o)
+			var ae *verify.ArgError
+			if !errors.As(err, &ae) || ae.Arg != tc.arg {
+				t.Fatalf("err %v, want an ArgError for %s", err, tc.arg)
+			}
+		})
+	}
+}
+
+func TestDigestIsOrderIndependentAndJSON(t *testing.T) {
+	if verify.Digest("a")+verify.Digest("b") != verify.Digest("b")+verify.Digest("a") || verify.Digest("a") == verify.Digest("b") {
+		t.Fatal("digest")
+	}
+	data, _ := json.Marshal(verify.Report{Mismatched: []string{}})
+	if !strings.Contains(string(data), `"mismatched_accounts":[]`) {
+		t.Fatalf("json %s", data)
+	}
+}

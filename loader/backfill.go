@@ -1,0 +1,455 @@
+package loader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dualwrite/ingest/schema"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrBackfillIncomplete is what [Backfill.Run] returns (wrapped) when its
+// context ended before every sink acknowledged every file. The checkpoints
+// hold what was done: a new Backfill with the same sinks resumes there.
+var ErrBackfillIncomplete = errors.New("backfill incomplete")
+
+// Window is a half-open interval [Since, Until) of event time (the
+// table's time field). A zero bound is open. A record without a time (the
+// table has no time field, or the row's value is null) is inside only the
+// zero Window: it cannot be placed in a bounded one.
+type Window struct {
+	Since, Until time.Time
+}
+
+// IsZero reports whether the window is unbounded on both sides.
+func (w Window) IsZero() bool { return w.Since.IsZero() && w.Until.IsZero() }
+
+// Contains reports whether t is in the window; see [Window] for a zero t.
+func (w Window) Contains(t time.Time) bool {
+	if w.IsZero() {
+		return true
+	}
+	if t.IsZero() {
+		return false
+	}
+	return (w.Since.IsZero() || !t.Before(w.Since)) && (w.Until.IsZero() || t.Before(w.Until))
+}
+
+func (w Window) String() string {
+	f := func(t time.Time, open string) string {
+		if t.IsZero() {
+			return open
+		}
+		return t.UTC().Format(time.RFC3339Nano)
+	}
+	return "[" + f(w.Since, "-inf") + ", " + f(w.Until, "+inf") + ")"
+}
+
+// BackfillConfig configures [NewBackfill].
+type BackfillConfig struct {
+	// Streams are the files to replay (see [ResolveBackfill]). Required.
+	Streams []BackfillStream
+	// Schema decodes and validates lines. Required.
+	Schema *schema.Schema
+	// StateDir holds the checkpoints of sinks that keep none themselves
+	// (StateDir/checkpoints/<sink>/<stream>.json) and the dead letters
+	// (StateDir/deadletter/<stream>/). Required; give every backfill job
+	// its own, apart from the live loader's state dir.
+	StateDir string
+	Batch    BatchConfig
+	// Filter, when set, keeps only the records it returns true for; the
+	// others are skipped (counted as filtered) by every sink.
+	Filter func(*schema.Record) bool
+	// Rate limits the lines each sink reads, per second, over all streams
+	// (0: no limit), so a backfill does not starve live loading.
+	Rate float64
+	// MaxLineBytes and ShutdownTimeout are as in [Config].
+	MaxLineBytes    int
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger // nil: discard
+}
+
+// Backfill replays an explicit list of sealed files through the loader's
+// pipelines (the same tail, decoding, routing, batching, dead letters and
+// checkpoints as [Loader.Run]) and stops once every sink acknowledged every
+// file. Create it with [NewBackfill]; call [Backfill.Run] once.
+type Backfill struct {
+	l       *Loader
+	reg     *prometheus.Registry
+	streams []*stream
+	run     *backfillRun
+	files   int
+	total   int64
+}
+
+// backfillRun is what a backfill's pipelines share, through their stream.
+type backfillRun struct {
+	filter     func(*schema.Record) bool
+	limiters   map[string]*limiter      // by sink; nil map: no rate
+	yieldAfter time.Duration            // a paced batch older than this is handed over
+	filtered   map[string]*atomic.Int64 // by sink
+	notRouted  map[string]*atomic.Int64
+
+	mu       sync.Mutex
+	started  map[[2]string]Position // (stream, sink) -> checkpoint when the pipeline started
+	finished map[[2]string]bool     // (stream, sink) pipelines that acknowledged everything
+}
+
+// NewBackfill checks the configuration and sinks. Each sink's name is its
+// checkpoint key: use names the live loader does not use (e.g.
+// "backfill-db"), so the live checkpoints are never read or moved, and the
+// same names again to resume an interrupted backfill.
+func NewBackfill(cfg BackfillConfig, sinks ...SinkSpec) (*Backfill, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("loader: BackfillConfig.StateDir is required")
+	}
+	if len(cfg.Streams) == 0 {
+		return nil, errors.New("loader: BackfillConfig.Streams is empty")
+	}
+	if cfg.Rate < 0 {
+		return nil, fmt.Errorf("loader: BackfillConfig.Rate must not be negative, got %v", cfg.Rate)
+	}
+	run := &backfillRun{filter: cfg.Filter, filtered: map[string]*atomic.Int64{}, notRouted: map[string]*atomic.Int64{}, finished: map[[2]string]bool{}, started: map[[2]string]Position{}}
+	specs := make([]SinkSpec, len(sinks))
+	for i, s := range sinks {
+		specs[i] = s
+		if s.Sink == nil {
+			continue // New reports it
+		}
+		name := s.Sink.Name()
+		run.filtered[name], run.notRouted[name] = new(atomic.Int64), new(atomic.Int64)
+		if route, miss := s.Route, run.notRouted[name]; route != nil {
+			specs[i].Route = func(t *schema.Table, key string) bool {
+				if route(t, key) {
+					return true
+				}
+				miss.Add(1)
+				return false
+			}
+		}
+		if cfg.Rate > 0 {
+			if run.limiters == nil {
+				run.limiters = map[string]*limiter{}
+			}
+			run.limiters[name] = newLimiter(cfg.Rate)
+		}
+	}
+	batch := cfg.Batch.withDefaults()
+	run.yieldAfter = max(batch.Linger, 100*time.Millisecond)
+	reg := prometheus.NewRegistry()
+	l, err := New(Config{
+		Dir: cfg.StateDir, StateDir: cfg.StateDir, Schema: cfg.Schema, Batch: batch,
+		MaxLineBytes: cfg.MaxLineBytes, ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger: cfg.Logger, Registry: reg,
+	}, specs...)
+	if err != nil {
+		return nil, err
+	}
+	b := &Backfill{l: l, reg: reg, run: run}
+	seen := map[string]bool{}
+	for _, bs := range cfg.Streams {
+		if bs.Name == "" || bs.Name[0] == '.' || seen[bs.Name] {
+			return nil, fmt.Errorf("loader: backfill stream name %q is empty, hidden or repeated", bs.Name)
+		}
+		seen[bs.Name] = true
+		ff, err := newFixedFiles(bs)
+		if err != nil {
+			return nil, fmt.Errorf("loader: backfill: %w", err)
+		}
+		st := newStream(bs.Name, "", StreamConfig{Name: bs.Name, DefaultTable: bs.DefaultTable}, l.cfg.now)
+		st.fixed, st.bf = ff, run
+		b.streams = append(b.streams, st)
+		b.files += len(ff.files)
+		b.total += ff.total
+	}
+	return b, nil
+}
+
+// Run replays the files until every sink has acknowledged all of them and
+// returns nil, or until ctx ends: then, as [Loader.Run] does, it stops
+// reading, waits up to ShutdownTimeout for batches in flight, leaves each
+// checkpoint at its last contiguous acknowledgement and returns an error
+// wrapping [ErrBackfillIncomplete]. It returns other errors when a
+// checkpoint does not match the files ([ErrCheckpointBeyondFile]: the job's
+// files changed) or the state dir is unusable. It never deletes, archives
+// or changes the files it reads.
+func (b *Backfill) Run(ctx context.Context) error {
+	l := b.l
+	if err := os.MkdirAll(l.cfg.StateDir, 0o750); err != nil {
+		return fmt.Errorf("loader: backfill state dir: %w", err)
+	}
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	sinkCtx, cancelSinks := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSinks()
+
+	var wg sync.WaitGroup
+	var fatalOnce sync.Once
+	var fatal error
+	for _, st := range b.streams {
+		l.mu.Lock()
+		l.streams[st.name] = st
+		l.positions[st.name] = map[string]Position{}
+		l.mu.Unlock()
+		for i, spec := range l.sinks {
+			p := l.newPipeline(st, spec, i == 0, sinkCtx)
+			wg.Go(func() {
+				if err := p.run(runCtx); err != nil {
+					fatalOnce.Do(func() { fatal = err })
+					stop(err)
+				}
+			})
+		}
+	}
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-runCtx.Done():
+		timer := time.NewTimer(l.cfg.ShutdownTimeout)
+		select {
+		case <-drained:
+		case <-timer.C:
+			cancelSinks()
+			<-drained
+		}
+		timer.Stop()
+	}
+	if err := l.dl.close(); err != nil && fatal == nil {
+		fatal = fmt.Errorf("loader: dead letters: %w", err)
+	}
+	if fatal != nil {
+		return fatal
+	}
+	if !b.Progress().Complete {
+		return fmt.Errorf("%w: %v", ErrBackfillIncomplete, context.Cause(ctx))
+	}
+	return nil
+}
+
+// BackfillProgress is a snapshot of a [Backfill]. Byte counts come from the
+// checkpoints, so they include what an earlier, interrupted run of the same
+// sinks did; line and record counts are this run's.
+type BackfillProgress struct {
+	Streams    int
+	Files      int
+	TotalBytes int64
+	// DoneBytes is what every sink has acknowledged: the minimum over sinks.
+	DoneBytes int64
+	// LinesRead is the most lines any sink's pipelines read; a sink
+	// re-reads lines after a failed batch, so it can exceed the files'
+	// line count.
+	LinesRead int64
+	// DeadLettered counts lines no sink could take (invalid, truncated,
+	// too long), once each.
+	DeadLettered int64
+	Sinks        []BackfillSinkProgress
+	// Started is true once every pipeline has loaded its checkpoint;
+	// ResumedBytes is then what the checkpoints covered at the start (an
+	// earlier run's work, the minimum over sinks).
+	Started      bool
+	ResumedBytes int64
+	// Complete is true when every sink acknowledged every file.
+	Complete bool
+}
+
+// BackfillSinkProgress is one sink's share of a [BackfillProgress].
+type BackfillSinkProgress struct {
+	Sink         string
+	DoneBytes    int64 // bytes its checkpoints cover
+	ResumedBytes int64 // bytes they covered when this run started
+	LinesRead    int64 // complete lines its pipelines read
+	Delivered    int64 // records it acknowledged as durable
+	Filtered     int64 // valid lines the Filter skipped
+	NotRouted    int64 // valid lines in the filter that its route does not select
+	Rejected     int64 // records it refused, dead-lettered with the sink named
+	Complete     bool
+}
+
+// Progress returns the current counts; it is safe to call at any time,
+// also after Run returned.
+func (b *Backfill) Progress() BackfillProgress {
+	pr := BackfillProgress{Streams: len(b.streams), Files: b.files, TotalBytes: b.total, Started: true, Complete: true}
+	read, acked, rejected := map[string]float64{}, map[string]float64{}, map[string]float64{}
+	var invalid float64
+	if families, err := b.reg.Gather(); err == nil {
+		for _, mf := range families {
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					labels[lp.GetName()] = lp.GetValue()
+				}
+				v := m.GetCounter().GetValue()
+				switch mf.GetName() {
+				case "ingest_lines_read_total":
+					read[labels["sink"]] += v
+				case "ingest_records_acked_total":
+					acked[labels["sink"]] += v
+				case "ingest_lines_dead_lettered_total":
+					if s := labels["sink"]; s != "" {
+						rejected[s] += v
+					} else {
+						invalid += v
+					}
+				}
+			}
+		}
+	}
+	pr.DeadLettered = int64(invalid)
+	positions := b.l.Positions()
+	for i, spec := range b.l.sinks {
+		name := spec.Sink.Name()
+		sp := BackfillSinkProgress{
+			Sink: name, LinesRead: int64(read[name]), Delivered: max(0, int64(acked[name]-rejected[name])),
+			Filtered: b.run.filtered[name].Load(), NotRouted: b.run.notRouted[name].Load(),
+			Rejected: int64(rejected[name]), Complete: true,
+		}
+		for _, st := range b.streams {
+			if pos, ok := positions[st.name][name]; ok {
+				sp.DoneBytes += st.fixed.done(pos)
+			}
+			start, started, finished := b.run.state(st.name, name)
+			if started {
+				sp.ResumedBytes += st.fixed.done(start)
+			} else {
+				pr.Started = false
+			}
+			sp.Complete = sp.Complete && finished
+		}
+		if i == 0 || sp.DoneBytes < pr.DoneBytes {
+			pr.DoneBytes = sp.DoneBytes
+		}
+		if i == 0 || sp.ResumedBytes < pr.ResumedBytes {
+			pr.ResumedBytes = sp.ResumedBytes
+		}
+		pr.LinesRead = max(pr.LinesRead, sp.LinesRead)
+		pr.Complete = pr.Complete && sp.Complete
+		pr.Sinks = append(pr.Sinks, sp)
+	}
+	sort.Slice(pr.Sinks, func(i, j int) bool { return pr.Sinks[i].Sink < pr.Sinks[j].Sink })
+	return pr
+}
+
+// state returns a pipeline's starting checkpoint, whether it has started
+// and whether it has finished.
+func (r *backfillRun) state(stream, sink string) (start Position, started, finished bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := [2]string{stream, sink}
+	start, started = r.started[k]
+	return start, started, r.finished[k]
+}
+
+// noteStart records where a pipeline started, before its first line.
+func (r *backfillRun) noteStart(p *pipeline) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := [2]string{p.st.name, p.name}
+	if _, ok := r.started[k]; !ok {
+		r.started[k] = p.acked
+	}
+}
+
+// keep applies the backfill's filter to a decoded record, counting what it
+// skips for sink.
+func (r *backfillRun) keep(sink string, rec *schema.Record) bool {
+	if r.filter == nil || r.filter(rec) {
+		return true
+	}
+	r.filtered[sink].Add(1)
+	return false
+}
+
+// pace waits for the rate limit of p's sink before a line is read. It
+// returns false when fill should stop and hand over its batch: ctx ended,
+// or the limit holds the pipeline back while the batch being built is
+// older than yieldAfter, so a slow rate still shows steady progress.
+func (r *backfillRun) pace(ctx context.Context, p *pipeline) bool {
+	if p.seq == 0 && p.cur.empty() {
+		r.noteStart(p) // nothing read yet: p.acked is the loaded checkpoint
+	}
+	lim := r.limiters[p.name]
+	if lim == nil {
+		return ctx.Err() == nil
+	}
+	if lim.ahead() > limiterSlack && !p.cur.empty() && p.l.cfg.now().Sub(p.cur.first) >= r.yieldAfter {
+		return false
+	}
+	return lim.wait(ctx) == nil
+}
+
+// backfillDone is called when a backfill pipeline has read everything it
+// can: it hands over the batch being built at once (no linger: no more
+// lines are coming) and reports true once every batch is acknowledged and
+// the checkpoint covers the stream's last byte.
+func (p *pipeline) backfillDone(_ context.Context, cfg settings) bool {
+	if p.failedSeq != 0 {
+		return false
+	}
+	if !p.cur.empty() {
+		if len(p.inflight) < max(p.spec.MaxInFlight, 1) {
+			p.submit(p.sinkCtx, cfg)
+		}
+		return false
+	}
+	if len(p.inflight) > 0 || p.st.fixed.done(p.acked) < p.st.fixed.total {
+		return false
+	}
+	bf := p.st.bf
+	bf.mu.Lock()
+	bf.finished[[2]string{p.st.name, p.name}] = true
+	bf.mu.Unlock()
+	return true
+}
+
+// limiter spaces events to a rate. It sleeps only once the debt exceeds a
+// few milliseconds, so a high rate costs one timer per slice, not per line.
+type limiter struct {
+	mu       sync.Mutex
+	interval time.Duration
+	next     time.Time
+}
+
+const limiterSlack = 20 * time.Millisecond
+
+func newLimiter(rate float64) *limiter {
+	return &limiter{interval: time.Duration(float64(time.Second) / rate)}
+}
+
+// ahead is how long wait would sleep now.
+func (l *limiter) ahead() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.next.Add(l.interval).Sub(time.Now())
+}
+
+// wait takes one event and sleeps while the events taken run ahead of the
+// rate; it returns ctx's error if ctx ends first.
+func (l *limiter) wait(ctx context.Context) error {
+	l.mu.Lock()
+	now := time.Now()
+	if l.next.Before(now.Add(-limiterSlack)) {
+		l.next = now.Add(-limiterSlack) // no credit for idle time beyond the slack
+	}
+	l.next = l.next.Add(l.interval)
+	ahead := l.next.Sub(now)
+	l.mu.Unlock()
+	if ahead <= limiterSlack {
+		return ctx.Err()
+	}
+	timer := time.NewTimer(ahead)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
