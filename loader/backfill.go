@@ -208,20 +208,9 @@ func (b *Backfill) Run(ctx context.Context) error {
 			})
 		}
 	}
-	drained := make(chan struct{})
-	go func() { wg.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-runCtx.Done():
-		timer := time.NewTimer(l.cfg.ShutdownTimeout)
-		select {
-		case <-drained:
-		case <-timer.C:
-			cancelSinks()
-			<-drained
-		}
-		timer.Stop()
-	}
+	// A finished backfill's pipelines return by themselves; a stopped one
+	// drains like the live loader.
+	l.drain(runCtx, &wg, cancelSinks)
 	if err := l.dl.close(); err != nil && fatal == nil {
 		fatal = fmt.Errorf("loader: dead letters: %w", err)
 	}

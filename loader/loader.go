@@ -184,23 +184,34 @@ loop:
 		}
 	}
 
-	// Let in-flight batches finish, within the shutdown timeout.
-	drained := make(chan struct{})
-	go func() { wg.Wait(); close(drained) }()
-	timer := time.NewTimer(l.cfg.ShutdownTimeout)
-	select {
-	case <-drained:
-	case <-timer.C:
-		cancelSinks()
-		<-drained
-	}
-	timer.Stop()
+	l.drain(runCtx, &wg, cancelSinks)
 	bg.Wait()
 	l.retire() // a last pass, so files every sink passed do not wait for the next start
 	if err := l.dl.close(); err != nil && fatal == nil {
 		fatal = fmt.Errorf("loader: dead letters: %w", err)
 	}
 	return fatal
+}
+
+// drain returns once every pipeline has returned. After ctx ends, it lets
+// in-flight batches finish within ShutdownTimeout, then cancels the sinks'
+// context so that no pipeline waits for an ack forever.
+func (l *Loader) drain(ctx context.Context, wg *sync.WaitGroup, cancelSinks context.CancelFunc) {
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	select {
+	case <-drained:
+		return
+	case <-ctx.Done():
+	}
+	timer := time.NewTimer(l.cfg.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-drained:
+	case <-timer.C:
+		cancelSinks()
+		<-drained
+	}
 }
 
 func (l *Loader) newPipeline(st *stream, spec SinkSpec, dlOwner bool, sinkCtx context.Context) *pipeline {

@@ -52,7 +52,7 @@ interrupted), 2 on bad arguments.`,
 			&cli.StringFlag{Name: "progress", Value: "auto", Usage: "auto (a bar on a terminal, log lines otherwise), bar, log or off"},
 			&cli.DurationFlag{Name: "log-every", Value: backfill.DefaultLogEvery, Usage: "interval of progress log lines"},
 			&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON"},
-			&cli.BoolFlag{Name: "debug", Usage: "debug logging"},
+			debugFlag(),
 		}, overrideFlags()...),
 		Action: func(c *cli.Context) error {
 			cfg, err := loadConfig(c)
@@ -85,11 +85,7 @@ interrupted), 2 on bad arguments.`,
 			if o.Window, err = windowFlags(c); err != nil {
 				return err
 			}
-			level := slog.LevelInfo
-			if c.Bool("debug") {
-				level = slog.LevelDebug
-			}
-			o.Logger = newLogger(level)
+			o.Logger = commandLogger(c, slog.LevelInfo)
 			o.Out, o.LogEvery = c.App.ErrWriter, c.Duration("log-every")
 			switch p := c.String("progress"); p {
 			case "auto":

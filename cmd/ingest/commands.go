@@ -75,18 +75,14 @@ settings while running; an invalid file is rejected and the old one stays.
 SIGTERM/SIGINT finish in-flight batches, write checkpoints and exit 0.`,
 		Flags: append([]cli.Flag{configFlag(),
 			&cli.BoolFlag{Name: "create-topics", Usage: "create missing Kafka topics (development only)"},
-			&cli.BoolFlag{Name: "debug", Usage: "debug logging"},
+			debugFlag(),
 		}, overrideFlags()...),
 		Action: func(c *cli.Context) error {
 			cfg, err := loadConfig(c)
 			if err != nil {
 				return err
 			}
-			level := slog.LevelInfo
-			if c.Bool("debug") {
-				level = slog.LevelDebug
-			}
-			log := newLogger(level)
+			log := commandLogger(c, slog.LevelInfo)
 			ctx, stop := signalContext()
 			defer stop()
 			hup := make(chan os.Signal, 1)

@@ -105,6 +105,17 @@ func buildVersion() string {
 	return version
 }
 
+// debugFlag turns on debug logging in a command that logs.
+func debugFlag() cli.Flag { return &cli.BoolFlag{Name: "debug", Usage: "debug logging"} }
+
+// commandLogger logs at level, or at debug with --debug.
+func commandLogger(c *cli.Context, level slog.Level) *slog.Logger {
+	if c.Bool("debug") {
+		level = slog.LevelDebug
+	}
+	return newLogger(level)
+}
+
 // newLogger logs text on a terminal and JSON otherwise (for collectors).
 func newLogger(level slog.Level) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}

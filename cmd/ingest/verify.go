@@ -35,7 +35,7 @@ listed for information. Exits 0 when they all agree, 1 when one does not
 			&cli.StringFlag{Name: "until", Usage: "window end, exclusive (same forms)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (0: no limit)"},
-			&cli.BoolFlag{Name: "debug", Usage: "debug logging"},
+			debugFlag(),
 		}, overrideFlags()...),
 		Action: func(c *cli.Context) error {
 			cfg, err := loadConfig(c)
@@ -46,10 +46,6 @@ listed for information. Exits 0 when they all agree, 1 when one does not
 			if err != nil {
 				return err
 			}
-			level := slog.LevelWarn
-			if c.Bool("debug") {
-				level = slog.LevelDebug
-			}
 			ctx, stop := signalContext()
 			defer stop()
 			if d := c.Duration("timeout"); d > 0 {
@@ -57,7 +53,7 @@ listed for information. Exits 0 when they all agree, 1 when one does not
 				ctx, cancel = context.WithTimeout(ctx, d)
 				defer cancel()
 			}
-			rep, err := verify.Run(ctx, cfg, verify.Options{Table: c.String("table"), Window: window, Logger: newLogger(level)})
+			rep, err := verify.Run(ctx, cfg, verify.Options{Table: c.String("table"), Window: window, Logger: commandLogger(c, slog.LevelWarn)})
 			var ae *verify.ArgError
 			if errors.As(err, &ae) {
 				return usageError{err}
