@@ -3,11 +3,13 @@ package mockkafka
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"golang.org/x/sys/unix"
 )
 
 // Cluster is an in-process mock Kafka cluster. All methods are safe for
@@ -28,7 +30,7 @@ func New(brokers int) (*Cluster, error) {
 	if brokers < 1 {
 		return nil, fmt.Errorf("mockkafka: need at least one broker, got %d", brokers)
 	}
-	mc, err := kafka.NewMockCluster(brokers)
+	mc, err := newQuietly(brokers)
 	if err != nil {
 		return nil, fmt.Errorf("mockkafka: start %d brokers: %w", brokers, err)
 	}
@@ -213,3 +215,30 @@ func (c *Cluster) Consume(ctx context.Context, topic string, want int) ([]*kafka
 	}
 	return msgs, nil
 }
+
+// newQuietly starts the cluster with stderr pointed at /dev/null: the mock's
+// internal client always prints a CONFWARN about bootstrap.servers while it
+// starts (it has none by design), which only confuses someone running the
+// demo. Other output in that millisecond is lost too; this package is for
+// development and tests only.
+func newQuietly(brokers int) (*kafka.MockCluster, error) {
+	stderrMu.Lock()
+	defer stderrMu.Unlock()
+	saved, err := unix.Dup(2)
+	if err != nil {
+		return kafka.NewMockCluster(brokers)
+	}
+	defer unix.Close(saved)
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return kafka.NewMockCluster(brokers)
+	}
+	defer null.Close()
+	if err := unix.Dup2(int(null.Fd()), 2); err != nil {
+		return kafka.NewMockCluster(brokers)
+	}
+	defer unix.Dup2(saved, 2)
+	return kafka.NewMockCluster(brokers)
+}
+
+var stderrMu sync.Mutex
