@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,7 +53,7 @@ func newCutover(t *testing.T, lines int) *cutover {
 
 func (c *cutover) writeConfig(t *testing.T, path, kafkaSel string) {
 	t.Helper()
-	if err := os.WriteFile(path, fmt.Appendf(nil, e2eConfig, filepath.Join(c.dir, "spool"), c.kc.Bootstrap(), c.pg.URL(), kafkaSel), 0o640); err != nil {
+	if err := os.WriteFile(path, []byte(e2eConfig(filepath.Join(c.dir, "spool"), c.kc.Bootstrap(), c.pg.URL(), kafkaSel)), 0o640); err != nil {
 		t.Fatal(err)
 	}
 }

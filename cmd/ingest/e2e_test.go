@@ -19,6 +19,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/gen"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
@@ -57,20 +58,19 @@ func ingest(t *testing.T, args ...string) (string, int) {
 	return out.String(), code
 }
 
-const e2eConfig = `spool: {dir: %q, retention: 1h}
+const e2eTemplate = `spool: {dir: %q, retention: 1h}
 batch: {max_records: 200, linger: 5ms}
 kafka: {brokers: %q}
 db: {url: %q}
 metrics: {listen: "127.0.0.1:0"}
 tables:
-  raw_item:
-    key: project_id
-    id: uuid
-    time: timestamp
-    columns: {project_id: bigint, timestamp: bigint, body: text, version: integer, billable: integer, uuid: uuid}
-    db: all
-    kafka: %s
-`
+%s`
+
+// e2eConfig is the config of these tests: gen's raw_item table with the
+// given Kafka selector.
+func e2eConfig(spool, brokers, dbURL, kafkaRoute string) string {
+	return fmt.Sprintf(e2eTemplate, spool, brokers, dbURL, gen.TableConfig("raw_item", kafkaRoute))
+}
 
 func TestExitCodesAndUsage(t *testing.T) {
 	if out, code := ingest(t, "version"); code != 0 || !strings.HasPrefix(out, "ingest ") {
@@ -110,7 +110,7 @@ func TestRunDualWritesThroughRouteChanges(t *testing.T) {
 	cfgPath := filepath.Join(dir, "ingest.yaml")
 	writeConfig := func(route string) {
 		tmp := cfgPath + ".tmp"
-		os.WriteFile(tmp, fmt.Appendf(nil, e2eConfig, spool, kc.Bootstrap(), pg.URL(), route), 0o640)
+		os.WriteFile(tmp, []byte(e2eConfig(spool, kc.Bootstrap(), pg.URL(), route)), 0o640)
 		if err := os.Rename(tmp, cfgPath); err != nil {
 			t.Fatal(err)
 		}
@@ -322,7 +322,7 @@ func TestRunSurvivesKillDashNine(t *testing.T) {
 	spool := filepath.Join(dir, "spool")
 	os.MkdirAll(spool, 0o750)
 	cfgPath := filepath.Join(dir, "ingest.yaml")
-	os.WriteFile(cfgPath, fmt.Appendf(nil, e2eConfig, spool, kc.Bootstrap(), pg.URL(), "all"), 0o640)
+	os.WriteFile(cfgPath, []byte(e2eConfig(spool, kc.Bootstrap(), pg.URL(), "all")), 0o640)
 	if out, code := ingest(t, "migrate", "--config", cfgPath); code != 0 {
 		t.Fatalf("migrate: %d %s", code, out)
 	}
@@ -415,7 +415,7 @@ func TestSecretsNeverShow(t *testing.T) {
 	os.MkdirAll(spool, 0o750)
 	// Trust authentication ignores the password, so the URL still works.
 	url := strings.Replace(pg.URL(), "postgres@", "postgres:"+dbSecret+"@", 1)
-	cfg := fmt.Sprintf(e2eConfig, spool, kc.Bootstrap(), url, "all") +
+	cfg := e2eConfig(spool, kc.Bootstrap(), url, "all") +
 		"# SASL settings the mock broker ignores\n"
 	cfg = strings.Replace(cfg, "kafka: {brokers: ", "kafka: {properties: {sasl.username: ingest, sasl.password: "+saslSecret+"}, brokers: ", 1)
 	cfgPath := filepath.Join(dir, "ingest.yaml")

@@ -61,14 +61,7 @@ db:
   url: %q
 metrics: {listen: "127.0.0.1:0"}
 tables:
-  raw_item:
-    key: project_id
-    id: uuid
-    time: timestamp
-    columns: {project_id: bigint, timestamp: bigint, body: text, version: integer, billable: integer, uuid: uuid}
-    db: all
-    kafka: %s
-`
+%s`
 
 // Run runs the demo. It returns ErrChecksFailed (after printing the report)
 // when a check fails, and other errors when the demo could not run.
@@ -125,7 +118,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	cfgPath := filepath.Join(dir, "ingest.yaml")
 	writeConfig := func(kafkaRoute string) error {
-		data := fmt.Sprintf(configTemplate, spool, mc.Bootstrap(), pg.URL(), kafkaRoute)
+		data := fmt.Sprintf(configTemplate, spool, mc.Bootstrap(), pg.URL(), gen.TableConfig(topic, kafkaRoute))
 		tmp := cfgPath + ".tmp"
 		if err := os.WriteFile(tmp, []byte(data), 0o640); err != nil {
 			return err

@@ -214,3 +214,18 @@ func appendUUID(dst []byte, id [16]byte) []byte {
 	}
 	return dst
 }
+
+// TableConfig is the config file's entry for the table gen writes, under
+// "tables:", with kafkaRoute as its Kafka selector (db: all). The demo and
+// the end-to-end tests build their configs from it, so the line shape and
+// the columns cannot drift apart.
+func TableConfig(table, kafkaRoute string) string {
+	return fmt.Sprintf(`  %s:
+    key: project_id
+    id: uuid
+    time: timestamp
+    columns: {project_id: bigint, timestamp: bigint, body: text, version: integer, billable: integer, uuid: uuid}
+    db: all
+    kafka: %s
+`, table, kafkaRoute)
+}
