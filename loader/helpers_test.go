@@ -70,6 +70,7 @@ type memSink struct {
 	async         bool          // ack from another goroutine, after Submit returned
 
 	failing atomic.Bool // while set, batches fail
+	refuse  atomic.Bool // while set, Submit itself returns an error
 	batches atomic.Int64
 
 	mu    sync.Mutex
@@ -101,6 +102,9 @@ func (s *memSink) Name() string { return s.name }
 var errSinkDown = errors.New("test sink is down")
 
 func (s *memSink) Submit(ctx context.Context, b *Batch, ack func(error)) error {
+	if s.refuse.Load() {
+		return errSinkDown
+	}
 	do := func() {
 		if s.delay > 0 {
 			select {

@@ -165,3 +165,29 @@ func TestCancelAtRandomPointsExactlyOnce(t *testing.T) {
 	}
 	checkExactlyOnceInOrder(t, "mem", sink.records(), n)
 }
+
+// A sink whose Submit returns an error (rather than acking one) is retried
+// from its checkpoint the same way, and catches up once it accepts again.
+func TestSubmitErrorIsRetriedFromCheckpoint(t *testing.T) {
+	spool := t.TempDir()
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 16 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	healthy := newMemSink(t, "healthy", true)
+	refusing := newMemSink(t, "refusing", false)
+	refusing.refuse.Store(true)
+	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{Linger: 2 * time.Millisecond}}, healthy.spec(), refusing.spec())
+	const n = 2000
+	for i := range n {
+		w.Append([]byte(evLine(i%7, i, "r")))
+	}
+	eventually(t, 30*time.Second, func() bool { return healthy.count() == n }, "healthy sink loads while the other refuses")
+	refusing.refuse.Store(false)
+	eventually(t, 30*time.Second, func() bool { return refusing.count() >= n }, "refusing sink catches up once it accepts (has %d)", refusing.count())
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkExactlyOnceInOrder(t, "refusing", refusing.records(), n)
+}

@@ -314,8 +314,9 @@ func (p *pipeline) submit(_ context.Context, cfg settings) {
 	p.inflight = append(p.inflight, f)
 	err := p.spec.Sink.Submit(p.sinkCtx, batch, func(err error) { p.acks <- ack{f: f, err: err} })
 	if err != nil {
-		f.done, f.err = true, err
-		p.noteFailure(f, err)
+		// A Submit error is a failed ack that comes now: handle it the same
+		// way, so the flight leaves the queue instead of being waited for.
+		p.handleAck(ack{f: f, err: err})
 	}
 }
 

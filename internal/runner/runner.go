@@ -121,13 +121,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			}
 			log.Warn("kafka.brokers is embedded: messages go to an in-process mock cluster and vanish on exit (development only)", "bootstrap", brokers)
 		}
-		ks, err := kafkasink.New(ctx, kafkasink.Config{
+		ks, err := startKafka(ctx, kafkasink.Config{
 			Brokers: brokers, Properties: cfg.Kafka.Properties, Topics: kafkaTopics(cfg),
 			CreateTopics: createTopics, Name: SinkKafka, Logger: log.With("sink", SinkKafka),
-		})
+		}, log)
 		if err != nil {
 			return &StartupError{fmt.Errorf("kafka sink (kafka.brokers): %w", err)}
 		}
+		ready = append(ready, ks.ready)
 		closers = append(closers, func() {
 			cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()

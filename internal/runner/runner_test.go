@@ -159,3 +159,79 @@ tables:
 		t.Errorf("identical configs differ: %v %v", c, r)
 	}
 }
+
+// Kafka unreachable when `ingest run` starts: the database sink loads
+// anyway, /readyz says not ready, and once the brokers return the Kafka
+// sink starts by itself and catches up from its checkpoint.
+func TestStartsWithKafkaDownAndCatchesUp(t *testing.T) {
+	pg := testenv.Postgres(t)
+	kc := testenv.Kafka(t, 1)
+	if err := kc.CreateTopic("ev", 2); err != nil {
+		t.Fatal(err)
+	}
+	spool := t.TempDir()
+	path := filepath.Join(t.TempDir(), "ingest.yaml")
+	os.WriteFile(path, []byte(strings.Replace(fmt.Sprintf(testConfig, spool, kc.Bootstrap(), pg.URL()), "{percent: 50, exclude: [7]}", "all", 1)), 0o640)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testenv.Context(t, 2*time.Minute)
+	sch, _ := cfg.Schema()
+	db, err := dbsink.New(ctx, dbsink.Config{URL: pg.URL(), Schema: sch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	for i := range n {
+		w.Append(fmt.Appendf(nil, `{"table":"ev","row":{"account":%d,"id":"r%d"}}`, i%10, i))
+	}
+	w.Close()
+
+	if err := kc.BrokerDown(-1); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(runCtx, cfg, Options{Started: func(a string) { addr <- a }})
+	}()
+	var base string
+	select {
+	case a := <-addr:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("Run refused to start with Kafka down: %v", err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		_, body := get(t, base+"/metrics")
+		return strings.Contains(body, fmt.Sprintf(`ingest_records_acked_total{sink="db",stream="api"} %d`, n))
+	}, "the database loads while Kafka is down")
+	if code, body := get(t, base+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "kafka") {
+		t.Errorf("/readyz with Kafka down: %d %q, want 503 naming kafka", code, body)
+	}
+	if err := kc.BrokerUp(-1); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := kc.Consume(ctx, "ev", n)
+	if err != nil || len(msgs) < n {
+		t.Fatalf("kafka after the brokers returned: %d of %d messages: %v", len(msgs), n, err)
+	}
+	if code, body := get(t, base+"/readyz"); code != 200 {
+		t.Errorf("/readyz after Kafka returned: %d %s", code, body)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
