@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
@@ -42,7 +43,20 @@ type generation struct {
 	waiters atomic.Int32
 
 	drained chan struct{} // closed when the drain goroutine has returned
+
+	// errLog rate-limits transient producer errors, which librdkafka
+	// repeats at every reconnect attempt for as long as an outage lasts.
+	// Drain goroutine only.
+	errLog map[kafka.ErrorCode]*errLogState
 }
+
+type errLogState struct {
+	last       time.Time
+	suppressed int
+}
+
+// errLogEvery is how often one kind of transient producer error is logged.
+const errLogEvery = 10 * time.Second
 
 // newGeneration creates a producer and starts its drain goroutine, which
 // the generation owns: it ends when retire closes the producer.
@@ -136,8 +150,27 @@ func (g *generation) handle(ev kafka.Event) {
 		}
 		// Transport errors, all brokers down, and the like: librdkafka
 		// keeps retrying, and undelivered messages wait (no timeout).
-		g.log.Warn("kafkasink: producer error (retrying)", "err", ev, "code", ev.Code())
+		g.logTransient(ev)
 	}
+}
+
+// logTransient logs a transient producer error at most once per
+// errLogEvery per error code, with how many were suppressed since.
+func (g *generation) logTransient(ev kafka.Error) {
+	if g.errLog == nil {
+		g.errLog = map[kafka.ErrorCode]*errLogState{}
+	}
+	st := g.errLog[ev.Code()]
+	if st == nil {
+		st = &errLogState{}
+		g.errLog[ev.Code()] = st
+	}
+	if now := time.Now(); now.Sub(st.last) >= errLogEvery {
+		g.log.Warn("kafkasink: producer error (retrying)", "err", ev, "code", ev.Code(), "suppressed", st.suppressed)
+		st.last, st.suppressed = now, 0
+		return
+	}
+	st.suppressed++
 }
 
 // logLevel maps librdkafka's syslog levels to slog levels. Level 3 (err)
