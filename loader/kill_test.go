@@ -35,15 +35,29 @@ type logEntry struct {
 }
 
 func openLogSink(path string) (*logSink, []logEntry, error) {
+	s, entries, err := readLog(path, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	return s, entries, err
+}
+
+// readLog parses the log. Only the sink's owner may cut a torn last entry
+// off (repair): a reader racing with a write in progress must leave the
+// file alone, or it would cut off an entry that is being committed.
+func readLog(path string, repair bool) (*logSink, []logEntry, error) {
 	data, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return nil, nil, err
 	}
-	// A torn last entry was never committed: cut it off.
+	// A torn last entry was never committed.
 	if i := bytes.LastIndexByte(data, '\n'); i+1 != len(data) {
 		data = data[:i+1]
-		if err := os.Truncate(path, int64(len(data))); err != nil {
-			return nil, nil, err
+		if repair {
+			if err := os.Truncate(path, int64(len(data))); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
 	s := &logSink{cps: map[string]Position{}}
@@ -58,8 +72,7 @@ func openLogSink(path string) (*logSink, []logEntry, error) {
 		entries = append(entries, e)
 		s.cps[e.Stream] = e.End
 	}
-	s.f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-	return s, entries, err
+	return s, entries, nil
 }
 
 func (s *logSink) Name() string { return "log" }
@@ -168,8 +181,9 @@ func TestKillDashNineExactlyOnce(t *testing.T) {
 	}
 	// A last, graceful run: SIGTERM must exit 0 once everything is in.
 	cmd := start()
+	t.Cleanup(func() { cmd.Process.Kill() }) // if the test fails before the SIGTERM
 	eventually(t, 60*time.Second, func() bool {
-		_, entries, err := openLogSink(logPath)
+		_, entries, err := readLog(logPath, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -183,7 +197,7 @@ func TestKillDashNineExactlyOnce(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("graceful stop: %v", err)
 	}
-	_, entries, err := openLogSink(logPath)
+	_, entries, err := readLog(logPath, false)
 	if err != nil {
 		t.Fatal(err)
 	}
