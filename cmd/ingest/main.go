@@ -70,6 +70,7 @@ which runs the whole pipeline on embedded defaults.`,
 			demoCommand(),
 			backfillCommand(),
 			verifyCommand(),
+			devCommand(),
 			{
 				Name:  "version",
 				Usage: "print the version",
