@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 )
@@ -126,7 +127,8 @@ func newLogger(level slog.Level) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 }
 
-// signalContext ends on SIGTERM or SIGINT; a second signal exits at once.
+// signalContext ends on SIGTERM or SIGINT; a second signal at least a second
+// later exits at once.
 func signalContext() (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan os.Signal, 2)
@@ -138,9 +140,16 @@ func signalContext() (context.Context, context.CancelFunc) {
 		case <-ctx.Done():
 			return
 		}
-		<-ch
-		fmt.Fprintln(os.Stderr, "ingest: second signal, exiting without waiting")
-		os.Exit(exitRuntime)
+		// A signal sent to the process and to its group (as timeout(1)
+		// does) arrives twice at once: only a deliberate second one, a
+		// moment later, skips the graceful shutdown.
+		first := time.Now()
+		for range ch {
+			if time.Since(first) >= time.Second {
+				fmt.Fprintln(os.Stderr, "ingest: second signal, exiting without waiting")
+				os.Exit(exitRuntime)
+			}
+		}
 	}()
 	return ctx, func() { signal.Stop(ch); cancel() }
 }

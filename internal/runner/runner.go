@@ -96,7 +96,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 
 	if cfg.DBEnabled() {
-		db, err := dbsink.New(ctx, dbsink.Config{URL: cfg.DB.URL, Schema: sch, Name: SinkDB, Logger: log.With("sink", SinkDB)})
+		db, err := dbsink.New(ctx, dbsink.Config{URL: cfg.DB.URL, Schema: sch, Name: SinkDB, Logger: log})
 		if err != nil {
 			return &StartupError{fmt.Errorf("db sink (db.url): %w", err)}
 		}
@@ -123,7 +123,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		}
 		ks, err := startKafka(ctx, kafkasink.Config{
 			Brokers: brokers, Properties: cfg.Kafka.Properties, Topics: kafkaTopics(cfg),
-			CreateTopics: createTopics, Name: SinkKafka, Logger: log.With("sink", SinkKafka),
+			CreateTopics: createTopics, Name: SinkKafka, Logger: log,
 		}, log)
 		if err != nil {
 			return &StartupError{fmt.Errorf("kafka sink (kafka.brokers): %w", err)}
