@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/dualwrite/ingest/internal/backfill"
-	"github.com/dualwrite/ingest/internal/mockkafka"
-	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/jackc/pgx/v5"
 )
@@ -24,9 +22,7 @@ import (
 // migrated, a mock cluster with the topic, and a spool whose stream "api"
 // holds sealed files written by `ingest gen`.
 type cutover struct {
-	pg    *pgserver.Server
-	kc    *mockkafka.Cluster
-	dir   string
+	*e2eEnv
 	cfg   string
 	files string // the stream directory to backfill
 	lines int
@@ -34,28 +30,16 @@ type cutover struct {
 
 func newCutover(t *testing.T, lines int) *cutover {
 	t.Helper()
-	c := &cutover{pg: testenv.Postgres(t), kc: testenv.Kafka(t, 1), dir: t.TempDir(), lines: lines}
-	if err := c.kc.CreateTopic("raw_item", 4); err != nil {
-		t.Fatal(err)
-	}
-	spool := filepath.Join(c.dir, "spool")
-	c.cfg = filepath.Join(c.dir, "ingest.yaml")
-	c.writeConfig(t, c.cfg, "all")
-	if out, code := ingest(t, "migrate", "--config", c.cfg); code != 0 {
-		t.Fatalf("migrate: %d %s", code, out)
-	}
+	c := &cutover{e2eEnv: newE2EEnv(t, 4), lines: lines}
+	spool := c.spool
+	c.cfg = c.cfgPath
+	c.writeConfig(t, c.cfg, c.config("all"))
+	c.migrate(t)
 	if out, code := ingest(t, "gen", "--dir", spool, "--stream", "api", "--count", strconv.Itoa(lines), "--accounts", "12", "--size", "300", "--max-bytes", "100000"); code != 0 {
 		t.Fatalf("gen: %d %s", code, out)
 	}
 	c.files = filepath.Join(spool, "api")
 	return c
-}
-
-func (c *cutover) writeConfig(t *testing.T, path, kafkaSel string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(e2eConfig(filepath.Join(c.dir, "spool"), c.kc.Bootstrap(), c.pg.URL(), kafkaSel)), 0o640); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // start runs the binary in the background, output collected.
@@ -283,7 +267,7 @@ func TestVerifyCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfgB := filepath.Join(c.dir, "b.yaml")
-	c.writeConfig(t, cfgB, "all")
+	c.writeConfig(t, cfgB, c.config("all"))
 	data, _ := os.ReadFile(cfgB)
 	os.WriteFile(cfgB, []byte(strings.Replace(string(data), "kafka: all", "kafka: all\n    topic: raw_item_b", 1)), 0o640)
 	missing := []string{accts[0], accts[2]}
@@ -357,8 +341,8 @@ func TestBackfillProgressBarOnTerminalLogLinesOtherwise(t *testing.T) {
 }
 
 func TestBackfillCommandUsage(t *testing.T) {
-	c := &cutover{dir: t.TempDir()}
-	cfg := filepath.Join(c.dir, "c.yaml")
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
 	os.WriteFile(cfg, []byte("spool: {dir: /tmp}\ndb: {url: 'postgres://x@127.0.0.1:1/x'}\ntables:\n  t:\n    key: k\n    columns: {k: bigint}\n"), 0o640)
 	for _, tc := range []struct {
 		args []string
@@ -369,7 +353,7 @@ func TestBackfillCommandUsage(t *testing.T) {
 		{[]string{"backfill", "--config", cfg, "--sink", "kafka", "/tmp"}, "kafka.brokers"},
 		{[]string{"backfill", "--config", cfg, "--since", "2026-01-02", "--until", "2026-01-01", "/tmp"}, "--since"},
 		{[]string{"backfill", "--config", cfg, "--progress", "fancy", "/tmp"}, "--progress"},
-		{[]string{"backfill", "--config", cfg, filepath.Join(c.dir, "x.ndjson.open")}, "active file"},
+		{[]string{"backfill", "--config", cfg, filepath.Join(dir, "x.ndjson.open")}, "active file"},
 	} {
 		out, code := ingest(t, tc.args...)
 		if code != 2 || !strings.Contains(out, tc.want) {

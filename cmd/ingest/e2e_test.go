@@ -20,6 +20,7 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/gen"
+	"github.com/dualwrite/ingest/internal/mockkafka"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
@@ -72,6 +73,54 @@ func e2eConfig(spool, brokers, dbURL, kafkaRoute string) string {
 	return fmt.Sprintf(e2eTemplate, spool, brokers, dbURL, gen.TableConfig("raw_item", kafkaRoute))
 }
 
+// e2eEnv is what the binary runs against in these tests: a throwaway
+// PostgreSQL, a mock cluster with the raw_item topic, and a spool and a
+// config file in a temporary directory.
+type e2eEnv struct {
+	pg                  *pgserver.Server
+	kc                  *mockkafka.Cluster
+	dir, spool, cfgPath string
+}
+
+func newE2EEnv(t *testing.T, partitions int) *e2eEnv {
+	t.Helper()
+	e := &e2eEnv{pg: testenv.Postgres(t), kc: testenv.Kafka(t, 1), dir: t.TempDir()}
+	if err := e.kc.CreateTopic("raw_item", partitions); err != nil {
+		t.Fatal(err)
+	}
+	e.spool = filepath.Join(e.dir, "spool")
+	if err := os.MkdirAll(e.spool, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	e.cfgPath = filepath.Join(e.dir, "ingest.yaml")
+	return e
+}
+
+// config is e2eConfig for this environment.
+func (e *e2eEnv) config(kafkaRoute string) string {
+	return e2eConfig(e.spool, e.kc.Bootstrap(), e.pg.URL(), kafkaRoute)
+}
+
+// writeConfig replaces path by rename, as config management does, so a
+// running `ingest run` never reads it half written.
+func (e *e2eEnv) writeConfig(t *testing.T, path, text string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(text), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *e2eEnv) migrate(t *testing.T) {
+	t.Helper()
+	if out, code := ingest(t, "migrate", "--config", e.cfgPath); code != 0 {
+		t.Fatalf("migrate: %d %s", code, out)
+	}
+}
+
 func TestExitCodesAndUsage(t *testing.T) {
 	if out, code := ingest(t, "version"); code != 0 || !strings.HasPrefix(out, "ingest ") {
 		t.Errorf("version: %d %q", code, out)
@@ -99,26 +148,11 @@ func TestExitCodesAndUsage(t *testing.T) {
 // every row once; Kafka gets nothing of phase a, exactly the 30% accounts of
 // phase b and everything of phase c, keyed by account, in file order.
 func TestRunDualWritesThroughRouteChanges(t *testing.T) {
-	pg := testenv.Postgres(t)
-	kc := testenv.Kafka(t, 1)
-	if err := kc.CreateTopic("raw_item", 4); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	spool := filepath.Join(dir, "spool")
-	os.MkdirAll(spool, 0o750)
-	cfgPath := filepath.Join(dir, "ingest.yaml")
-	writeConfig := func(route string) {
-		tmp := cfgPath + ".tmp"
-		os.WriteFile(tmp, []byte(e2eConfig(spool, kc.Bootstrap(), pg.URL(), route)), 0o640)
-		if err := os.Rename(tmp, cfgPath); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e := newE2EEnv(t, 4)
+	pg, kc, spool, cfgPath := e.pg, e.kc, e.spool, e.cfgPath
+	writeConfig := func(route string) { e.writeConfig(t, cfgPath, e.config(route)) }
 	writeConfig("none")
-	if out, code := ingest(t, "migrate", "--config", cfgPath); code != 0 {
-		t.Fatalf("migrate: %d %s", code, out)
-	}
+	e.migrate(t)
 	if out, code := ingest(t, "schema", "sql", "--config", cfgPath); code != 0 || !strings.Contains(out, `CREATE TABLE IF NOT EXISTS "raw_item"`) {
 		t.Fatalf("schema sql: %d %s", code, out)
 	}
@@ -313,19 +347,10 @@ func TestDemoPassesItsChecks(t *testing.T) {
 // every row exactly once, Kafka every record at least once, in order per
 // account once repeats (same record id) are dropped.
 func TestRunSurvivesKillDashNine(t *testing.T) {
-	pg := testenv.Postgres(t)
-	kc := testenv.Kafka(t, 1)
-	if err := kc.CreateTopic("raw_item", 4); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	spool := filepath.Join(dir, "spool")
-	os.MkdirAll(spool, 0o750)
-	cfgPath := filepath.Join(dir, "ingest.yaml")
-	os.WriteFile(cfgPath, []byte(e2eConfig(spool, kc.Bootstrap(), pg.URL(), "all")), 0o640)
-	if out, code := ingest(t, "migrate", "--config", cfgPath); code != 0 {
-		t.Fatalf("migrate: %d %s", code, out)
-	}
+	e := newE2EEnv(t, 4)
+	pg, kc, spool, cfgPath := e.pg, e.kc, e.spool, e.cfgPath
+	e.writeConfig(t, cfgPath, e.config("all"))
+	e.migrate(t)
 	const count = 8000
 	gen := exec.Command(binary, "gen", "--dir", spool, "--rate", "1500", "--count", strconv.Itoa(count), "--accounts", "50", "--size", "300")
 	if err := gen.Start(); err != nil {
@@ -404,22 +429,16 @@ func TestRunSurvivesKillDashNine(t *testing.T) {
 // The database password and SASL credentials never show in logs, errors,
 // status output or metrics.
 func TestSecretsNeverShow(t *testing.T) {
-	pg := testenv.Postgres(t)
-	kc := testenv.Kafka(t, 1)
-	if err := kc.CreateTopic("raw_item", 1); err != nil {
-		t.Fatal(err)
-	}
+	e := newE2EEnv(t, 1)
+	pg, kc, spool := e.pg, e.kc, e.spool
 	const dbSecret, saslSecret = "Db-S3cret-pw-9431", "Sasl-S3cret-pw-2718"
-	dir := t.TempDir()
-	spool := filepath.Join(dir, "spool")
-	os.MkdirAll(spool, 0o750)
 	// Trust authentication ignores the password, so the URL still works.
 	url := strings.Replace(pg.URL(), "postgres@", "postgres:"+dbSecret+"@", 1)
 	cfg := e2eConfig(spool, kc.Bootstrap(), url, "all") +
 		"# SASL settings the mock broker ignores\n"
 	cfg = strings.Replace(cfg, "kafka: {brokers: ", "kafka: {properties: {sasl.username: ingest, sasl.password: "+saslSecret+"}, brokers: ", 1)
-	cfgPath := filepath.Join(dir, "ingest.yaml")
-	os.WriteFile(cfgPath, []byte(cfg), 0o640)
+	cfgPath := e.cfgPath
+	e.writeConfig(t, cfgPath, cfg)
 
 	var outputs []string
 	out, code := ingest(t, "migrate", "--config", cfgPath)

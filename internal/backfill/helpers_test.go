@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-	"github.com/dualwrite/ingest/dbsink"
 	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/dbtest"
 	"github.com/dualwrite/ingest/internal/mockkafka"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
@@ -62,20 +62,7 @@ func newEnv(tb testing.TB) *env {
 	if err := e.kc.CreateTopic("raw_item", 4); err != nil {
 		tb.Fatal(err)
 	}
-	cfg := e.config(tb, "none")
-	sch, err := cfg.Schema()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx := testenv.Context(tb, time.Minute)
-	db, err := dbsink.New(ctx, dbsink.Config{URL: e.pg.URL(), Schema: sch})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Migrate(ctx); err != nil {
-		tb.Fatal(err)
-	}
+	dbtest.Migrate(tb, e.pg.URL(), e.config(tb, "none"))
 	return e
 }
 

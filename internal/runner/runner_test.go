@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dualwrite/ingest/dbsink"
 	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/dbtest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
 )
@@ -56,15 +56,7 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := testenv.Context(t, time.Minute)
-	sch, _ := cfg.Schema()
-	db, err := dbsink.New(ctx, dbsink.Config{URL: pg.URL(), Schema: sch})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	dbtest.Migrate(t, pg.URL(), cfg)
 
 	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
 	if err != nil {
@@ -177,15 +169,7 @@ func TestStartsWithKafkaDownAndCatchesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := testenv.Context(t, 2*time.Minute)
-	sch, _ := cfg.Schema()
-	db, err := dbsink.New(ctx, dbsink.Config{URL: pg.URL(), Schema: sch})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
+	dbtest.Migrate(t, pg.URL(), cfg)
 	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
 	if err != nil {
 		t.Fatal(err)

@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-	"github.com/dualwrite/ingest/dbsink"
 	"github.com/dualwrite/ingest/internal/backfill"
 	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/dbtest"
 	"github.com/dualwrite/ingest/internal/mockkafka"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
@@ -69,17 +69,7 @@ func newEnv(tb testing.TB, n, accounts int) *env {
 	if err := e.kc.CreateTopic("raw_item", 3); err != nil {
 		tb.Fatal(err)
 	}
-	cfg := e.config(tb, "all")
-	sch, _ := cfg.Schema()
-	ctx := testenv.Context(tb, time.Minute)
-	db, err := dbsink.New(ctx, dbsink.Config{URL: e.pg.URL(), Schema: sch})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer db.Close()
-	if err := db.Migrate(ctx); err != nil {
-		tb.Fatal(err)
-	}
+	dbtest.Migrate(tb, e.pg.URL(), e.config(tb, "all"))
 	e.archive = filepath.Join(e.spool, ".ingest", "archive", "api")
 	os.MkdirAll(e.archive, 0o750)
 	var b strings.Builder
