@@ -130,8 +130,10 @@ func (c *cutover) kafkaUUIDs(t *testing.T, atLeast int) map[string]int {
 	if err != nil {
 		t.Fatalf("consume: %v", err)
 	}
-	// Consume stops at atLeast; read again for everything there is.
-	time.Sleep(200 * time.Millisecond)
+	// Consume stops at atLeast: read again, briefly, for any repeats beyond.
+	if more, _ := c.kc.Consume(testenv.Context(t, 2*time.Second), "raw_item", 2*atLeast+1000); len(more) > len(msgs) {
+		msgs = more
+	}
 	seen := map[string]int{}
 	last := map[string]int64{}
 	for _, m := range msgs {
