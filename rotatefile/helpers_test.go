@@ -2,6 +2,8 @@ package rotatefile
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -24,16 +26,27 @@ func readStream(tb testing.TB, dir string) []streamFile {
 		tb.Fatal(err)
 	}
 	var files []streamFile
+	seen := map[string]bool{}
 	for _, e := range entries {
 		n, ok := ParseName(e.Name())
 		if !ok {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		name := e.Name()
+		data, err := os.ReadFile(filepath.Join(dir, name))
+		if errors.Is(err, fs.ErrNotExist) && n.Active {
+			// Sealed since the listing: read it under its final name.
+			name, n.Active = n.Sealed, false
+			data, err = os.ReadFile(filepath.Join(dir, name))
+		}
 		if err != nil {
 			tb.Fatal(err)
 		}
-		files = append(files, streamFile{name: e.Name(), info: n, data: data})
+		if seen[n.Sealed] {
+			continue // listed under both names around a rename
+		}
+		seen[n.Sealed] = true
+		files = append(files, streamFile{name: name, info: n, data: data})
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].name < files[j].name })
 	return files
