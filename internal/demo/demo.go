@@ -16,19 +16,17 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/dualwrite/ingest/dbsink"
+	"github.com/dualwrite/ingest/internal/acktrace"
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/gen"
 	"github.com/dualwrite/ingest/internal/mockkafka"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/runner"
-	"github.com/dualwrite/ingest/loader"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -146,7 +144,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 
-	obs := newObserver()
+	obs := acktrace.New(acktrace.Options{Keep: true, IDs: true})
 	reg := prometheus.NewRegistry()
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
@@ -154,7 +152,7 @@ func Run(ctx context.Context, o Options) error {
 	runErr := make(chan error, 1)
 	go func() {
 		runErr <- runner.Run(runCtx, cfg, runner.Options{
-			ConfigPath: cfgPath, Logger: log, Registry: reg, WrapSink: obs.wrap,
+			ConfigPath: cfgPath, Logger: log, Registry: reg, WrapSink: obs.Wrap,
 			Started: func(string) { close(started) },
 		})
 	}()
@@ -203,7 +201,7 @@ func Run(ctx context.Context, o Options) error {
 	// Wait until both sinks have acknowledged everything.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if lag, ok := totalLag(reg); ok && lag == 0 && obs.count(runner.SinkDB) >= genStats.Lines {
+		if lag, ok := totalLag(reg); ok && lag == 0 && obs.Acked(runner.SinkDB) >= genStats.Lines {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -242,91 +240,9 @@ func totalLag(reg *prometheus.Registry) (float64, bool) {
 	return sum, found
 }
 
-// observer wraps the sinks to time every acknowledged record from its
-// append (the generator's appended_ns) to its acknowledgement.
-type observer struct {
-	mu      sync.Mutex
-	latency map[string][]time.Duration
-	acked   map[string]int64
-	ids     map[string]map[string]bool // record ids acknowledged, per sink
-}
-
-func newObserver() *observer {
-	return &observer{latency: map[string][]time.Duration{}, acked: map[string]int64{}, ids: map[string]map[string]bool{}}
-}
-
-func (o *observer) count(sink string) int64 {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.acked[sink]
-}
-
-type observed struct {
-	loader.Sink
-	o *observer
-}
-
-func (o *observer) wrap(s loader.Sink) loader.Sink {
-	w := &observed{Sink: s, o: o}
-	if owner, ok := s.(loader.CheckpointOwner); ok {
-		return observedOwner{w, owner}
-	}
-	return w
-}
-
-// Checkpoint passes through, so the db sink keeps owning its checkpoint.
-type observedOwner struct {
-	*observed
-	loader.CheckpointOwner
-}
-
-func (s *observed) Submit(ctx context.Context, b *loader.Batch, ack func(error)) error {
-	return s.Sink.Submit(ctx, b, func(err error) {
-		if err == nil {
-			now := time.Now()
-			name := s.Sink.Name()
-			s.o.mu.Lock()
-			s.o.acked[name] += int64(len(b.Records))
-			if s.o.ids[name] == nil {
-				s.o.ids[name] = map[string]bool{}
-			}
-			for _, r := range b.Records {
-				s.o.ids[name][r.RecordID] = true
-				if ns := appendedNS(r.Line); ns > 0 {
-					s.o.latency[name] = append(s.o.latency[name], now.Sub(time.Unix(0, ns)))
-				}
-			}
-			s.o.mu.Unlock()
-		}
-		ack(err)
-	})
-}
-
-func appendedNS(line []byte) int64 {
-	i := bytes.LastIndex(line, []byte(`"appended_ns":`))
-	if i < 0 {
-		return 0
-	}
-	rest := line[i+len(`"appended_ns":`):]
-	j := bytes.IndexByte(rest, '}')
-	if j < 0 {
-		return 0
-	}
-	ns, _ := strconv.ParseInt(string(rest[:j]), 10, 64)
-	return ns
-}
-
-func percentile(d []time.Duration, p int) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-	slices.Sort(d)
-	return d[min(len(d)-1, len(d)*p/100)]
-}
-
 // report prints counts, the per-account order check and latencies, and
 // returns ErrChecksFailed unless every check passed.
-func report(ctx context.Context, out io.Writer, pg *pgserver.Server, mc *mockkafka.Cluster, spool string, st gen.Stats, obs *observer) error {
+func report(ctx context.Context, out io.Writer, pg *pgserver.Server, mc *mockkafka.Cluster, spool string, st gen.Stats, obs *acktrace.Tracer) error {
 	ok := true
 	check := func(pass bool, format string, args ...any) {
 		mark := "ok  "
@@ -347,7 +263,7 @@ func report(ctx context.Context, out io.Writer, pg *pgserver.Server, mc *mockkaf
 
 	kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	msgs, _ := mc.Consume(kctx, topic, int(obs.count(runner.SinkKafka)))
+	msgs, _ := mc.Consume(kctx, topic, int(obs.Acked(runner.SinkKafka)))
 	kafkaIDs := map[string]bool{}
 	dups := 0
 	type acct struct{ first, last, n int64 }
@@ -375,9 +291,7 @@ func report(ctx context.Context, out io.Writer, pg *pgserver.Server, mc *mockkaf
 
 	fmt.Fprintln(out, "\nreport")
 	check(rows == st.Lines && distinct == rows, "PostgreSQL holds every line exactly once: %d rows, %d distinct ids, %d written", rows, distinct, st.Lines)
-	obs.mu.Lock()
-	ackedIDs := obs.ids[runner.SinkKafka]
-	obs.mu.Unlock()
+	ackedIDs := obs.IDs(runner.SinkKafka)
 	missing := 0
 	for id := range ackedIDs {
 		if !kafkaIDs[id] {
@@ -390,11 +304,9 @@ func report(ctx context.Context, out io.Writer, pg *pgserver.Server, mc *mockkaf
 	check(orderOK, "per-account order in Kafka: %d accounts, every account's records contiguous and in append order", len(perAccount))
 	check(dl == 0, "dead letters: %d", dl)
 	for _, sink := range []string{runner.SinkDB, runner.SinkKafka} {
-		obs.mu.Lock()
-		lat := obs.latency[sink]
-		obs.mu.Unlock()
-		fmt.Fprintf(out, "  latency append -> %s ack: p50 %v  p99 %v  (%d records)\n", sink,
-			percentile(lat, 50).Round(100*time.Microsecond), percentile(lat, 99).Round(100*time.Microsecond), len(lat))
+		s := acktrace.Summarize(sink, obs.Latencies(sink))
+		fmt.Fprintf(out, "  latency append -> %s ack: p50 %v  p99 %v  max %v  (%d records)\n", sink,
+			s.P50.Round(100*time.Microsecond), s.P99.Round(100*time.Microsecond), s.Max.Round(100*time.Microsecond), s.Count)
 	}
 	if !ok {
 		return ErrChecksFailed
