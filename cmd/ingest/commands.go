@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dualwrite/ingest/dbsink"
+	"github.com/dualwrite/ingest/internal/acktrace"
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/gen"
 	"github.com/dualwrite/ingest/internal/runner"
@@ -76,6 +78,9 @@ SIGTERM/SIGINT finish in-flight batches, write checkpoints and exit 0.`,
 		Flags: append([]cli.Flag{configFlag(),
 			&cli.BoolFlag{Name: "create-topics", Usage: "create missing Kafka topics (development only)"},
 			debugFlag(),
+			// Benchmarks only (scripts/bench-latency): one line per acknowledged
+			// record that carries gen's appended_ns, "<sink>\t<append_to_ack_ns>".
+			&cli.StringFlag{Name: "trace-acks", Hidden: true, Usage: "write each record's append-to-acknowledgement time per sink to this file (benchmarks)"},
 		}, overrideFlags()...),
 		Action: func(c *cli.Context) error {
 			cfg, err := loadConfig(c)
@@ -97,9 +102,30 @@ SIGTERM/SIGINT finish in-flight batches, write checkpoints and exit 0.`,
 					}
 				}
 			}()
-			err = runner.Run(ctx, cfg, runner.Options{
+			opts := runner.Options{
 				ConfigPath: c.String("config"), Reload: reload, Logger: log, CreateTopics: c.Bool("create-topics"),
-			})
+			}
+			closeTrace := func() error { return nil }
+			if path := c.String("trace-acks"); path != "" {
+				f, err := os.Create(path)
+				if err != nil {
+					return usagef("--trace-acks: %v", err)
+				}
+				tr := acktrace.New(acktrace.Options{Out: f})
+				opts.WrapSink = tr.Wrap
+				closeTrace = func() error {
+					err := tr.Close()
+					if cerr := f.Close(); err == nil && cerr != nil {
+						err = fmt.Errorf("--trace-acks: %w", cerr)
+					}
+					return err
+				}
+			}
+			err = runner.Run(ctx, cfg, opts)
+			if terr := closeTrace(); terr != nil {
+				log.Error("ack trace incomplete", "err", terr)
+				err = cmp.Or(err, terr)
+			}
 			if err != nil {
 				return err
 			}

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/acktrace"
 	"github.com/dualwrite/ingest/internal/mockkafka"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/urfave/cli/v2"
@@ -15,8 +18,9 @@ import (
 
 // devCommand is `ingest dev`: hidden helpers for benchmark and development
 // scripts that need a Kafka cluster or a PostgreSQL server outside the
-// ingest process (scripts/bench-e2e). Each prints one line with the address
-// on stdout, then runs until SIGTERM/SIGINT and cleans up.
+// ingest process (scripts/bench-e2e, scripts/bench-latency). kafka and
+// postgres print one line with the address on stdout, then run until
+// SIGTERM/SIGINT and clean up; latency-report summarizes a --trace-acks file.
 func devCommand() *cli.Command {
 	return &cli.Command{
 		Name:   "dev",
@@ -75,7 +79,9 @@ large volumes.`,
 				Usage: "run a throwaway PostgreSQL server, print its URL, run until SIGTERM/SIGINT",
 				Description: `Starts PostgreSQL from the installed server binaries (internal/pgserver)
 in a temporary directory, prints its URL on stdout (one line), then serves
-until SIGTERM/SIGINT, when it stops the server and removes the directory.`,
+until SIGTERM/SIGINT, when it stops the server and removes the directory.
+SIGUSR1 stops the server (fast shutdown, data kept), SIGUSR2 starts it again
+on the same port (for outage and catch-up benchmarks).`,
 				Flags: []cli.Flag{
 					&cli.IntFlag{Name: "port", Usage: "TCP port on 127.0.0.1 (0: a free one)"},
 				},
@@ -89,8 +95,55 @@ until SIGTERM/SIGINT, when it stops the server and removes the directory.`,
 					defer srv.Close()
 					fmt.Fprintln(c.App.Writer, srv.URL())
 					fmt.Fprintf(c.App.ErrWriter, "ingest dev postgres: pid %d, data %s\n", srv.PID(), srv.DataDir())
+					usr := make(chan os.Signal, 2)
+					signal.Notify(usr, syscall.SIGUSR1, syscall.SIGUSR2)
+					defer signal.Stop(usr)
+					go func() {
+						for sig := range usr {
+							ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+							var err error
+							state := "stopped"
+							if sig == syscall.SIGUSR1 {
+								err = srv.Stop(ctx)
+							} else {
+								err, state = srv.Start(ctx), "started"
+							}
+							cancel()
+							fmt.Fprintf(c.App.ErrWriter, "ingest dev postgres: %v: server %s (pid %d, err %v)\n", sig, state, srv.PID(), err)
+						}
+					}()
 					waitSignal()
 					return nil
+				},
+			},
+			{
+				Name:      "latency-report",
+				Usage:     "exact append-to-ack percentiles per sink from an ingest run --trace-acks file",
+				ArgsUsage: "TRACE",
+				Description: `Reads the trace of ingest run --trace-acks ("<sink>\t<nanoseconds>" per
+record) and prints, per sink, the number of records and the exact
+(nearest-rank) p50, p99, p99.9 and maximum in milliseconds, one line per
+sink after a header (scripts/bench-latency parses it).`,
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return usagef("latency-report takes one trace file")
+					}
+					f, err := os.Open(c.Args().First())
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					sums, err := acktrace.ReadSummaries(f)
+					if err != nil {
+						return fmt.Errorf("%s: %w", c.Args().First(), err)
+					}
+					ms := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds()*1e3, 'f', 3, 64) }
+					tw := tabwriter.NewWriter(c.App.Writer, 2, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "SINK\tRECORDS\tP50_MS\tP99_MS\tP99.9_MS\tMAX_MS")
+					for _, s := range sums {
+						fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", s.Sink, s.Count, ms(s.P50), ms(s.P99), ms(s.P999), ms(s.Max))
+					}
+					return tw.Flush()
 				},
 			},
 		},
