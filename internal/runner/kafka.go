@@ -12,89 +12,178 @@ import (
 	"github.com/dualwrite/ingest/loader"
 )
 
-// startKafka builds the Kafka sink. When the brokers cannot be reached it
-// does not stop start-up: one sink's outage must never stop the other, and
-// that includes an outage that began before `ingest run` did. The sink is
-// then built on first use and the loader's Kafka pipelines replay from
-// their checkpoint with back-off until it succeeds. A config error or a
-// missing topic still fails start-up: waiting would not fix them.
-func startKafka(ctx context.Context, cfg kafkasink.Config, log *slog.Logger) (*lazyKafka, error) {
-	k := &lazyKafka{cfg: cfg, log: log}
-	s, err := kafkasink.New(ctx, cfg)
-	if err == nil {
-		k.sink = s
-		return k, nil
+// Timing of the background start of the Kafka sink. A variable so tests
+// can shorten it.
+var (
+	// kafkaAttemptTimeout bounds one attempt to build the sink: its topic
+	// check is a metadata call librdkafka cannot cancel, so this is also
+	// how long Close may wait for an attempt under way.
+	kafkaAttemptTimeout = 5 * time.Second
+	// kafkaRetryEvery spaces the attempts while the brokers are unreachable.
+	kafkaRetryEvery = 2 * time.Second
+	// kafkaLogEvery spaces the "still unreachable" log lines.
+	kafkaLogEvery = time.Minute
+)
+
+// startKafka starts building the Kafka sink in the background and returns
+// at once, so that the other sinks load from the first second: building it
+// checks the topics, and with the brokers unreachable that check waits for
+// a metadata timeout. One sink's outage must never stop the other, and that
+// includes an outage that began before `ingest run` did. The Kafka
+// pipelines wait in Submit until the sink is built; the attempts repeat
+// every kafkaRetryEvery until one succeeds. A config error or a missing
+// topic ends the attempts and is reported on Fatal: waiting would not fix
+// them, and Run stops with it. Close stops the attempts and waits for them.
+func startKafka(ctx context.Context, cfg kafkasink.Config, log *slog.Logger) *lazyKafka {
+	// Run's ctx ending stops the attempts too: a pipeline waiting in
+	// Submit must not hold up the shutdown.
+	life, cancel := context.WithCancel(ctx)
+	k := &lazyKafka{
+		cfg: cfg, log: log, cancel: cancel,
+		built: make(chan struct{}), tried: make(chan struct{}), done: make(chan struct{}),
+		fatal: make(chan error, 1),
 	}
-	var cerr *kafkasink.ConfigError
-	var terr *kafkasink.MissingTopicError
-	if errors.As(err, &cerr) || errors.As(err, &terr) || ctx.Err() != nil {
-		return nil, err
-	}
-	k.lastErr = err
-	k.lastTry = time.Now()
-	log.Error("kafka is unreachable; loading the other sinks and retrying Kafka in the background", "err", err)
-	return k, nil
+	go func() {
+		defer close(k.done)
+		k.own(life)
+	}()
+	return k
 }
 
-// lazyKafka is the Kafka sink, or the promise of one while the brokers are
-// unreachable.
+// lazyKafka is the Kafka sink, or the promise of one until the background
+// start succeeds. Its owner goroutine is the only one that builds it.
 type lazyKafka struct {
-	cfg kafkasink.Config
-	log *slog.Logger
+	cfg    kafkasink.Config
+	log    *slog.Logger
+	cancel context.CancelFunc
+	built  chan struct{} // closed once sink is set
+	tried  chan struct{} // closed once the first attempt ended
+	done   chan struct{} // closed when the owner goroutine returned
+	fatal  chan error    // a config error or missing topic, at most one
 
 	mu      sync.Mutex
 	sink    *kafkasink.Sink
 	lastErr error
-	lastTry time.Time
 }
 
-// retryEvery spaces attempts to reach the brokers; the loader's own
-// back-off spaces the batches that ask.
-const retryEvery = 5 * time.Second
+// own makes attempts until the sink is built, a fatal error, or ctx ends.
+func (k *lazyKafka) own(ctx context.Context) {
+	start := time.Now()
+	var lastLog time.Time
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, kafkaAttemptTimeout)
+		s, err := kafkasink.New(actx, k.cfg)
+		cancel()
+		k.mu.Lock()
+		k.sink, k.lastErr = s, err
+		k.mu.Unlock()
+		if attempt == 1 {
+			close(k.tried)
+		}
+		if err == nil {
+			close(k.built)
+			if attempt > 1 {
+				k.log.Info("kafka reachable again: sink started", "attempts", attempt, "after", time.Since(start).Round(time.Millisecond))
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		var cerr *kafkasink.ConfigError
+		var terr *kafkasink.MissingTopicError
+		if errors.As(err, &cerr) || errors.As(err, &terr) {
+			k.fatal <- err
+			return
+		}
+		switch {
+		case attempt == 1:
+			k.log.Error("kafka is unreachable; loading the other sinks and retrying Kafka in the background", "err", err)
+			lastLog = time.Now()
+		case time.Since(lastLog) >= kafkaLogEvery:
+			k.log.Error("kafka still unreachable; retrying", "attempts", attempt, "for", time.Since(start).Round(time.Second), "err", err)
+			lastLog = time.Now()
+		}
+		t := time.NewTimer(kafkaRetryEvery)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Fatal delivers the error that ended the attempts for good: a config
+// error or a missing topic.
+func (k *lazyKafka) Fatal() <-chan error { return k.fatal }
 
 func (k *lazyKafka) Name() string { return k.cfg.Name }
 
-func (k *lazyKafka) get(ctx context.Context) (*kafkasink.Sink, error) {
+// wait returns the sink once built. It gives up when ctx ends or when the
+// attempts stopped without a sink (Close, Run's end, a fatal error).
+func (k *lazyKafka) wait(ctx context.Context) (*kafkasink.Sink, error) {
+	select {
+	case <-k.built:
+	case <-k.done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("kafka sink not started: %w", ctx.Err())
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.sink != nil {
-		return k.sink, nil
+	if k.sink == nil {
+		return nil, fmt.Errorf("kafka sink not started: %w", k.stoppedErr())
 	}
-	if time.Since(k.lastTry) < retryEvery {
-		return nil, fmt.Errorf("kafka sink not started: %w", k.lastErr)
-	}
-	k.lastTry = time.Now()
-	s, err := kafkasink.New(ctx, k.cfg)
-	if err != nil {
-		k.lastErr = err
-		return nil, fmt.Errorf("kafka sink not started: %w", err)
-	}
-	k.log.Info("kafka reachable again: sink started")
-	k.sink = s
-	return s, nil
+	return k.sink, nil
 }
 
-// Submit implements loader.Sink.
+// stoppedErr is why there is no sink; k.mu must be held.
+func (k *lazyKafka) stoppedErr() error {
+	if k.lastErr != nil {
+		return k.lastErr
+	}
+	return errors.New("stopped before the first attempt ended")
+}
+
+// Submit implements loader.Sink: it waits for the sink to be built, so a
+// Kafka pipeline holds its first batch while the brokers are unreachable
+// instead of failing and re-reading it.
 func (k *lazyKafka) Submit(ctx context.Context, b *loader.Batch, ack func(error)) error {
-	s, err := k.get(ctx)
+	s, err := k.wait(ctx)
 	if err != nil {
 		return err
 	}
 	return s.Submit(ctx, b, ack)
 }
 
-// ready reports whether the sink has started, for /readyz.
-func (k *lazyKafka) ready(context.Context) error {
+// ready reports whether the sink has started, for /readyz. While the first
+// attempt is under way it waits for it (bounded by ctx): with the brokers
+// up that takes milliseconds.
+func (k *lazyKafka) ready(ctx context.Context) error {
+	select {
+	case <-k.built:
+		return nil
+	case <-k.tried:
+	case <-ctx.Done():
+		return errors.New("kafka sink not started: first attempt under way")
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.sink == nil {
-		return fmt.Errorf("kafka sink not started: %w", k.lastErr)
+		return fmt.Errorf("kafka sink not started: %w", k.stoppedErr())
 	}
 	return nil
 }
 
-// Close closes the sink if it was started.
+// Close stops the attempts, waits for the one under way (bounded by ctx)
+// and closes the sink if it was built.
 func (k *lazyKafka) Close(ctx context.Context) error {
+	k.cancel()
+	select {
+	case <-k.done:
+	case <-ctx.Done():
+		return fmt.Errorf("kafka sink: an attempt to start is still under way: %w", ctx.Err())
+	}
 	k.mu.Lock()
 	s := k.sink
 	k.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dualwrite/ingest/dbsink"
@@ -53,9 +54,12 @@ type Options struct {
 	Started func(metricsAddr string)
 }
 
-// StartupError marks a failure before loading started (bad config values,
-// a sink that cannot connect, a missing topic): the CLI reports it and
-// exits 1 without having touched any checkpoint.
+// StartupError marks a failure to start (bad config values, a sink that
+// cannot connect, a missing topic): the CLI reports it and exits 1. Most
+// come before loading started, without having touched any checkpoint. The
+// Kafka sink's topic check runs beside loading (see startKafka), so a
+// missing topic ends Run shortly after it started: the other sinks may
+// have loaded meanwhile, each up to its own checkpoint, which is safe.
 type StartupError struct{ Err error }
 
 func (e *StartupError) Error() string { return e.Err.Error() }
@@ -95,6 +99,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return s
 	}
 
+	var ks *lazyKafka
 	if cfg.DBEnabled() {
 		db, err := dbsink.New(ctx, dbsink.Config{URL: cfg.DB.URL, Schema: sch, Name: SinkDB, Logger: log})
 		if err != nil {
@@ -121,13 +126,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			}
 			log.Warn("kafka.brokers is embedded: messages go to an in-process mock cluster and vanish on exit (development only)", "bootstrap", brokers)
 		}
-		ks, err := startKafka(ctx, kafkasink.Config{
+		ks = startKafka(ctx, kafkasink.Config{
 			Brokers: brokers, Properties: cfg.Kafka.Properties, Topics: kafkaTopics(cfg),
 			CreateTopics: createTopics, Name: SinkKafka, Logger: log,
 		}, log)
-		if err != nil {
-			return &StartupError{fmt.Errorf("kafka sink (kafka.brokers): %w", err)}
-		}
 		ready = append(ready, ks.ready)
 		closers = append(closers, func() {
 			cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -161,6 +163,19 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { reloadLoop(runCtx, o, cfg, l, rm, log) })
+	// A config error or missing topic found by the Kafka sink's background
+	// start stops the run: waiting would not fix it.
+	var kafkaFatal atomic.Pointer[error]
+	if ks != nil {
+		wg.Go(func() {
+			select {
+			case err := <-ks.Fatal():
+				kafkaFatal.Store(&err)
+				cancel()
+			case <-runCtx.Done():
+			}
+		})
+	}
 
 	if o.Started != nil {
 		o.Started(addr)
@@ -168,6 +183,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	log.Info("loading", "spool", cfg.Spool.Dir, "sinks", sinkNames(specs), "metrics", addr)
 	err = l.Run(runCtx)
 	cancel()
+	if kerr := kafkaFatal.Load(); kerr != nil {
+		return &StartupError{fmt.Errorf("kafka sink (kafka.brokers): %w", *kerr)}
+	}
 	return err
 }
 

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -217,5 +218,96 @@ func TestStartsWithKafkaDownAndCatchesUp(t *testing.T) {
 	stop()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
+	}
+}
+
+// The Kafka sink's start must not hold up the other sinks: with the brokers
+// unreachable its topic check waits for a metadata timeout, and the
+// database must have loaded everything well before that. Stopping Run while Kafka is still down stops the
+// background attempts too, well within the loader's shutdown timeout.
+func TestDBLoadsAtOnceWhileKafkaIsDown(t *testing.T) {
+	pg := testenv.Postgres(t)
+	kc := testenv.Kafka(t, 1)
+	if err := kc.CreateTopic("ev", 2); err != nil {
+		t.Fatal(err)
+	}
+	spool := t.TempDir()
+	path := filepath.Join(t.TempDir(), "ingest.yaml")
+	os.WriteFile(path, []byte(strings.Replace(fmt.Sprintf(testConfig, spool, kc.Bootstrap(), pg.URL()), "{percent: 50, exclude: [7]}", "all", 1)), 0o640)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbtest.Migrate(t, pg.URL(), cfg)
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	for i := range n {
+		w.Append(fmt.Appendf(nil, `{"table":"ev","row":{"account":%d,"id":"r%d"}}`, i%10, i))
+	}
+	w.Close()
+	if err := kc.BrokerDown(-1); err != nil {
+		t.Fatal(err)
+	}
+
+	// Half kafkasink's 10 s metadata timeout, which the old start-up
+	// waited for before any sink loaded.
+	const quick = 5 * time.Second
+	start := time.Now()
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	addr := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(runCtx, cfg, Options{Started: func(a string) { addr <- a }})
+	}()
+	var base string
+	select {
+	case a := <-addr:
+		base = "http://" + a
+	case err := <-done:
+		t.Fatalf("Run refused to start with Kafka down: %v", err)
+	case <-time.After(quick):
+		t.Fatalf("Run not started %v after the call with Kafka down: the Kafka sink's start blocks the others", quick)
+	}
+	testenv.Eventually(t, quick-time.Since(start), func() bool {
+		_, body := get(t, base+"/metrics")
+		return strings.Contains(body, fmt.Sprintf(`ingest_records_acked_total{sink="db",stream="api"} %d`, n))
+	}, "the database loads every line within %v of the start while Kafka is down", quick)
+
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(kafkaAttemptTimeout + 10*time.Second):
+		t.Fatal("Run did not return after its context ended while Kafka was down")
+	}
+}
+
+// Brokers reachable but the topic absent: Run stops with a start-up error
+// naming the topic, even though the check now runs beside loading.
+func TestMissingTopicStopsRun(t *testing.T) {
+	pg := testenv.Postgres(t)
+	kc := testenv.Kafka(t, 1) // no topic "ev"
+	spool := t.TempDir()
+	path := filepath.Join(t.TempDir(), "ingest.yaml")
+	os.WriteFile(path, fmt.Appendf(nil, testConfig, spool, kc.Bootstrap(), pg.URL()), 0o640)
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbtest.Migrate(t, pg.URL(), cfg)
+	ctx := testenv.Context(t, time.Minute)
+	err = Run(ctx, cfg, Options{})
+	var se *StartupError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), `topic "ev" does not exist`) {
+		t.Fatalf("Run = %v, want a StartupError naming topic ev", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Run returned only when the test's context ended")
 	}
 }
