@@ -83,7 +83,7 @@ func (k *lazyKafka) own(ctx context.Context) {
 		if err == nil {
 			close(k.built)
 			if attempt > 1 {
-				k.log.Info("kafka reachable again: sink started", "attempts", attempt, "after", time.Since(start).Round(time.Millisecond))
+				k.log.Info("kafka reachable again: sink started", "attempts", attempt, "after", time.Since(start).Round(time.Millisecond).String())
 			}
 			return
 		}
@@ -101,7 +101,7 @@ func (k *lazyKafka) own(ctx context.Context) {
 			k.log.Error("kafka is unreachable; loading the other sinks and retrying Kafka in the background", "err", err)
 			lastLog = time.Now()
 		case time.Since(lastLog) >= kafkaLogEvery:
-			k.log.Error("kafka still unreachable; retrying", "attempts", attempt, "for", time.Since(start).Round(time.Second), "err", err)
+			k.log.Error("kafka still unreachable; retrying", "attempts", attempt, "for", time.Since(start).Round(time.Second).String(), "err", err)
 			lastLog = time.Now()
 		}
 		t := time.NewTimer(kafkaRetryEvery)
