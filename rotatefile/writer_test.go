@@ -175,6 +175,8 @@ func TestRotatesByAgeAndNeverSealsEmptyFiles(t *testing.T) {
 	if fs := readStream(t, stream); fs[1].info.Seq != first.info.Seq+1 {
 		t.Fatalf("second file %s does not follow %s", fs[1].name, first.name)
 	}
+	// The counter moves after the directory sync that follows the rename.
+	eventually(t, 5*time.Second, func() bool { return w.Stats().Rotations == 2 }, "rotations = 2")
 	if got := w.Stats().Rotations; got != 2 {
 		t.Fatalf("rotations = %d, want 2", got)
 	}
