@@ -19,6 +19,9 @@ type dataFile struct {
 	f    file
 	path string
 	size int64 // bytes written; flush goroutine only
+	// torn is set when a failed write left a partial line that could not be
+	// cut back: the file is sealed before the next write. Flush goroutine only.
+	torn bool
 	// broken is set by the sync goroutine when an fsync failed. The kernel
 	// may have dropped the dirty pages, so a retried fsync could report
 	// success over lost data: nothing more is written to this file.
@@ -76,6 +79,7 @@ func (w *Writer) flushOnce(final bool) time.Duration {
 	}
 	take := w.full
 	w.full = nil
+	w.gathered = 0 // the next appends wait for the fsync after this one
 	if len(w.open.buf) > 0 && (final || w.opts.Sync == SyncAlways ||
 		len(w.open.buf) >= w.flushBytes() || now.Sub(w.openSince) >= w.opts.FlushInterval) {
 		take = append(take, w.open)
@@ -95,17 +99,19 @@ func (w *Writer) flushOnce(final bool) time.Duration {
 // the previous one have appended again. Without it, concurrent appenders
 // split into two groups that alternate, each fsync serving only half of
 // them; the wait is bounded by half the last fsync's duration, and a lone
-// appender never waits.
+// appender never waits. Once half the group is in, gather writes it (without
+// syncing) while the other half appends, so the write overlaps the gathering
+// instead of adding to the time between two fsyncs.
 func (w *Writer) gather() {
 	w.mu.Lock()
-	target, have := w.groupSize, w.open.waiters
+	target, have := w.groupSize, w.gathered+w.open.waiters
 	w.mu.Unlock()
 	if have == 0 || have >= target {
 		return
 	}
 	timer := time.NewTimer(min(w.lastSyncDur/2, 500*time.Microsecond))
 	defer timer.Stop()
-	for have < target {
+	for {
 		select {
 		case <-w.kick:
 		case <-timer.C:
@@ -114,10 +120,35 @@ func (w *Writer) gather() {
 			return
 		}
 		w.mu.Lock()
-		have = w.open.waiters
+		var b *batch
+		if len(w.full) > 0 {
+			w.mu.Unlock()
+			return // a full or sealing batch: flushOnce writes it in order
+		}
+		if w.open.waiters >= max(gatherWrite, target/2) && w.gathered+w.open.waiters < target {
+			b = w.open
+			w.open = &batch{}
+			w.gathered += b.waiters
+		}
+		have = w.gathered + w.open.waiters
 		w.mu.Unlock()
+		if b != nil {
+			if err := w.write(b.buf); err != nil {
+				w.failed(w.pending, []*batch{b}, err)
+				w.pending = nil
+				return
+			}
+			w.pending = append(w.pending, b)
+		}
+		if have >= target {
+			return
+		}
 	}
 }
+
+// gatherWrite is the fewest lines gather writes ahead of the group's fsync,
+// so waiting appenders never cost one system call per line.
+const gatherWrite = 8
 
 func (w *Writer) nextDeadline() time.Duration {
 	w.mu.Lock()
@@ -169,14 +200,25 @@ func (w *Writer) drain() {
 }
 
 // process writes batches in order. Written batches are released at once,
-// except with SyncAlways, where the sync goroutine releases them after the
-// fsync that covers them; batches written meanwhile share the next fsync.
+// except with SyncAlways, where they are released after the fsync that
+// covers them; batches written meanwhile share the next fsync.
 func (w *Writer) process(take []*batch) {
-	var written []*batch
+	written := w.pending // written by gather, to be synced with take
+	w.pending = nil
 	for i, b := range take {
 		if err := w.write(b.buf); err != nil {
 			w.failed(written, take[i:], err)
 			return
+		}
+		if w.opts.Sync != SyncAlways {
+			// Its appends returned already: free its bytes now, so appenders
+			// waiting for buffer space refill it while the next batch is
+			// written rather than after the whole take.
+			w.complete([]*batch{b}, nil)
+			if b.seal {
+				w.seal(nil)
+			}
+			continue
 		}
 		written = append(written, b)
 		if b.seal {
@@ -263,7 +305,7 @@ func (w *Writer) write(p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
-	if w.cur != nil && w.cur.broken.Load() {
+	if w.cur != nil && (w.cur.broken.Load() || w.cur.torn) {
 		w.abandon()
 	}
 	if w.cur == nil {
@@ -283,10 +325,12 @@ func (w *Writer) write(p []byte) error {
 	w.report(werr)
 	if n > 0 {
 		if terr := w.cur.f.Truncate(w.cur.size); terr != nil {
-			// The partial tail stays; seal the file so the tail ends it
-			// and the reader dead-letters it, and go on in a new file.
+			// The partial tail stays; the file is sealed at the next write
+			// so the tail ends it and the reader dead-letters it. Not now:
+			// batches written before this one may still wait for an fsync
+			// of this file.
 			w.report(&Error{Op: "truncate", Path: w.cur.path, Err: terr})
-			w.abandon()
+			w.cur.torn = true
 		}
 	}
 	return werr
@@ -327,7 +371,10 @@ func (w *Writer) create() error {
 // Otherwise the sync goroutine does it while writing goes on.
 func (w *Writer) requestSync(batches []*batch) {
 	if w.opts.Sync == SyncAlways {
-		w.complete(batches, w.syncFile(w.cur))
+		start := time.Now()
+		err := w.syncFile(w.cur)
+		w.lastSyncDur = time.Since(start)
+		w.complete(batches, err)
 	} else {
 		w.syncq <- syncReq{file: w.cur, batches: batches, sync: true}
 	}
@@ -346,11 +393,11 @@ func (w *Writer) seal(batches []*batch) {
 	w.cur, w.unsynced = nil, 0
 }
 
-// abandon seals the active file without syncing it, after a failed fsync or
-// a torn write that could not be cut back.
+// abandon seals the active file after a failed fsync, without syncing it
+// again, or after a torn write that could not be cut back.
 func (w *Writer) abandon() {
 	w.sealing = &sealResult{done: make(chan struct{})}
-	w.syncq <- syncReq{file: w.cur, seal: w.sealing}
+	w.syncq <- syncReq{file: w.cur, sync: !w.cur.broken.Load(), seal: w.sealing}
 	w.cur, w.unsynced = nil, 0
 }
 
@@ -405,7 +452,6 @@ func (w *Writer) syncFile(df *dataFile) error {
 	start := time.Now()
 	err := df.f.Sync()
 	d := time.Since(start)
-	w.lastSyncDur = d
 	w.stats.syncs.Add(1)
 	w.stats.syncNanos.Add(uint64(d))
 	if h := w.opts.Hooks.OnSync; h != nil {

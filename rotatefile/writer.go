@@ -54,9 +54,12 @@ type Writer struct {
 	closeErr error
 	sealing  *sealResult // the previous file, until the sync goroutine renamed it
 
-	// SyncAlways group commit; groupSize is guarded by mu.
+	// SyncAlways group commit. groupSize and gathered are guarded by mu,
+	// pending and lastSyncDur are the flush goroutine's.
 	groupSize   int           // appenders the next fsync should serve
-	lastSyncDur time.Duration // flush goroutine only
+	gathered    int           // appenders in pending
+	pending     []*batch      // written by gather, waiting for the next fsync
+	lastSyncDur time.Duration // of the last group fsync
 
 	syncq    chan syncReq // flush goroutine -> sync goroutine, in write order
 	syncDone chan struct{}
@@ -302,7 +305,13 @@ func (w *Writer) Append(line []byte) error {
 		}
 		b.waiters++
 		done = b.done
-		kick = true
+		// Wake the flusher for the first appender of a group, which starts
+		// its gather, when half the group is in (gather writes it) and when
+		// the group is complete; waking it for every appender in between
+		// only costs CPU the appenders need.
+		if n := w.gathered + b.waiters; b.waiters == 1 || n == w.groupSize/2 || n >= w.groupSize {
+			kick = true
+		}
 	} else if len(b.buf) >= w.flushBytes() {
 		kick = true
 	}
