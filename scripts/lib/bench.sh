@@ -37,21 +37,20 @@ parse_bytes() {
 		m["K"] = 1e3; m["KB"] = 1e3; m["M"] = 1e6; m["MB"] = 1e6; m["G"] = 1e9; m["GB"] = 1e9
 		m["KIB"] = 1024; m["MIB"] = 1048576; m["GIB"] = 1073741824
 		if (!(u in m)) exit 1
-		printf "%d\n", n * m[u]
+		printf "%.0f\n", n * m[u] # %d stops at 2^31-1 in mawk
 	}' || die "BENCH_BYTES: cannot parse $1 (want e.g. 200MB, 1GB, 2GiB)"
 }
 
-# Background processes to stop on exit (TERM, then wait).
+# Background processes to stop on exit (TERM, then wait), newest first.
 declare -a bg_pids=()
 
 bench_cleanup() {
-	local rc=$? pid
+	local rc=$? i
 	trap - EXIT INT TERM
-	for pid in "${bg_pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${bg_pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
+	# Newest first: a client stops before the servers it talks to.
+	for ((i = ${#bg_pids[@]} - 1; i >= 0; i--)); do
+		kill -TERM "${bg_pids[i]}" 2>/dev/null || true
+		wait "${bg_pids[i]}" 2>/dev/null || true
 	done
 	if [[ -n "${work:-}" ]]; then
 		if [[ "${BENCH_KEEP:-0}" == 1 ]]; then
