@@ -4,13 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
 // Config configures a [Sink]. The zero value of every optional field means
@@ -24,7 +23,7 @@ type Config struct {
 	// SASL, TLS, tuning, anything librdkafka accepts. Properties that weaken
 	// the no-loss defaults (acks, enable.idempotence, message.timeout.ms,
 	// partitioner) are allowed but logged as warnings at New. The sink owns
-	// bootstrap.servers (use Brokers), the Go client's "go.*" properties,
+	// bootstrap.servers (use Brokers), confluent-kafka-go's "go.*" properties,
 	// delivery.report.only.error and transactional.id: setting them is a
 	// config error.
 	Properties map[string]string
@@ -133,7 +132,7 @@ func (e *ConfigError) Error() string { return "kafkasink: config: " + e.Field + 
 // configuration built.
 type validated struct {
 	Config
-	conf            kafka.ConfigMap
+	conf            map[string]string
 	messageMaxBytes int
 	warnings        []string
 }
@@ -186,7 +185,7 @@ func (c Config) validate() (*validated, error) {
 		case k == "bootstrap.servers" || k == "metadata.broker.list":
 			bad(field, "set Brokers instead")
 		case strings.HasPrefix(k, "go."):
-			bad(field, "the sink sets the Go client's properties itself (delivery tracking depends on them)")
+			bad(field, "is a confluent-kafka-go property; the sink drives librdkafka itself")
 		case k == "delivery.report.only.error":
 			bad(field, "the sink needs a delivery report for every message")
 		case k == "transactional.id":
@@ -215,20 +214,11 @@ func (c Config) validate() (*validated, error) {
 	}
 	v.warnings = weakened(props)
 
-	v.conf = kafka.ConfigMap{}
-	for k, val := range props {
-		v.conf[k] = val
-	}
+	v.conf = maps.Clone(props)
 	v.conf["bootstrap.servers"] = strings.TrimSpace(c.Brokers)
 	if _, ok := props["client.id"]; !ok {
 		v.conf["client.id"] = "ingest-" + v.Name
 	}
-	// Delivery reports carry only the opaque (our record reference) and
-	// the outcome: copying key and value back into Go for every message
-	// would be wasted work.
-	v.conf["go.delivery.report.fields"] = "none"
-	// librdkafka's own log lines go to Logger instead of stderr.
-	v.conf["go.logs.channel.enable"] = true
 	return v, nil
 }
 

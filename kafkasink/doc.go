@@ -1,7 +1,8 @@
 // Package kafkasink is the loader's Kafka destination: a [loader.Sink] that
 // produces every routed record to its table's topic, keyed by account, with
-// confluent-kafka-go (librdkafka), and acknowledges a batch only once Kafka
-// has it (SPEC section 6).
+// librdkafka (the build bundled by confluent-kafka-go, driven through the
+// batch-shaped binding in internal/rdk), and acknowledges a batch only once
+// Kafka has it (SPEC section 6).
 //
 // # How it fits
 //
@@ -25,20 +26,23 @@
 //
 // # Delivery tracking
 //
-// Submit hands every message to librdkafka with a pointer to its batch and
-// returns. One goroutine per producer drains its events channel (delivery
-// reports, errors, logs) and only counts: when a batch's last message is
-// reported delivered, the batch goes to the completer goroutine, which
-// calls the loader's ack, in Submit order per stream. Draining never waits
-// for the loader, so delivery reports cannot back up (a full events channel
-// is what makes librdkafka's Flush and Close hang).
+// Submit queues the batch for the sink's producer goroutine and returns; that
+// goroutine hands the messages to librdkafka, 256 per cgo call, each tagged
+// with its batch's id and its index (the message opaque), in Submit order,
+// while the loader decodes the next batch on another core. One goroutine per
+// producer polls its event queue (delivery reports in arrays, errors, logs)
+// and only counts: when a batch's last message is reported delivered, the
+// batch goes to the completer goroutine, which calls the loader's ack, in
+// Submit order per stream. Polling never waits for the loader, so delivery
+// reports cannot back up.
 //
 // Nothing expires: with message.timeout.ms=0 a message waits in librdkafka
 // through a broker outage of any length, librdkafka retries with backoff,
 // and the ack (and so the checkpoint) waits with it, while other sinks of
 // the loader go on. When librdkafka's queue is full (256 MiB or 100,000
-// messages), Submit waits for delivery reports to make room: that is the
-// backpressure that bounds memory.
+// messages), the producer goroutine waits for delivery reports to make
+// room, and the loader, which keeps at most MaxInFlight batches at a sink,
+// waits for acks: that is the backpressure that bounds memory.
 //
 // A record larger than the producer's message.max.bytes cannot be sent at
 // all; it is dead-lettered through [loader.Batch.Reject] with reason

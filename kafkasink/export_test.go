@@ -16,6 +16,18 @@ func InjectFatalError(s *Sink, code kafka.ErrorCode) kafka.ErrorCode {
 	return g.p.TestFatalError(code, "injected by test")
 }
 
+// InFlight is the number of batches produced on the sink's current
+// producer and not finished: Submit hands batches to a goroutine, and a
+// test that needs them in librdkafka waits for this.
+func InFlight(s *Sink) int {
+	s.mu.Lock()
+	g := s.gen
+	s.mu.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.inflight)
+}
+
 // SetCreateTimeout shortens the CreateTopics admin request for tests
 // against the mock cluster, which never answers it.
 func SetCreateTimeout(d time.Duration) (restore func()) {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/dualwrite/ingest/kafkasink/internal/rdk"
 )
 
 // generation is one librdkafka producer and the batches in flight on it.
@@ -20,7 +22,7 @@ import (
 type generation struct {
 	s   *Sink
 	id  uint64
-	p   *kafka.Producer
+	p   *rdk.Producer
 	log *slog.Logger
 
 	// use is held for reading by every Submit producing on p, and for
@@ -28,8 +30,13 @@ type generation struct {
 	// destroyed while another goroutine is inside Produce.
 	use sync.RWMutex
 
-	mu       sync.Mutex
-	inflight map[*tracker]struct{}
+	mu sync.Mutex
+	// inflight holds the batches produced on p by tracker id, which is
+	// the high half of every message's opaque (the low half is the
+	// record's index): a delivery report finds its batch here, and one
+	// for a batch that already finished finds nothing.
+	inflight map[uint32]*tracker
+	lastID   uint32
 	dead     error         // why the generation stopped taking batches
 	deadc    chan struct{} // closed when dead is set
 	idlec    chan struct{} // closed when inflight empties, if someone waits
@@ -42,7 +49,8 @@ type generation struct {
 	space   chan struct{}
 	waiters atomic.Int32
 
-	drained chan struct{} // closed when the drain goroutine has returned
+	stopping atomic.Bool   // set by retire: drain returns
+	drained  chan struct{} // closed when the drain goroutine has returned
 
 	// errLog rate-limits transient producer errors, which librdkafka
 	// repeats at every reconnect attempt for as long as an outage lasts.
@@ -58,16 +66,14 @@ type errLogState struct {
 // errLogEvery is how often one kind of transient producer error is logged.
 const errLogEvery = 10 * time.Second
 
+// headerNames are the headers of every message, in the order Submit adds
+// their values.
+var headerNames = []string{HeaderTable, HeaderRecordID, HeaderSource}
+
 // newGeneration creates a producer and starts its drain goroutine, which
-// the generation owns: it ends when retire closes the producer.
+// the generation owns: it ends when retire stops it.
 func (s *Sink) newGeneration() (*generation, error) {
-	// NewProducer copies the map, but a copy per generation keeps the
-	// sink's own configuration read-only.
-	conf := make(kafka.ConfigMap, len(s.cfg.conf))
-	for k, v := range s.cfg.conf {
-		conf[k] = v
-	}
-	p, err := kafka.NewProducer(&conf)
+	p, err := rdk.New(s.cfg.conf, headerNames)
 	if err != nil {
 		// librdkafka names the offending property in its message.
 		return nil, fmt.Errorf("kafkasink: create producer: %w", err)
@@ -78,7 +84,7 @@ func (s *Sink) newGeneration() (*generation, error) {
 		id:       id,
 		p:        p,
 		log:      s.log.With("producer", id),
-		inflight: make(map[*tracker]struct{}),
+		inflight: make(map[uint32]*tracker),
 		deadc:    make(chan struct{}),
 		space:    make(chan struct{}),
 		drained:  make(chan struct{}),
@@ -87,71 +93,95 @@ func (s *Sink) newGeneration() (*generation, error) {
 	return g, nil
 }
 
-// drain serves the producer's events and log channels until Close closes
-// both. It must never block on anything but those channels: librdkafka's
-// poller goroutine waits for it, and a full events channel makes Flush and
-// Close hang. So it only does bookkeeping; acks run on the completer.
+// pollEvery bounds how long drain waits in librdkafka before it looks at
+// stopping again (retire also wakes it at once).
+const pollEvery = 200 * time.Millisecond
+
+// drain serves the producer's delivery reports, errors and log lines until
+// retire stops it. It only does bookkeeping, never blocks on anything but
+// librdkafka's queue, and leaves acks to the completer, so a slow ack can
+// never hold delivery reports back.
 func (g *generation) drain() {
 	defer close(g.drained)
-	events, logs := g.p.Events(), g.p.Logs()
-	for events != nil || logs != nil {
-		select {
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
+	pl := g.p.Poller(4096)
+	var (
+		reports []rdk.Report
+		ts      []*tracker
+		ev      *rdk.Event
+	)
+	for !g.stopping.Load() {
+		reports, ev = pl.Poll(pollEvery, reports)
+		if len(reports) > 0 {
+			ts = g.deliver(reports, ts)
+		}
+		if ev != nil {
 			g.handle(ev)
-		case le, ok := <-logs:
-			if !ok {
-				logs = nil
-				continue
-			}
-			g.log.Log(context.Background(), logLevel(le.Level), "librdkafka", "tag", le.Tag, "msg", le.Message)
 		}
 	}
 }
 
-func (g *generation) handle(ev kafka.Event) {
-	switch ev := ev.(type) {
-	case *kafka.Message:
-		ref, ok := ev.Opaque.(*msgRef)
-		if !ok {
-			return
+// deliver applies delivery reports to their batches.
+func (g *generation) deliver(reports []rdk.Report, ts []*tracker) []*tracker {
+	// One lock for the lot; reports mostly come in runs of one batch.
+	ts = ts[:0]
+	var (
+		lastID uint32
+		last   *tracker
+	)
+	g.mu.Lock()
+	for _, r := range reports {
+		if id := uint32(r.Opaque >> 32); id != lastID {
+			lastID, last = id, g.inflight[id]
 		}
-		switch err := ev.TopicPartition.Error; {
-		case err == nil:
-			g.s.delivered.Add(1)
-			ref.t.release()
-		case code(err) == kafka.ErrMsgSizeTooLarge:
+		ts = append(ts, last)
+	}
+	g.mu.Unlock()
+
+	delivered := int64(0)
+	for i, r := range reports {
+		t := ts[i]
+		if t == nil {
+			continue // its batch already finished (failed): nothing to do
+		}
+		record := int(uint32(r.Opaque))
+		switch r.Err {
+		case kafka.ErrNoError:
+			delivered++
+			t.release()
+		case kafka.ErrMsgSizeTooLarge:
 			// The broker's limit for the topic (max.message.bytes) is
 			// below the producer's: retrying can never succeed.
-			ref.t.rejectLater(ref.i)
+			t.rejectLater(record)
 		default:
 			// With message.timeout.ms=0 and idempotence, librdkafka retries
 			// everything retriable by itself; what reaches us is permanent
 			// (authorization, topic deleted, purged on shutdown, or a
 			// timeout the user configured). The loader replays the batch.
-			topic := ""
-			if ev.TopicPartition.Topic != nil {
-				topic = *ev.TopicPartition.Topic
-			}
-			ref.t.finish(&deliveryError{topic: topic, partition: ev.TopicPartition.Partition, record: ref.i, err: err}, false)
+			t.finish(&deliveryError{topic: r.Topic(), partition: r.Partition, record: record, err: kafka.NewError(r.Err, "", false)}, false)
 		}
-		if g.waiters.Load() > 0 {
-			g.wake()
-		}
-	case kafka.Error:
-		if ev.IsFatal() {
-			g.log.Error("kafkasink: fatal producer error: failing the batches in flight and rebuilding the producer", "err", ev)
-			g.kill(fmt.Errorf("%w: %w", ErrFatal, ev))
-			g.s.requestRebuild()
-			return
-		}
-		// Transport errors, all brokers down, and the like: librdkafka
-		// keeps retrying, and undelivered messages wait (no timeout).
-		g.logTransient(ev)
 	}
+	g.s.delivered.Add(delivered)
+	if g.waiters.Load() > 0 {
+		g.wake()
+	}
+	return ts
+}
+
+// handle serves an error or a log line.
+func (g *generation) handle(ev *rdk.Event) {
+	if ev.Log {
+		g.log.Log(context.Background(), logLevel(ev.Level), "librdkafka", "tag", ev.Facility, "msg", ev.Message)
+		return
+	}
+	if ev.Err.IsFatal() {
+		g.log.Error("kafkasink: fatal producer error: failing the batches in flight and rebuilding the producer", "err", ev.Err)
+		g.kill(fmt.Errorf("%w: %w", ErrFatal, ev.Err))
+		g.s.requestRebuild()
+		return
+	}
+	// Transport errors, all brokers down, and the like: librdkafka keeps
+	// retrying, and undelivered messages wait (no timeout).
+	g.logTransient(ev.Err)
 }
 
 // logTransient logs a transient producer error at most once per
@@ -190,24 +220,34 @@ func logLevel(syslog int) slog.Level {
 	}
 }
 
-// add registers t on g. It fails when g is dead, and the caller moves on to
-// the next generation.
+// add registers t on g under a fresh id. It fails when g is dead, and the
+// caller moves on to the next generation.
 func (g *generation) add(t *tracker) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.dead != nil {
 		return false
 	}
-	g.inflight[t] = struct{}{}
+	// Ids wrap after 2^32 batches; one still in flight by then is
+	// skipped, and 0 never serves (an opaque of 0 is librdkafka's NULL).
+	for {
+		g.lastID++
+		if _, busy := g.inflight[g.lastID]; g.lastID != 0 && !busy {
+			break
+		}
+	}
+	g.inflight[g.lastID] = t
 	t.mu.Lock()
-	t.gen = g
+	t.gen, t.id = g, g.lastID
 	t.mu.Unlock()
 	return true
 }
 
 func (g *generation) remove(t *tracker) {
 	g.mu.Lock()
-	delete(g.inflight, t)
+	if g.inflight[t.id] == t {
+		delete(g.inflight, t.id)
+	}
 	if len(g.inflight) == 0 && g.idlec != nil {
 		close(g.idlec)
 		g.idlec = nil
@@ -235,7 +275,7 @@ func (g *generation) kill(err error) {
 	g.dead = err
 	close(g.deadc)
 	victims := make([]*tracker, 0, len(g.inflight))
-	for t := range g.inflight {
+	for _, t := range g.inflight {
 		victims = append(victims, t)
 	}
 	g.mu.Unlock()
@@ -289,8 +329,9 @@ var errRetired = errors.New("kafkasink: producer retired")
 // retire closes g's producer in a goroutine owned by the Sink (Close waits
 // for it, bounded). It first waits for Submits to leave Produce; they leave
 // promptly because g is dead. Purging first makes librdkafka drop queued
-// messages instead of trying to send them, so Close does not wait on
-// unreachable brokers.
+// messages instead of trying to send them, so closing does not wait on
+// unreachable brokers; then it stops drain, which must not poll a
+// destroyed producer.
 func (s *Sink) retire(g *generation) {
 	g.kill(errRetired)
 	s.retiring.Add(1)
@@ -298,11 +339,13 @@ func (s *Sink) retire(g *generation) {
 		defer s.retiring.Done()
 		g.use.Lock()
 		defer g.use.Unlock()
-		if err := g.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight | kafka.PurgeNonBlocking); err != nil {
+		if err := g.p.Purge(); err != nil {
 			g.log.Warn("kafkasink: purge before close", "err", err)
 		}
-		g.p.Close() // closes Events and Logs, which ends drain
+		g.stopping.Store(true)
+		g.p.Wake()
 		<-g.drained
+		g.p.Close()
 		g.log.Debug("kafkasink: producer closed")
 	}()
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/dualwrite/ingest/kafkasink/internal/rdk"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/schema"
 )
@@ -51,11 +52,14 @@ type Sink struct {
 	known    map[string]bool // topics seen to exist
 
 	streamsMu     sync.Mutex
+	queuesClosed  bool // Close failed the queued batches: refuse more
 	streams       map[string]*stream
 	dirty         []*stream // streams with finished batches to ack
 	readyc        chan struct{}
 	stopCompleter chan struct{}
 	completerDone chan struct{}
+	work          chan job      // Submit to produceLoop
+	producerDone  chan struct{} // closed when produceLoop returned
 
 	closeOnce sync.Once
 	closeDone chan struct{}
@@ -96,6 +100,8 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 		readyc:        make(chan struct{}, 1),
 		stopCompleter: make(chan struct{}),
 		completerDone: make(chan struct{}),
+		work:          make(chan job, 64),
+		producerDone:  make(chan struct{}),
 		closeDone:     make(chan struct{}),
 	}
 	g, err := s.newGeneration()
@@ -106,6 +112,7 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 	s.gen = g
 	go s.supervise()
 	go s.complete()
+	go s.produceLoop()
 	if err := s.CheckTopics(ctx); err != nil {
 		// Close is quick here: nothing was produced.
 		cctx, ccancel := context.WithTimeout(context.Background(), v.ShutdownTimeout)
@@ -147,13 +154,17 @@ func (s *Sink) Stats() Stats {
 // Record.Time (when set), headers [HeaderTable], [HeaderRecordID],
 // [HeaderSource].
 //
-// Submit blocks only for backpressure (librdkafka's queue is full: it
-// waits for delivery reports, not spinning) and, the first time a topic is
-// met, to check that it exists. A record larger than the producer's
+// Submit queues the batch for the sink's producer goroutine and returns. It
+// blocks only when 64 batches are already queued (backpressure for callers
+// that do not bound their batches in flight, as the loader does) and, the
+// first time a topic is met, to check that it exists. The producer
+// goroutine waits while librdkafka's queue is full; if ctx ends meanwhile,
+// the batch fails with ctx's error. A record larger than the producer's
 // message.max.bytes is dead-lettered through b.Reject with reason
 // "too_large" and left out. An error return means the same as a failed
 // ack, and ack is then never called: ctx ended, the sink is closed, a
-// topic is missing, or an earlier batch of the stream failed.
+// topic is missing, or an earlier batch of the stream failed. ack may run
+// before Submit returns.
 func (s *Sink) Submit(ctx context.Context, b *loader.Batch, ack func(error)) error {
 	if b == nil || ack == nil {
 		return errors.New("kafkasink: Submit needs a batch and an ack function")
@@ -172,14 +183,60 @@ func (s *Sink) Submit(ctx context.Context, b *loader.Batch, ack func(error)) err
 		return err
 	}
 
-	t := &tracker{s: s, b: b, ack: ack, stream: st, epoch: epoch, refs: make([]msgRef, len(b.Records))}
-	t.pending.Store(1) // Submit's own hold, released when all is produced
-	s.enqueue(t)
-	var g *generation
+	t := &tracker{s: s, b: b, ack: ack, stream: st, epoch: epoch}
+	t.pending.Store(1) // the producer's hold, released when all is produced
+	if !s.enqueue(t) {
+		return ErrClosed
+	}
+	select {
+	case s.work <- job{ctx: ctx, t: t}:
+		return nil
+	case <-s.closing:
+		// Queued for its stream: Close fails it, and ack reports that.
+		return nil
+	case <-ctx.Done():
+		return t.abort(fmt.Errorf("kafkasink: stream %s batch %d: %w", b.Stream, b.Seq, ctx.Err()))
+	}
+}
+
+// job is a submitted batch waiting for the producer goroutine.
+type job struct {
+	ctx context.Context
+	t   *tracker
+}
+
+// produceLoop is the goroutine, owned by the Sink and stopped by Close,
+// that hands submitted batches to librdkafka in Submit order. Producing
+// costs a copy and a few allocations per message inside librdkafka; doing
+// it here rather than in Submit lets the loader decode the next batch
+// meanwhile, on another core.
+func (s *Sink) produceLoop() {
+	defer close(s.producerDone)
+	for {
+		select {
+		case j := <-s.work:
+			if err := s.send(j.ctx, j.t); err != nil {
+				j.t.finish(err, false)
+			}
+		case <-s.closing:
+			return
+		}
+	}
+}
+
+// send produces every record of t's batch on the live generation. An
+// error means t failed (it may have failed already, e.g. killed with its
+// generation); the caller finishes it.
+func (s *Sink) send(ctx context.Context, t *tracker) error {
+	b := t.b
+	var (
+		g   *generation
+		err error
+	)
 	for {
 		g, err = s.current(ctx)
 		if err != nil {
-			return t.abort(err)
+			return err
 		}
 		g.use.RLock()
 		if g.add(t) {
@@ -189,57 +246,63 @@ func (s *Sink) Submit(ctx context.Context, b *loader.Batch, ack func(error)) err
 	}
 	defer g.use.RUnlock()
 
+	sc := scratchPool.Get().(*scratch)
+	defer scratchPool.Put(sc)
 	var (
-		msg    kafka.Message
-		hdrs   [3]kafka.Header
-		src    []byte
 		table  *schema.Table
-		tname  []byte
-		stream = []byte(b.Stream)
+		topic  rdk.Topic
+		stream = b.Stream
 	)
-	msg.TopicPartition.Partition = kafka.PartitionAny
-	for i := range b.Records {
-		r := &b.Records[i]
-		if table != r.Table {
-			table, tname = r.Table, []byte(r.Table.Name)
+	for start := 0; start < len(b.Records); start += produceChunk {
+		end := min(start+produceChunk, len(b.Records))
+		sc.batch.Reset()
+		for i := start; i < end; i++ {
+			r := &b.Records[i]
+			if table != r.Table {
+				table = r.Table
+				if topic, err = g.p.Topic(table.Topic); err != nil {
+					return fmt.Errorf("kafkasink: stream %s batch %d: topic %s: %w", b.Stream, b.Seq, table.Topic, err)
+				}
+			}
+			var ts time.Time
+			if r.Time.UnixMilli() > 0 {
+				ts = r.Time
+			}
+			sc.batch.Add(topic, r.Key, r.Row, ts, uint64(t.id)<<32|uint64(i))
+			sc.batch.HeaderString(table.Name)
+			sc.batch.HeaderString(r.RecordID)
+			sc.src = append(append(append(append(sc.src[:0], stream...), '/'), r.Pos.File...), '/')
+			sc.batch.Header(strconv.AppendInt(sc.src, r.Pos.Offset, 10))
 		}
-		// Produce copies key, value and headers into librdkafka
-		// (RD_KAFKA_MSG_F_COPY) and keeps nothing of msg but Opaque, so one
-		// Message and one header array serve the whole batch.
-		src = append(append(append(append(src[:0], stream...), '/'), r.Pos.File...), '/')
-		src = strconv.AppendInt(src, r.Pos.Offset, 10)
-		hdrs[0] = kafka.Header{Key: HeaderTable, Value: tname}
-		hdrs[1] = kafka.Header{Key: HeaderRecordID, Value: []byte(r.RecordID)}
-		hdrs[2] = kafka.Header{Key: HeaderSource, Value: src}
-		msg.TopicPartition.Topic = &r.Table.Topic
-		msg.Key = []byte(r.Key)
-		msg.Value = r.Row
-		msg.Timestamp = time.Time{}
-		if r.Time.UnixMilli() > 0 {
-			msg.Timestamp = r.Time
-		}
-		msg.Headers = hdrs[:]
-		t.refs[i] = msgRef{t: t, i: i}
-		msg.Opaque = &t.refs[i]
-
-		if err := s.produce(ctx, g, t, &msg); err != nil {
+		// Counted before producing: a delivery report may come back
+		// before Produce returns.
+		t.pending.Add(int64(end - start))
+		for from := 0; from < sc.batch.Len(); {
+			next, err := s.produce(ctx, g, &sc.batch, from)
+			if err == nil {
+				break
+			}
+			i := start + next
+			r := &b.Records[i]
+			t.pending.Add(-1) // record i is not in librdkafka
 			switch {
 			case code(err) == kafka.ErrMsgSizeTooLarge:
 				detail := fmt.Sprintf("message of %d bytes (key %d, value %d, plus headers) exceeds the producer's message.max.bytes=%d",
 					len(r.Key)+len(r.Row), len(r.Key), len(r.Row), s.cfg.messageMaxBytes)
 				if rerr := b.Reject(ctx, i, reasonTooLarge, detail); rerr != nil {
-					return t.abort(fmt.Errorf("kafkasink: stream %s batch %d: dead-letter record at %s: %w", b.Stream, b.Seq, r.Pos, rerr))
+					return fmt.Errorf("kafkasink: stream %s batch %d: dead-letter record at %s: %w", b.Stream, b.Seq, r.Pos, rerr)
 				}
 				s.rejected.Add(1)
+				from = next + 1
 			case code(err) == kafka.ErrFatal:
 				// The fatal event also reaches drain; whoever is first
 				// kills the generation, which fails t (and ack reports it).
 				ferr := fmt.Errorf("%w: %w", ErrFatal, err)
 				g.kill(ferr)
 				s.requestRebuild()
-				return t.abort(ferr)
+				return ferr
 			default:
-				return t.abort(fmt.Errorf("kafkasink: stream %s batch %d: produce record at %s: %w", b.Stream, b.Seq, r.Pos, err))
+				return fmt.Errorf("kafkasink: stream %s batch %d: produce record at %s: %w", b.Stream, b.Seq, r.Pos, err)
 			}
 		}
 		if t.finished() {
@@ -253,17 +316,30 @@ func (s *Sink) Submit(ctx context.Context, b *loader.Batch, ack func(error)) err
 	return nil
 }
 
-// produce enqueues one message, waiting for room while librdkafka's queue
-// is full (queue.buffering.max.messages/kbytes: the memory bound during an
-// outage). It counts the message in t.pending unless it fails.
-func (s *Sink) produce(ctx context.Context, g *generation, t *tracker, msg *kafka.Message) error {
-	t.pending.Add(1)
-	err := g.p.Produce(msg, nil)
+// produceChunk is how many messages cross into librdkafka per call: big
+// enough that the call's cost vanishes, small enough that the copy of keys,
+// values and headers it takes stays in cache.
+const produceChunk = 256
+
+// scratch is Submit's reusable memory for a chunk of messages.
+type scratch struct {
+	batch rdk.Batch
+	src   []byte
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// produce hands batch[from:] to librdkafka, waiting for room while its
+// queue is full (queue.buffering.max.messages/kbytes: the memory bound
+// during an outage). It returns nil when all went in, else the index of
+// the message that did not and why.
+func (s *Sink) produce(ctx context.Context, g *generation, batch *rdk.Batch, from int) (int, error) {
+	next, err := g.p.Produce(batch, from)
 	for code(err) == kafka.ErrQueueFull {
 		// Register as a waiter before retrying, so that a delivery report
 		// landing between the retry and the wait still wakes us.
 		space, done := g.spaceChan()
-		if err = g.p.Produce(msg, nil); code(err) == kafka.ErrQueueFull {
+		if next, err = g.p.Produce(batch, next); code(err) == kafka.ErrQueueFull {
 			select {
 			case <-space: // a delivery report freed room: retry
 			case <-g.deadc:
@@ -276,10 +352,7 @@ func (s *Sink) produce(ctx context.Context, g *generation, t *tracker, msg *kafk
 		}
 		done()
 	}
-	if err != nil {
-		t.pending.Add(-1)
-	}
-	return err
+	return next, err
 }
 
 // current returns the live generation, waiting while a dead one is being
@@ -418,6 +491,13 @@ func (s *Sink) close(ctx context.Context) error {
 	case <-hard.Done():
 		return fmt.Errorf("kafkasink: close: supervisor did not stop: %w", hard.Err())
 	}
+	// The producer goroutine returns once closing is closed, leaving the
+	// batches it had not taken to failQueued.
+	select {
+	case <-s.producerDone:
+	case <-hard.Done():
+		return fmt.Errorf("kafkasink: close: producer goroutine did not stop: %w", hard.Err())
+	}
 	s.mu.Lock()
 	g := s.gen
 	s.mu.Unlock()
@@ -425,7 +505,9 @@ func (s *Sink) close(ctx context.Context) error {
 	if err := g.waitIdle(flush); err != nil {
 		s.log.Warn("kafkasink: batches not delivered before shutdown; their checkpoint stays", "wait", time.Since(start))
 	}
-	g.kill(fmt.Errorf("kafkasink: not delivered before shutdown: %w", ErrClosed))
+	notDelivered := fmt.Errorf("kafkasink: not delivered before shutdown: %w", ErrClosed)
+	g.kill(notDelivered)
+	s.failQueued(notDelivered)
 	s.retire(g)
 
 	var errs []error

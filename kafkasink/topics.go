@@ -2,7 +2,6 @@ package kafkasink
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -97,7 +96,7 @@ func (s *Sink) checkTopics(ctx context.Context, topics []string) error {
 // missingTopics lists all topics and returns those of want that are not
 // among them (sorted), remembering the others as known.
 func (s *Sink) missingTopics(ctx context.Context, g *generation, want []string) ([]string, error) {
-	md, err := g.p.GetMetadata(nil, true, timeoutMs(ctx))
+	md, err := g.p.Topics(timeout(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("kafkasink: list topics on %s: %w", s.cfg.Brokers, err)
 	}
@@ -105,10 +104,10 @@ func (s *Sink) missingTopics(ctx context.Context, g *generation, want []string) 
 	s.topicsMu.Lock()
 	defer s.topicsMu.Unlock()
 	for _, t := range want {
-		tm, ok := md.Topics[t]
+		tm, ok := md[t]
 		// A topic being deleted, or one the client may not describe, is
 		// listed with an error: it is not there to produce to.
-		if !ok || tm.Error.Code() != kafka.ErrNoError || len(tm.Partitions) == 0 {
+		if !ok || tm.Err != kafka.ErrNoError || tm.Partitions == 0 {
 			if !slices.Contains(missing, t) {
 				missing = append(missing, t)
 			}
@@ -123,12 +122,16 @@ func (s *Sink) missingTopics(ctx context.Context, g *generation, want []string) 
 // createTopics creates topics for development (Config.CreateTopics). It
 // logs rather than returns errors: the listing that follows decides.
 func (s *Sink) createTopics(ctx context.Context, g *generation, topics []string) {
-	ac, err := kafka.NewAdminClientFromProducer(g.p)
+	conf := kafka.ConfigMap{}
+	for k, v := range s.cfg.conf {
+		conf[k] = v
+	}
+	ac, err := kafka.NewAdminClient(&conf)
 	if err != nil {
 		s.log.Warn("kafkasink: admin client for creating topics", "err", err)
 		return
 	}
-	defer ac.Close() // closes only the admin wrapper, not the producer
+	defer ac.Close()
 
 	partitions := s.cfg.CreatePartitions
 	if partitions == 0 {
@@ -164,17 +167,16 @@ func (s *Sink) createTopics(ctx context.Context, g *generation, topics []string)
 	s.log.Warn("kafkasink: CreateTopics request failed; asking for the topics by name so the broker auto-creates them",
 		"err", err, "topics", topics)
 	for _, t := range topics {
-		if _, err := g.p.GetMetadata(&t, false, timeoutMs(ctx)); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := g.p.AskTopic(t, timeout(ctx)); err != nil {
 			s.log.Warn("kafkasink: metadata for topic", "topic", t, "err", err)
 		}
 	}
 }
 
-// timeoutMs turns ctx's deadline into a librdkafka timeout.
-func timeoutMs(ctx context.Context) int {
-	d := metadataTimeout
+// timeout turns ctx's deadline into a librdkafka timeout.
+func timeout(ctx context.Context) time.Duration {
 	if dl, ok := ctx.Deadline(); ok {
-		d = time.Until(dl)
+		return time.Until(dl)
 	}
-	return max(int(d.Milliseconds()), 1)
+	return metadataTimeout
 }

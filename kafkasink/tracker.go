@@ -21,14 +21,12 @@ type tracker struct {
 	ack    func(error)
 	stream *stream
 	epoch  uint64 // stream.epoch at Submit
-	// refs[i] is the Opaque of record i's message: one allocation per
-	// batch, and the delivery report finds both the batch and the record.
-	refs []msgRef
 
 	pending atomic.Int64
 
 	mu       sync.Mutex
 	gen      *generation // set once produced on one
+	id       uint32      // its id on gen: the high half of its messages' opaques
 	done     bool
 	err      error
 	silent   bool  // Submit returned err itself: never call ack
@@ -36,11 +34,6 @@ type tracker struct {
 
 	// Guarded by Sink.streamsMu.
 	poisoned bool // an earlier batch of the stream failed
-}
-
-type msgRef struct {
-	t *tracker
-	i int
 }
 
 // release drops one pending count; the last one completes the batch.
@@ -132,10 +125,31 @@ func (s *Sink) admit(b *loader.Batch) (*stream, uint64, error) {
 }
 
 // enqueue appends t to its stream's queue.
-func (s *Sink) enqueue(t *tracker) {
+// It refuses once Close has failed the queued batches (failQueued).
+func (s *Sink) enqueue(t *tracker) bool {
 	s.streamsMu.Lock()
+	defer s.streamsMu.Unlock()
+	if s.queuesClosed {
+		return false
+	}
 	t.stream.queue = append(t.stream.queue, t)
+	return true
+}
+
+// failQueued fails every batch not finished yet, for Close: those the
+// producer goroutine never took, and any still waiting for reports. After
+// it no batch is queued any more.
+func (s *Sink) failQueued(err error) {
+	s.streamsMu.Lock()
+	s.queuesClosed = true
+	var open []*tracker
+	for _, st := range s.streams {
+		open = append(open, st.queue...)
+	}
 	s.streamsMu.Unlock()
+	for _, t := range open {
+		t.finish(err, false)
+	}
 }
 
 // poisonLocked marks every batch of st's epoch that follows t (or, with t

@@ -85,7 +85,10 @@ func NewBatch(stream string, start, end Position, records []Record, reject func(
 // batches still in flight, then replays the stream from its checkpoint, so a
 // sink must retry errors it can retry itself (a broker or database outage)
 // and fail only when it needs a fresh start. Records and their bytes belong
-// to the sink until ack.
+// to the sink until ack, and only until then: once ack has been called and
+// Submit has returned, the loader reuses their memory for later batches,
+// so a sink must copy what it keeps (a message queued in a client library
+// included).
 //
 // A Submit error means the same as a failed ack; ack is not called then.
 // A batch may have no records: the sink acknowledges it, after recording its
