@@ -377,7 +377,7 @@ func (p *plan) sinks(ctx context.Context, job *job, log *slog.Logger) ([]loader.
 		p.kindOf[name] = kind
 		switch kind {
 		case runner.SinkDB:
-			db, err := dbsink.New(ctx, dbsink.Config{URL: p.cfg.DB.URL, Schema: p.schema, Name: name, Logger: log.With("sink", name)})
+			db, err := dbsink.New(ctx, dbsink.Config{URL: p.cfg.DB.URL, Schema: p.schema, Name: name, Logger: log})
 			if err != nil {
 				closeAll()
 				return nil, nil, fmt.Errorf("db sink (db.url): %w", err)
@@ -387,7 +387,7 @@ func (p *plan) sinks(ctx context.Context, job *job, log *slog.Logger) ([]loader.
 		case runner.SinkKafka:
 			ks, err := kafkasink.New(ctx, kafkasink.Config{
 				Brokers: p.cfg.Kafka.Brokers, Properties: p.cfg.Kafka.Properties, Topics: runner.KafkaTopics(p.cfg),
-				Name: name, Logger: log.With("sink", name),
+				Name: name, Logger: log,
 			})
 			if err != nil {
 				closeAll()
