@@ -49,8 +49,9 @@ type Options struct {
 	CreateTopics bool
 	// WrapSink lets the demo observe acknowledgements.
 	WrapSink func(loader.Sink) loader.Sink
-	// Started, when set, is called once the sinks are up and the loader
-	// runs, with the metrics listener's address ("" when off).
+	// Started, when set, is called once the loader runs, with the metrics
+	// listener's address ("" when off). The Kafka sink may still be
+	// starting then, in the background (see startKafka).
 	Started func(metricsAddr string)
 }
 
