@@ -25,11 +25,7 @@ const (
 )
 
 // BatchConfig bounds a batch; a batch is handed to its sink when any bound
-// is reached, or, once the stream is read to its end, at once when the sink
-// has no batch in flight and Linger after its first line otherwise. So an
-// idle sink gets a line as soon as it is read, and a busy one gets the
-// lines that arrived meanwhile as one batch (group commit): batches grow
-// with the rate, latency stays near the sink's own.
+// is reached, or Linger after its first line.
 type BatchConfig struct {
 	MaxRecords int           // default 2000
 	MaxBytes   int           // bytes of the records' lines; default 4 MiB

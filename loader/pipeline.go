@@ -234,10 +234,7 @@ func (p *pipeline) ready(cfg settings, caughtUp bool) bool {
 	if len(b.records) >= cfg.batch.MaxRecords || b.bytes >= cfg.batch.MaxBytes || b.covered >= 4*int64(cfg.batch.MaxBytes) {
 		return true
 	}
-	// Caught up: an idle sink gets the batch now, since waiting would only
-	// add latency; a busy one gets what gathers until Linger, so batches
-	// grow with the rate instead of the sink taking one per line.
-	return caughtUp && (len(p.inflight) == 0 || p.l.cfg.now().Sub(b.first) >= cfg.batch.Linger)
+	return caughtUp && p.l.cfg.now().Sub(b.first) >= cfg.batch.Linger
 }
 
 // fill reads lines into the batch being built until it is full or the

@@ -61,10 +61,7 @@ type Stream struct {
 
 // Batch bounds each batch handed to a sink: it is flushed at MaxRecords
 // records, MaxBytes bytes of rows, or Linger after its first record,
-// whichever comes first; and at once, without waiting out Linger, when the
-// loader has read everything there is and the sink has no batch in flight
-// (an idle sink gets new lines immediately; a busy one gets what arrived
-// meanwhile as one batch).
+// whichever comes first.
 type Batch struct {
 	MaxRecords int           `yaml:"max_records"`
 	MaxBytes   ByteSize      `yaml:"max_bytes"`
