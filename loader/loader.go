@@ -289,8 +289,14 @@ func (l *Loader) stream(name string) *stream {
 
 func (l *Loader) setPosition(stream, sink string, pos Position) {
 	l.mu.Lock()
+	prev, had := l.positions[stream][sink]
 	l.positions[stream][sink] = pos
 	l.mu.Unlock()
+	// Files can only be retired when a checkpoint enters a new file; a
+	// kick per batch would list the spool directory per batch.
+	if had && prev.File == pos.File {
+		return
+	}
 	select {
 	case l.kick <- struct{}{}:
 	default:
