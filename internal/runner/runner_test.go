@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -309,5 +310,32 @@ func TestMissingTopicStopsRun(t *testing.T) {
 	}
 	if ctx.Err() != nil {
 		t.Fatal("Run returned only when the test's context ended")
+	}
+}
+
+// The probe that keeps the Kafka sink from building a producer per retry
+// while no broker accepts connections.
+func TestDialAny(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := closed.Addr().String()
+	closed.Close()
+	ctx := testenv.Context(t, 30*time.Second)
+	for _, brokers := range []string{ln.Addr().String(), dead + ", PLAINTEXT://" + ln.Addr().String()} {
+		if err := dialAny(ctx, brokers); err != nil {
+			t.Errorf("dialAny(%q) = %v, want nil", brokers, err)
+		}
+	}
+	for _, brokers := range []string{dead, "", " , "} {
+		if err := dialAny(ctx, brokers); err == nil {
+			t.Errorf("dialAny(%q) = nil, want an error", brokers)
+		}
 	}
 }
