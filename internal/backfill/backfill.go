@@ -400,7 +400,11 @@ func (p *plan) sinks(ctx context.Context, job *job, log *slog.Logger) ([]loader.
 					log.Warn("kafka sink close", "err", err)
 				}
 			})
-			specs = append(specs, loader.SinkSpec{Sink: ks, Route: routes[runner.SinkKafka], MaxInFlight: 4})
+			// A backfill is throughput-bound on the delivery-report round
+			// trip: eight batches (16,000 messages of the default size) keep
+			// librdkafka busy where four left the pipeline waiting for acks
+			// a third of the time. ingest run keeps 4 for its memory bound.
+			specs = append(specs, loader.SinkSpec{Sink: ks, Route: routes[runner.SinkKafka], MaxInFlight: 8})
 		}
 	}
 	return specs, closeAll, nil
