@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/dualwrite/ingest/schema"
@@ -41,6 +42,7 @@ type pipeline struct {
 	failedSeq uint64
 	failErr   error
 	backoff   time.Duration
+	saver     *checkpointSaver // file-store checkpoints; nil for a CheckpointOwner
 	// spare holds memory of acknowledged batches for the next ones:
 	// fresh arena chunks cost a page fault and zeroing per 4 KB, which
 	// was a tenth of a backfill's CPU.
@@ -145,6 +147,10 @@ func (p *pipeline) run(ctx context.Context) error {
 		return err
 	}
 	defer p.tail.close()
+	if p.store != nil {
+		p.startSaver()
+		defer p.saver.close()
+	}
 	for {
 		p.drainAcks()
 		if ctx.Err() != nil {
@@ -444,14 +450,82 @@ func (p *pipeline) fail(err error) {
 }
 
 func (p *pipeline) saveCheckpoint() {
-	if p.store != nil {
-		if err := p.store.Save(context.Background(), p.name, p.st.name, p.acked); err != nil {
-			// Not fatal: the next save covers it, and a crash before then
-			// replays from the older checkpoint (duplicates, no loss).
-			p.log.Error("save checkpoint", "err", err)
+	if p.saver == nil {
+		// The sink stored it with its data (CheckpointOwner).
+		p.l.setPosition(p.st.name, p.name, p.acked)
+		return
+	}
+	p.saver.save(p.acked)
+}
+
+// checkpointSaver writes a file-store checkpoint off the pipeline's
+// goroutine: each save syncs a file and a directory, which on a disk
+// shared with a database can stall for tens of milliseconds, and the
+// pipeline should be reading and submitting meanwhile. Saves coalesce: a
+// position acked during a save replaces any older one waiting. A position
+// counts for file retention (setPosition) only once it is durable.
+type checkpointSaver struct {
+	p       *pipeline
+	mu      sync.Mutex
+	next    Position
+	pending bool
+	wake    chan struct{} // buffered 1
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func (p *pipeline) startSaver() {
+	p.saver = &checkpointSaver{p: p, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go p.saver.run()
+}
+
+func (s *checkpointSaver) save(pos Position) {
+	s.mu.Lock()
+	s.next, s.pending = pos, true
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run is the saver goroutine; close stops it after a last save of what is
+// pending.
+func (s *checkpointSaver) run() {
+	defer close(s.done)
+	for {
+		select {
+		case <-s.wake:
+			s.flush()
+		case <-s.stop:
+			s.flush()
+			return
 		}
 	}
-	p.l.setPosition(p.st.name, p.name, p.acked)
+}
+
+func (s *checkpointSaver) flush() {
+	s.mu.Lock()
+	pos, pending := s.next, s.pending
+	s.pending = false
+	s.mu.Unlock()
+	if !pending {
+		return
+	}
+	p := s.p
+	if err := p.store.Save(context.Background(), p.name, p.st.name, pos); err != nil {
+		// Not fatal: the next save covers it, and a crash before then
+		// replays from the older checkpoint (duplicates, no loss).
+		p.log.Error("save checkpoint", "err", err)
+		return
+	}
+	p.l.setPosition(p.st.name, p.name, pos)
+}
+
+// close saves what is pending and stops the goroutine.
+func (s *checkpointSaver) close() {
+	close(s.stop)
+	<-s.done
 }
 
 func (p *pipeline) updateLag() {

@@ -1,0 +1,73 @@
+package loader
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dualwrite/ingest/rotatefile"
+)
+
+// slowStore is a file store whose saves take 300 ms, like fsyncs on a disk
+// busy with a database's writes.
+type slowStore struct {
+	FileStore
+	mu    sync.Mutex
+	saves int
+}
+
+func (s *slowStore) Save(ctx context.Context, sink, stream string, pos Position) error {
+	time.Sleep(300 * time.Millisecond)
+	s.mu.Lock()
+	s.saves++
+	s.mu.Unlock()
+	return s.FileStore.Save(ctx, sink, stream, pos)
+}
+
+// Checkpoint saves run beside the pipeline, coalesced: 60 batches through
+// a store that takes 300 ms per save load in far less than 60 saves' time,
+// and the checkpoint on disk is the last acked position once Run returns.
+func TestSlowCheckpointSavesDoNotHoldThePipeline(t *testing.T) {
+	spool := t.TempDir()
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 600
+	for i := range n {
+		if err := w.Append([]byte(evLine(i%5, i, strings.Repeat("s", 50)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	store := &slowStore{FileStore: FileStore{Dir: t.TempDir()}}
+	sink := newMemSink(t, "slowcp", false)
+	spec := sink.spec()
+	spec.Store = store
+	start := time.Now()
+	l, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 10, Linger: time.Millisecond}}, spec)
+	eventually(t, 60*time.Second, func() bool { return sink.count() >= n }, "all %d lines at the sink", n)
+	took := time.Since(start)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	store.mu.Lock()
+	saves := store.saves
+	store.mu.Unlock()
+	t.Logf("%d lines in %d batches took %v with %d saves", n, sink.batches.Load(), took, saves)
+	if took > 6*time.Second { // 60 saves of 300 ms in line would take 18 s
+		t.Fatalf("loading took %v: the pipeline waited for checkpoint saves", took)
+	}
+	checkExactlyOnceInOrder(t, sink.name, sink.records(), n)
+	pos, ok, err := store.Load(context.Background(), "slowcp", "api")
+	if err != nil || !ok {
+		t.Fatalf("checkpoint after Run: %v, %v, %v", pos, ok, err)
+	}
+	if want := l.Positions()["api"]["slowcp"]; pos != want || pos.Offset == 0 {
+		t.Fatalf("saved checkpoint %v, want the last acked position %v", pos, want)
+	}
+}
