@@ -78,9 +78,11 @@
 // by a saved checkpoint: per stream, the batches in flight (at most the
 // loader's max-in-flight batches of batch.max_records records each — one
 // more during a graceful shutdown, which hands over the batch being built)
-// plus those acked whose checkpoint was not yet saved (normally none; a
-// failed checkpoint save is logged and widens this until the next save
-// succeeds). The broker may already
+// plus those acked whose checkpoint was not yet saved: the loader saves
+// checkpoints on its own goroutine, one save (a file and a directory
+// fsync) at a time, so these are the batches acked during the save in
+// progress, normally a few; a failed save is logged and widens this until
+// the next one succeeds. The broker may already
 // have some of those messages; the replay writes them again. Nothing before
 // the checkpoint repeats and nothing is lost.
 //
