@@ -43,10 +43,6 @@ type pipeline struct {
 	failErr   error
 	backoff   time.Duration
 	saver     *checkpointSaver // file-store checkpoints; nil for a CheckpointOwner
-	// heldSince is when the last Submit started, until the next fill:
-	// what that fill reads was appended before it, possibly while Submit
-	// held the pipeline, and its Linger counts from Submit's start.
-	heldSince time.Time
 	// spare holds memory of acknowledged batches for the next ones:
 	// fresh arena chunks cost a page fault and zeroing per 4 KB, which
 	// was a tenth of a backfill's CPU.
@@ -256,9 +252,6 @@ func (p *pipeline) fill(ctx context.Context, cfg settings) (caughtUp bool, err e
 		if read > 0 {
 			p.l.metrics.linesRead.WithLabelValues(p.st.name, p.name).Add(float64(read))
 		}
-		// Lines a later fill reads may have arrived after Submit
-		// returned: they linger from when they are read.
-		p.heldSince = time.Time{}
 	}()
 	for len(b.records) < cfg.batch.MaxRecords && b.bytes < cfg.batch.MaxBytes && b.covered < 4*int64(cfg.batch.MaxBytes) {
 		if p.st.bf != nil && !p.st.bf.pace(ctx, p) {
@@ -273,11 +266,6 @@ func (p *pipeline) fill(ctx context.Context, cfg settings) (caughtUp bool, err e
 		}
 		if b.empty() {
 			b.first = p.l.cfg.now()
-			if !p.heldSince.IsZero() {
-				// Read by the first fill after a Submit: the line was
-				// there already, waiting since Submit started at most.
-				b.first = p.heldSince
-			}
 		}
 		b.end = it.end
 		b.covered += it.end.Offset - it.pos.Offset
@@ -393,10 +381,6 @@ func (p *pipeline) submit(_ context.Context, cfg settings) {
 	f := &flight{b: batch, sent: p.l.cfg.now(), read: b.first, arenas: b.arenas}
 	p.inflight = append(p.inflight, f)
 	err := p.spec.Sink.Submit(p.sinkCtx, batch, func(err error) { p.acks <- ack{f: f, err: err} })
-	// A sink that stores the batch inside Submit (the database's commit)
-	// holds the pipeline that long: lines appended meanwhile have been
-	// waiting since Submit started, and their Linger counts from there.
-	p.heldSince = f.sent
 	if err != nil {
 		// A Submit error is a failed ack that comes now: handle it the same
 		// way, so the flight leaves the queue instead of being waited for.
