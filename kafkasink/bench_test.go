@@ -237,11 +237,19 @@ func BenchmarkProducerBaseline(b *testing.B) {
 // BenchmarkKcat produces the same rows, keyed by account, to the same kind
 // of mock cluster with `kcat -P -l` (librdkafka's own CLI) and the sink's
 // delivery properties: the yardstick the issue compares BenchmarkSubmit
-// (decode included) against. It skips when kcat is not installed
-// (apt-get install -y kcat).
+// (decode included) against. headers=3 adds three headers of the sink's
+// sizes to every message (kcat -H; the same values on every message),
+// which is the sink's message shape; headers=0 is plain kcat. It skips when
+// kcat is not installed (apt-get install -y kcat).
 //
 //	go test -run '^$' -bench 'Submit/decode|Kcat' -benchtime 200000x ./kafkasink/
 func BenchmarkKcat(b *testing.B) {
+	for _, headers := range []int{0, 3} {
+		b.Run(fmt.Sprintf("headers=%d", headers), func(b *testing.B) { benchKcat(b, headers) })
+	}
+}
+
+func benchKcat(b *testing.B, headers int) {
 	kcat, err := exec.LookPath("kcat")
 	if err != nil {
 		b.Skip("kcat is not installed: apt-get install -y kcat")
@@ -275,6 +283,11 @@ func BenchmarkKcat(b *testing.B) {
 	f.Close()
 	b.SetBytes(int64(rowBytes / b.N))
 	args := []string{"-P", "-b", c.Bootstrap(), "-t", "raw_item", "-K", "\t", "-l", "-q"}
+	if headers > 0 {
+		args = append(args, "-H", kafkasink.HeaderTable+"=raw_item",
+			"-H", kafkasink.HeaderRecordID+"=bench/000001-20250101T000000Z.ndjson/123456789",
+			"-H", kafkasink.HeaderSource+"=bench/000001-20250101T000000Z.ndjson/123456789")
+	}
 	for k, v := range kafkasink.DefaultProperties() {
 		args = append(args, "-X", k+"="+v)
 	}
