@@ -172,15 +172,8 @@ func TestStartsWithKafkaDownAndCatchesUp(t *testing.T) {
 	}
 	ctx := testenv.Context(t, 2*time.Minute)
 	dbtest.Migrate(t, pg.URL(), cfg)
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 200
-	for i := range n {
-		w.Append(fmt.Appendf(nil, `{"table":"ev","row":{"account":%d,"id":"r%d"}}`, i%10, i))
-	}
-	w.Close()
+	writeEvents(t, spool, n)
 
 	if err := kc.BrokerDown(-1); err != nil {
 		t.Fatal(err)
@@ -240,15 +233,8 @@ func TestDBLoadsAtOnceWhileKafkaIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	dbtest.Migrate(t, pg.URL(), cfg)
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	const n = 100
-	for i := range n {
-		w.Append(fmt.Appendf(nil, `{"table":"ev","row":{"account":%d,"id":"r%d"}}`, i%10, i))
-	}
-	w.Close()
+	writeEvents(t, spool, n)
 	if err := kc.BrokerDown(-1); err != nil {
 		t.Fatal(err)
 	}
@@ -337,5 +323,23 @@ func TestDialAny(t *testing.T) {
 		if err := dialAny(ctx, brokers); err == nil {
 			t.Errorf("dialAny(%q) = nil, want an error", brokers)
 		}
+	}
+}
+
+// writeEvents appends n valid lines of table ev over 10 accounts to the
+// stream "api" under spool, through the writer.
+func writeEvents(t *testing.T, spool string, n int) {
+	t.Helper()
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := w.Append(fmt.Appendf(nil, `{"table":"ev","row":{"account":%d,"id":"r%d"}}`, i%10, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -403,10 +403,6 @@ func (pl *Poller) Poll(timeout time.Duration, reports []Report) ([]Report, *Even
 // Wake makes a Poll waiting for events return now.
 func (p *Producer) Wake() { C.rd_kafka_queue_yield(p.q) }
 
-// Len is the number of messages librdkafka holds: queued, in flight, or
-// delivered with reports not yet polled.
-func (p *Producer) Len() int { return int(C.rd_kafka_outq_len(p.rk)) }
-
 // TopicInfo describes a topic in a metadata listing.
 type TopicInfo struct {
 	Err        kafka.ErrorCode

@@ -21,13 +21,18 @@ var headerNames = []string{"h.table", "h.id", "h.src"}
 
 func newProducer(tb testing.TB, bootstrap string, extra map[string]string) *rdk.Producer {
 	tb.Helper()
+	return newProducerHeaders(tb, bootstrap, extra, headerNames)
+}
+
+func newProducerHeaders(tb testing.TB, bootstrap string, extra map[string]string, headers []string) *rdk.Producer {
+	tb.Helper()
 	conf := map[string]string{
 		"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": "true",
 		"linger.ms": "5", "compression.type": "lz4", "message.timeout.ms": "0",
 		"partitioner": "murmur2_random",
 	}
 	maps.Copy(conf, extra)
-	p, err := rdk.New(conf, headerNames)
+	p, err := rdk.New(conf, headers)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -216,16 +221,9 @@ func benchProduce(b *testing.B, headers int) {
 	if err := c.CreateTopic("bench", 6); err != nil {
 		b.Fatal(err)
 	}
-	conf := map[string]string{
-		"bootstrap.servers": c.Bootstrap(), "acks": "all", "enable.idempotence": "true",
-		"compression.type": "lz4", "message.timeout.ms": "0", "partitioner": "murmur2_random",
-		"linger.ms": "10", "batch.num.messages": "10000", "batch.size": "1000000",
-		"queue.buffering.max.kbytes": "262144", "queue.buffering.max.messages": "100000",
-	}
-	p, err := rdk.New(conf, headerNames[:headers])
-	if err != nil {
-		b.Fatal(err)
-	}
+	p := newProducerHeaders(b, c.Bootstrap(), map[string]string{"linger.ms": "10", "batch.num.messages": "10000",
+		"batch.size": "1000000", "queue.buffering.max.kbytes": "262144", "queue.buffering.max.messages": "100000"},
+		headerNames[:headers])
 	defer p.Close()
 	topic, _ := p.Topic("bench")
 	value := bytes.Repeat([]byte("x"), 2000)
