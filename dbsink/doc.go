@@ -28,9 +28,12 @@
 //  1. locks this sink's checkpoint row for the stream (SELECT ... FOR
 //     UPDATE) and skips every record before the position it holds;
 //  2. per table, COPYs the rows (pgx CopyFrom, binary format) straight into
-//     the table, or, when the table has an id column, into a temporary
-//     staging table followed by INSERT ... SELECT ... ON CONFLICT (id) DO
-//     NOTHING;
+//     the table. When the table has an id column and PostgreSQL refuses
+//     that copy (a duplicate id, or a bad row), it is rolled back to a
+//     savepoint and the rows go into a temporary staging table followed
+//     by INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING, which skips the
+//     duplicates; the table's next 16 batches take that path directly, so
+//     a backfill over loaded lines does not copy every batch twice;
 //  3. sets the checkpoint to the batch's End, and commits.
 //
 // So the checkpoint never claims a line whose row is not committed, and a

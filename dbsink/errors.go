@@ -122,6 +122,12 @@ func isDataError(err error) bool {
 	return pe.Code == "54000"
 }
 
+// isUniqueViolation reports a unique_violation (SQLSTATE 23505).
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
 // rejectError wraps a failure to write a dead letter: the row can be
 // neither stored nor set aside, so the batch must fail rather than lose it.
 type rejectError struct{ err error }

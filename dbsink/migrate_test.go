@@ -18,7 +18,8 @@ func TestMigrateIsIdempotentAndChecksExistingTables(t *testing.T) {
 	ctx := testenv.Context(t, 60*time.Second)
 	sch := mustSchema(t, map[string]*schema.Table{
 		"events": {Key: "acct", ID: "id", DBTable: "app.events",
-			Columns: map[string]string{"acct": "bigint", "id": "uuid", "n": "integer"}},
+			Columns:   map[string]string{"acct": "bigint", "id": "uuid", "n": "integer"},
+			DBStorage: map[string]string{"toast_tuple_target": "8160"}},
 	})
 	s := newSink(t, srv, sch, true)
 	// Twice, and concurrently: the advisory lock serialises the creates.
@@ -33,6 +34,9 @@ func TestMigrateIsIdempotentAndChecksExistingTables(t *testing.T) {
 	}
 	if n := queryInt(t, conn, `SELECT count(*) FROM pg_tables WHERE (schemaname, tablename) IN (('app', 'events'), ('public', 'ingest_checkpoints'))`); n != 2 {
 		t.Fatalf("%d of the 2 tables exist", n)
+	}
+	if n := queryInt(t, conn, `SELECT count(*) FROM pg_class WHERE oid = 'app.events'::regclass AND 'toast_tuple_target=8160' = ANY (reloptions)`); n != 1 {
+		t.Errorf("app.events was not created with its db_storage parameter")
 	}
 
 	// A table that exists without a configured column, or without a unique

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -112,7 +113,8 @@ func (s *Sink) Close() {
 //
 // One transaction loads the rows of every table in the batch and moves
 // this sink's checkpoint for b.Stream to b.End, so a crash at any point
-// leaves either all or none of it. Tables with an id column are loaded
+// leaves either all or none of it. Rows of a table with an id column
+// are copied straight in while no id is a duplicate; otherwise they go
 // through a temporary staging table and INSERT ... ON CONFLICT (id) DO
 // NOTHING, so that an overlapping backfill adds no duplicates.
 //
@@ -485,6 +487,12 @@ func (s *Sink) loadGroup(ctx context.Context, tx pgx.Tx, st *batchState, k int, 
 	ld := &chunkLoader{s: s, tx: tx, st: st, g: g, dest: g.info.target}
 	pre := ""
 	if g.info.id != "" {
+		if g.info.direct() {
+			loaded, err := ld.loadDirect(ctx, rows)
+			if loaded || err != nil {
+				return err
+			}
+		}
 		// The staging table has exactly the configured columns, with the
 		// target's types (typmods included), and no constraints: those
 		// fire in the INSERT, inside the same savepoint. CREATE TABLE AS
@@ -504,6 +512,44 @@ func (s *Sink) loadGroup(ctx context.Context, tx pgx.Tx, st *batchState, k int, 
 	}
 	return ld.load(ctx, pre, rows, false)
 }
+
+// loadDirect copies rows straight into a table with an id column, the
+// fast path: without the staging table PostgreSQL writes and reads each
+// row once instead of three times, which at ~2 KB rows is most of the
+// transaction (BenchmarkSubmit/id). It reports false, with nothing
+// loaded, when PostgreSQL refused a row: a duplicate id, which only the
+// staging path's ON CONFLICT can skip, or a row the staging path will
+// isolate and reject. After a duplicate the table's next batches go
+// through staging for a while (see tableInfo.direct): a backfill over
+// loaded files would otherwise copy every batch twice.
+func (ld *chunkLoader) loadDirect(ctx context.Context, rows []int) (bool, error) {
+	if _, err := ld.tx.Exec(ctx, "SAVEPOINT "+chunkSavepoint); err != nil {
+		return false, fmt.Errorf("savepoint: %w", err)
+	}
+	_, err := ld.tx.CopyFrom(ctx, ld.g.info.target, ld.g.info.names, &rowSource{g: ld.g, rows: rows})
+	if err == nil {
+		if _, err := ld.tx.Exec(ctx, "RELEASE SAVEPOINT "+chunkSavepoint); err != nil {
+			return false, fmt.Errorf("release savepoint: %w", err)
+		}
+		return true, nil
+	}
+	if !isDataError(err) {
+		return false, fmt.Errorf("copy into %s: %w", ld.g.info.targetSQL, err)
+	}
+	if _, rerr := ld.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+chunkSavepoint+"; RELEASE SAVEPOINT "+chunkSavepoint); rerr != nil {
+		return false, fmt.Errorf("roll back to savepoint after %v: %w", err, rerr)
+	}
+	if isUniqueViolation(err) {
+		ld.g.info.staged.Store(stagedAfterDuplicate)
+	}
+	return false, nil
+}
+
+// stagedAfterDuplicate is how many batches of a table go through the
+// staging table after a duplicate id made a direct copy fail. Once it
+// ran out one batch tries the direct copy again, so an overlapping
+// backfill pays one wasted copy per this many batches.
+const stagedAfterDuplicate = 16
 
 // chunkLoader loads chunks of one group's rows, splitting on data errors.
 type chunkLoader struct {
@@ -610,6 +656,23 @@ type tableInfo struct {
 	targetSQL string // target, quoted
 	colList   string // names, quoted, comma-separated
 	id        string // id column, "" when none
+	// staged counts down the batches that still skip the direct copy
+	// after a duplicate id (tables with an id column only).
+	staged atomic.Int32
+}
+
+// direct reports whether this batch may try the direct copy, and counts
+// down the batches that may not.
+func (info *tableInfo) direct() bool {
+	for {
+		n := info.staged.Load()
+		if n <= 0 {
+			return true
+		}
+		if info.staged.CompareAndSwap(n, n-1) {
+			return false
+		}
+	}
 }
 
 // maxCachedTables bounds the tableInfo cache: each config reload brings

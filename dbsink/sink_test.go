@@ -441,3 +441,59 @@ func TestNonRetryableErrorFailsBatch(t *testing.T) {
 		t.Fatalf("checkpoint moved (%v, %v) although the batch failed", ok, err)
 	}
 }
+
+// TestDuplicateIDsSkippedAfterDirectCopy covers the id path's two ways
+// in: the direct copy, which PostgreSQL refuses over a duplicate id, and
+// the staging table it falls back to, which skips the duplicates. The
+// batches come from different streams, so the checkpoint (per stream)
+// does not skip them: only the id does, as in a backfill over live data.
+func TestDuplicateIDsSkippedAfterDirectCopy(t *testing.T) {
+	t.Parallel()
+	srv := testenv.Postgres(t)
+	sch := seqSchema(t)
+	keyed, _ := sch.Lookup("keyed")
+	s := newSink(t, srv, sch, true)
+	conn := connect(t, srv)
+	ctx := testenv.Context(t, 60*time.Second)
+	lines := func(seqs ...int) *lineFile {
+		var ls []string
+		for _, q := range seqs {
+			ls = append(ls, fmt.Sprintf(`{"table":"keyed","row":{"acct":1,"seq":%d,"body":"x"}}`, q))
+		}
+		return newLineFile("000001", ls)
+	}
+	load := func(stream string, seqs ...int) {
+		t.Helper()
+		f := lines(seqs...)
+		b := loader.NewBatch(stream, f.pos[0], f.pos[len(seqs)], f.decode(t, sch, 0, len(seqs)), nil)
+		if err := submit(t, ctx, s, b); err != nil {
+			t.Fatalf("stream %s %v: %v", stream, seqs, err)
+		}
+	}
+	info, err := s.tableInfo(keyed)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	load("a", 1, 2, 3)
+	if n := info.staged.Load(); n != 0 {
+		t.Fatalf("after new ids: %d batches to stage, want 0 (direct copy)", n)
+	}
+	load("b", 3, 4, 4, 5) // 3 is stored, 4 twice in the batch
+	if n := info.staged.Load(); n != stagedAfterDuplicate {
+		t.Fatalf("after a duplicate: %d batches to stage, want %d", n, stagedAfterDuplicate)
+	}
+	for i := range stagedAfterDuplicate {
+		load(fmt.Sprintf("c%d", i), 5, 100+i) // 5 is stored: staging skips it
+	}
+	if n := info.staged.Load(); n != 0 {
+		t.Fatalf("after %d staged batches: %d still to stage", stagedAfterDuplicate, n)
+	}
+	load("d", 200) // direct again
+	if n := info.staged.Load(); n != 0 {
+		t.Fatalf("after new ids: %d batches to stage, want 0", n)
+	}
+	if total, distinct := queryInt(t, conn, `SELECT count(*) FROM keyed`), queryInt(t, conn, `SELECT count(DISTINCT seq) FROM keyed`); total != 6+stagedAfterDuplicate || distinct != total {
+		t.Fatalf("keyed holds %d rows, %d distinct; want %d distinct", total, distinct, 6+stagedAfterDuplicate)
+	}
+}

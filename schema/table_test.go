@@ -51,6 +51,11 @@ func TestValidate(t *testing.T) {
 		{"bad unknown_fields", func(t *Table) { t.UnknownFields = "keep" }, `unknown_fields: must be ignore, reject or jsonb:<column>, got "keep"`},
 		{"catch-all not a column", func(t *Table) { t.UnknownFields = "jsonb:rest" }, `unknown_fields: column "rest" is not in columns`},
 		{"catch-all not jsonb", func(t *Table) { t.UnknownFields = "jsonb:body" }, `unknown_fields: column "body" has type text`},
+		{"storage parameters", func(t *Table) {
+			t.DBStorage = map[string]string{"toast_tuple_target": "8160", "fillfactor": "90", "toast.autovacuum_enabled": "false"}
+		}, ""},
+		{"storage name injected", func(t *Table) { t.DBStorage = map[string]string{"fillfactor = 90); DROP TABLE x; --": "1"} }, "db_storage: "},
+		{"storage value injected", func(t *Table) { t.DBStorage = map[string]string{"fillfactor": "90); DROP TABLE x"} }, "db_storage.fillfactor: "},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,6 +138,11 @@ func TestDDL(t *testing.T) {
 	"k" bigint,
 	PRIMARY KEY ("k")
 )`},
+		{"storage parameters, sorted", &Table{Name: "t", Key: "k", Columns: map[string]string{"k": "int8"},
+			DBStorage: map[string]string{"toast_tuple_target": "8160", "fillfactor": "90"}},
+			`CREATE TABLE IF NOT EXISTS "t" (
+	"k" bigint NOT NULL
+) WITH (fillfactor = 90, toast_tuple_target = 8160)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -84,10 +84,11 @@ SIGUSR1 stops the server (fast shutdown, data kept), SIGUSR2 starts it again
 on the same port (for outage and catch-up benchmarks).`,
 				Flags: []cli.Flag{
 					&cli.IntFlag{Name: "port", Usage: "TCP port on 127.0.0.1 (0: a free one)"},
+					&cli.StringSliceFlag{Name: "set", Usage: "server setting `NAME=VALUE` over the test defaults (repeatable), e.g. shared_buffers=128MB"},
 				},
 				Action: func(c *cli.Context) error {
 					ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-					srv, err := pgserver.Start(ctx, pgserver.Options{Port: c.Int("port")})
+					srv, err := pgserver.Start(ctx, pgserver.Options{Port: c.Int("port"), Settings: c.StringSlice("set")})
 					cancel()
 					if err != nil {
 						return err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,10 @@ type Options struct {
 	// Log receives the server's log output (initdb's too). nil means the
 	// file postgres.log in Dir.
 	Log io.Writer
+	// Settings are extra "name=value" server settings, applied after (and
+	// so over) the defaults, which keep memory small so that several test
+	// servers fit on one machine (shared_buffers=32MB).
+	Settings []string
 }
 
 // Server is a PostgreSQL server started by [Start]. Its lifecycle methods
@@ -45,6 +50,7 @@ type Server struct {
 	dataDir string
 	sockDir string
 	port    int
+	extra   []string // Options.Settings
 	as      runAs
 	out     io.Writer // server stdout+stderr: the log destination plus tail
 	tail    *tail
@@ -85,7 +91,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{binDir: binDir, as: as, tail: &tail{}}
+	s := &Server{binDir: binDir, as: as, tail: &tail{}, extra: slices.Clone(opts.Settings)}
 	defer func() {
 		if err != nil {
 			s.removeFiles()
@@ -215,6 +221,7 @@ func (s *Server) start(ctx context.Context) error {
 		// Log to our stderr pipe, not to files inside the data directory.
 		"logging_collector=off",
 	}
+	settings = append(settings, s.extra...)
 	args := []string{"-D", s.dataDir}
 	for _, kv := range settings {
 		args = append(args, "-c", kv)

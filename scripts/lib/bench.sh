@@ -98,7 +98,10 @@ wait_line() {
 # YAML map of librdkafka properties (kafka.properties, e.g.
 # '{linger.ms: "5"}'), BENCH_CONFIG_EXTRA YAML lines added to the config
 # (e.g. 'batch: {linger: 5ms}'; not spool, kafka, db, metrics or tables,
-# which the file already has).
+# which the file already has). BENCH_DB_STORAGE is the table's db_storage
+# (default '{toast_tuple_target: 8160}': ~2 KB base64 rows stay inline;
+# '' = PostgreSQL's defaults); pg_desc says which, for the reports, along
+# with BENCH_PG_SETTINGS (extra `ingest dev postgres --set` values).
 bench_start() {
 	local table=$1 topic=${2:-$1}
 	bench_workdir
@@ -107,7 +110,9 @@ bench_start() {
 	go build -o "$bin" ./cmd/ingest
 
 	log "starting PostgreSQL (ingest dev postgres)"
-	"$bin" dev postgres >"$work/pg.out" 2>"$work/pg.log" &
+	local pg_set=() kv
+	for kv in ${BENCH_PG_SETTINGS:-}; do pg_set+=(--set "$kv"); done
+	"$bin" dev postgres "${pg_set[@]}" >"$work/pg.out" 2>"$work/pg.log" &
 	pg_pid=$!
 	bg_pids+=("$pg_pid")
 	pg_url=$(wait_line "$work/pg.out" "$pg_pid") || { cat "$work/pg.log" >&2; die "PostgreSQL did not start"; }
@@ -119,6 +124,12 @@ bench_start() {
 	bg_pids+=("$kafka_pid")
 	brokers=$(wait_line "$work/kafka.out" "$kafka_pid") || { cat "$work/kafka.log" >&2; die "mock Kafka did not start"; }
 	log "PostgreSQL at $pg_url, Kafka at $brokers"
+
+	db_storage='{toast_tuple_target: 8160}'
+	[[ -v BENCH_DB_STORAGE ]] && db_storage=$BENCH_DB_STORAGE
+	local storage_desc="db_storage $db_storage"
+	[[ -n "$db_storage" ]] || storage_desc="no db_storage (PostgreSQL's defaults)"
+	pg_desc="table $table with $storage_desc${BENCH_PG_SETTINGS:+, server settings $BENCH_PG_SETTINGS over the test defaults}"
 
 	mkdir -p "$work/data" "$work/state"
 	cfg="$work/ingest.yaml"
@@ -137,6 +148,7 @@ tables:
     columns: {project_id: bigint, timestamp: bigint, body: text, version: integer, billable: integer, uuid: uuid}
     db: all
     kafka: all
+${db_storage:+    db_storage: $db_storage}
 EOF
 	"$bin" migrate --config "$cfg" >&2
 }
