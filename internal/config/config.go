@@ -93,7 +93,7 @@ type Metrics struct {
 }
 
 // Table is a table definition plus its routing: the schema part is inline
-// (key, id, time, topic, db_table, columns, unknown_fields), DB and Kafka
+// (key, id, time, topic, db_table, columns, unknown_fields, db_storage), DB and Kafka
 // choose the accounts each sink receives.
 type Table struct {
 	schema.Table `yaml:",inline"`

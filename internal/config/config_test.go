@@ -147,6 +147,7 @@ tables:
     topic: events.v1
     db_table: ingest.events
     unknown_fields: reject
+    db_storage: {toast_tuple_target: 8160, fillfactor: 90}
     columns: {k: bigint}
     db: none
     kafka: {percent: 100, exclude: [13]}
@@ -166,6 +167,9 @@ tables:
 	tb := cfg.Tables["t"]
 	if tb.Topic != "events.v1" || tb.DBTable != "ingest.events" || tb.DB.String() != "none" || tb.Kafka.Match("13") || !tb.Kafka.Match("14") {
 		t.Errorf("table = %+v", tb)
+	}
+	if st := tb.DBStorage; len(st) != 2 || st["toast_tuple_target"] != "8160" || st["fillfactor"] != "90" {
+		t.Errorf("db_storage = %v", st)
 	}
 	if !cfg.KafkaEnabled() || !cfg.DBEnabled() {
 		t.Error("sinks should be on")

@@ -34,7 +34,7 @@
 // # Tables and routing
 //
 // Each entry under tables is a [Table]: a [schema.Table] (the key, id, time,
-// topic, db_table, columns and unknown_fields keys) plus a [Selector] per
+// topic, db_table, columns, unknown_fields and db_storage keys) plus a [Selector] per
 // sink. [Config.Schema] builds the [schema.Schema] used to decode lines; the
 // loader sends a decoded record to each sink whose selector's
 // [Selector.Match] accepts the record's account key. Selection by percent
