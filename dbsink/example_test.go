@@ -112,15 +112,16 @@ func ExampleSink_Submit() {
 		})
 
 	// Retries of transient errors are unlimited: bound them with ctx.
+	// Submit returns at once; ack comes once the transaction committed or
+	// failed, from a goroutine of the sink (Close waits for it).
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	err = sink.Submit(ctx, batch, func(err error) {
-		if errors.Is(err, context.DeadlineExceeded) {
-			log.Print("database still down; the loader replays from the checkpoint later")
-		}
-	})
-	if err != nil {
+	acked := make(chan error, 1)
+	if err := sink.Submit(ctx, batch, func(err error) { acked <- err }); err != nil {
 		log.Fatal(err) // only after Close
+	}
+	if err := <-acked; errors.Is(err, context.DeadlineExceeded) {
+		log.Print("database still down; the loader replays from the checkpoint later")
 	}
 }
 

@@ -108,22 +108,24 @@ func TestDownDatabaseWaitsAndCloseInterrupts(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newLineFile("000001", seqLines(5, "c"))
-	done := make(chan error, 1)
-	go func() {
-		done <- s.Submit(ctx, loader.NewBatch("s", f.pos[0], f.pos[5], f.decode(t, sch, 0, 5), nil), func(err error) { done <- err })
-	}()
+	acked := make(chan error, 1)
+	if err := s.Submit(ctx, loader.NewBatch("s", f.pos[0], f.pos[5], f.decode(t, sch, 0, 5), nil), func(err error) { acked <- err }); err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
 	time.Sleep(300 * time.Millisecond)
 	select {
-	case err := <-done:
-		t.Fatalf("Submit finished while the database is down: %v", err)
+	case err := <-acked:
+		t.Fatalf("batch acknowledged while the database is down: %v", err)
 	default:
 	}
-	s.Close()
-	if err := <-done; !errors.Is(err, ErrClosed) {
-		t.Fatalf("ack = %v, want ErrClosed", err)
-	}
-	if err := <-done; err != nil {
-		t.Fatalf("Submit returned %v after acking", err)
+	s.Close() // returns only after the batch's goroutine acked
+	select {
+	case err := <-acked:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("ack = %v, want ErrClosed", err)
+		}
+	default:
+		t.Fatal("Close returned before the batch in flight was acknowledged")
 	}
 	if err := s.Submit(ctx, loader.NewBatch("s", f.pos[0], f.pos[5], nil, nil), func(error) { t.Error("ack after Close") }); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Submit after Close = %v, want ErrClosed", err)

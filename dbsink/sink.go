@@ -37,6 +37,14 @@ type Sink struct {
 	closeCancel context.CancelFunc
 	closeOnce   sync.Once
 
+	// Submitted batches are stored by goroutines the sink owns: subMu
+	// orders Submit's admission against Close, running counts them for
+	// Close to wait on, and last holds, per stream, the done channel of
+	// the newest batch, which the next batch of the stream waits for.
+	subMu   sync.Mutex
+	running sync.WaitGroup
+	last    map[string]*link
+
 	mu     sync.Mutex
 	tables map[*schema.Table]*tableInfo
 
@@ -81,6 +89,7 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 		log:    cfg.Logger.With("sink", cfg.Name),
 		sql:    newCheckpointSQL(),
 		tables: make(map[*schema.Table]*tableInfo),
+		last:   make(map[string]*link),
 	}
 	s.closeCtx, s.closeCancel = context.WithCancel(context.Background())
 	return s, nil
@@ -97,19 +106,28 @@ func (s *Sink) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close stops the sink: a Submit or Checkpoint still retrying returns with
-// [ErrClosed], and Close waits until they have released their connections,
-// then closes the pool. It is idempotent.
+// Close stops the sink: a batch or Checkpoint still retrying ends with
+// [ErrClosed] (the batch's ack gets it), and Close waits until every
+// submitted batch was acknowledged and every connection released, then
+// closes the pool. It is idempotent.
 func (s *Sink) Close() {
 	s.closeOnce.Do(func() {
+		s.subMu.Lock()
 		s.closeCancel()
+		s.subMu.Unlock()
+		s.running.Wait()
 		s.pool.Close()
 	})
 }
 
-// Submit stores the batch and acknowledges it before returning: the loader
-// runs this sink with MaxInFlight 1, and a synchronous Submit is what makes
-// the ordering of checkpoints trivial.
+// Submit hands the batch to a goroutine of the sink, which stores it and
+// then calls ack, and returns: the loader reads and decodes the next batch
+// while PostgreSQL loads this one (with the loader's MaxInFlight 1, a
+// stream has one batch here and one being built). Batches of one stream
+// are stored one at a time, in Submit order, each after the previous one's
+// ack, so this sink's checkpoint never moves back whatever MaxInFlight is;
+// batches of different streams are stored concurrently, on their own
+// connections.
 //
 // One transaction loads the rows of every table in the batch and moves
 // this sink's checkpoint for b.Stream to b.End, so a crash at any point
@@ -127,17 +145,56 @@ func (s *Sink) Close() {
 // other failure, or a failure to write a dead letter, is passed to ack.
 //
 // Submit returns an error, without calling ack, only when the sink is
-// closed or b is nil.
+// closed or b or ack is nil.
 func (s *Sink) Submit(ctx context.Context, b *loader.Batch, ack func(error)) error {
-	if b == nil {
-		return errors.New("dbsink: Submit: nil batch")
+	if b == nil || ack == nil {
+		return errors.New("dbsink: Submit needs a batch and an ack function")
 	}
+	cur := &link{done: make(chan struct{})}
+	s.subMu.Lock()
 	if s.closeCtx.Err() != nil {
+		s.subMu.Unlock()
 		return ErrClosed
 	}
-	ack(s.submit(ctx, b))
+	prev := s.last[b.Stream]
+	s.last[b.Stream] = cur
+	s.running.Add(1)
+	s.subMu.Unlock()
+	go func() {
+		defer s.running.Done()
+		var err error
+		if prev != nil {
+			<-prev.done
+			if prev.err != nil {
+				// Storing this batch would move the checkpoint over the
+				// lines of the failed one: the loader replays both.
+				err = fmt.Errorf("dbsink: stream %s batch %d: not stored: %w", b.Stream, b.Seq, errEarlierFailed)
+			}
+		}
+		if err == nil {
+			err = s.submit(ctx, b)
+		}
+		cur.err = err
+		ack(err)
+		s.subMu.Lock()
+		if s.last[b.Stream] == cur {
+			delete(s.last, b.Stream) // the stream is idle: keep no entry
+		}
+		s.subMu.Unlock()
+		close(cur.done)
+	}()
 	return nil
 }
+
+// link is a submitted batch as the next batch of its stream sees it: done
+// is closed once it was acknowledged, with err.
+type link struct {
+	done chan struct{}
+	err  error
+}
+
+// errEarlierFailed fails a batch queued behind a failed batch of its stream.
+var errEarlierFailed = errors.New("an earlier batch of the stream failed")
 
 func (s *Sink) submit(ctx context.Context, b *loader.Batch) error {
 	ctx, cancel := s.watchClose(ctx)

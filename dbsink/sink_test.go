@@ -497,3 +497,100 @@ func TestDuplicateIDsSkippedAfterDirectCopy(t *testing.T) {
 		t.Fatalf("keyed holds %d rows, %d distinct; want %d distinct", total, distinct, 6+stagedAfterDuplicate)
 	}
 }
+
+// TestSubmitQueuesInStreamOrder submits batches without waiting for acks,
+// as a loader with MaxInFlight > 1 would: a stream's batches commit one at
+// a time in Submit order, and a failed batch fails the ones queued behind
+// it instead of letting them move the checkpoint over its lines.
+func TestSubmitQueuesInStreamOrder(t *testing.T) {
+	t.Parallel()
+	srv := testenv.Postgres(t)
+	sch := seqSchema(t)
+	s := newSink(t, srv, sch, true)
+	conn := connect(t, srv)
+	ctx := testenv.Context(t, 60*time.Second)
+	const n, per = 60, 6 // lines, lines per batch
+	linesB := seqLines(n, "b")
+	for i := range linesB { // ids of their own: stream b's keyed rows are not a's repeats
+		linesB[i] = strings.Replace(linesB[i], fmt.Sprintf(`"seq":%d,`, i), fmt.Sprintf(`"seq":%d,`, 1000+i), 1)
+	}
+	files := map[string]*lineFile{"a": newLineFile("000001", seqLines(n, "a")), "b": newLineFile("000001", linesB)}
+
+	// failSeq fails the first attempt of that batch of stream a with an
+	// error that is not retried (0: none).
+	var failSeq atomic.Uint64
+	s.hook = func(ctx context.Context, point string) error {
+		if point == "begin" && failSeq.Load() != 0 && ctx.Value(seqKey{}) == failSeq.Load() {
+			failSeq.Store(0)
+			return errors.New("injected failure")
+		}
+		return nil
+	}
+	type acked struct {
+		stream string
+		seq    uint64
+		err    error
+	}
+	run := func(streams ...string) []acked {
+		t.Helper()
+		acks := make(chan acked, 2*n/per)
+		for i := 0; i < n; i += per {
+			for _, st := range streams {
+				f := files[st]
+				b := loader.NewBatch(st, f.pos[i], f.pos[i+per], f.decode(t, sch, i, i+per), nil)
+				b.Seq = uint64(i/per + 1)
+				if err := s.Submit(context.WithValue(ctx, seqKey{}, b.Seq), b, func(err error) { acks <- acked{st, b.Seq, err} }); err != nil {
+					t.Fatalf("Submit: %v", err)
+				}
+			}
+		}
+		var got []acked
+		for range len(streams) * n / per {
+			got = append(got, <-acks)
+		}
+		return got
+	}
+
+	failSeq.Store(4)
+	for _, a := range run("a") {
+		switch {
+		case a.seq < 4 && a.err != nil:
+			t.Errorf("batch %d: %v", a.seq, a.err)
+		case a.seq == 4 && (a.err == nil || !strings.Contains(a.err.Error(), "injected failure")):
+			t.Errorf("batch 4 = %v, want the injected failure", a.err)
+		case a.seq > 4 && !errors.Is(a.err, errEarlierFailed):
+			t.Errorf("batch %d behind the failed one = %v, want errEarlierFailed", a.seq, a.err)
+		}
+	}
+	if cp := checkpointOf(t, s, "a"); cp != files["a"].pos[3*per] {
+		t.Fatalf("checkpoint after the failure %v, want the end of batch 3 %v", cp, files["a"].pos[3*per])
+	}
+
+	// The replay from the checkpoint, with a second stream alongside.
+	seen := map[string]uint64{}
+	for _, a := range run("a", "b") {
+		if a.err != nil {
+			t.Errorf("stream %s batch %d: %v", a.stream, a.seq, a.err)
+		}
+		if a.seq <= seen[a.stream] {
+			t.Errorf("stream %s: batch %d acknowledged after batch %d", a.stream, a.seq, seen[a.stream])
+		}
+		seen[a.stream] = a.seq
+	}
+	for st, f := range files {
+		if cp := checkpointOf(t, s, st); cp != f.pos[n] {
+			t.Errorf("stream %s: checkpoint %v, want %v", st, cp, f.pos[n])
+		}
+	}
+	for _, tbl := range []string{"plain", "keyed"} {
+		total, distinct := queryInt(t, conn, `SELECT count(*) FROM `+tbl), queryInt(t, conn, `SELECT count(DISTINCT (body, seq)) FROM `+tbl)
+		if total != distinct {
+			t.Errorf("%s: %d rows, %d distinct", tbl, total, distinct)
+		}
+	}
+	if got := queryInt(t, conn, `SELECT (SELECT count(*) FROM plain) + (SELECT count(*) FROM keyed)`); got != 2*n {
+		t.Errorf("%d rows, want %d", got, 2*n)
+	}
+}
+
+type seqKey struct{}
