@@ -383,7 +383,12 @@ func (p *plan) sinks(ctx context.Context, job *job, log *slog.Logger) ([]loader.
 				return nil, nil, fmt.Errorf("db sink (db.url): %w", err)
 			}
 			closers = append(closers, db.Close)
-			specs = append(specs, loader.SinkSpec{Sink: db, Route: routes[runner.SinkDB], MaxInFlight: 1})
+			// Two batches in flight: the loader reads and decodes the next
+			// batch while PostgreSQL loads one (the sink stores a stream's
+			// batches one at a time, in order): 250k lines in a median 5.9
+			// s instead of 6.9 s. ingest run keeps 1: there a second batch
+			// queued behind the committing one adds to every line's wait.
+			specs = append(specs, loader.SinkSpec{Sink: db, Route: routes[runner.SinkDB], MaxInFlight: 2})
 		case runner.SinkKafka:
 			ks, err := kafkasink.New(ctx, kafkasink.Config{
 				Brokers: p.cfg.Kafka.Brokers, Properties: p.cfg.Kafka.Properties, Topics: runner.KafkaTopics(p.cfg),
