@@ -121,9 +121,11 @@ func (s *Sink) Close() {
 }
 
 // Submit hands the batch to a goroutine of the sink, which stores it and
-// then calls ack, and returns: the loader reads and decodes the next batch
-// while PostgreSQL loads this one (with the loader's MaxInFlight 1, a
-// stream has one batch here and one being built). Batches of one stream
+// then calls ack, and returns, so that a loader running this sink with
+// MaxInFlight 2 reads and decodes the next batch while PostgreSQL loads
+// this one (`ingest backfill`; `ingest run` keeps 1, which waits for each
+// ack, because a batch queued behind a commit adds to every line's
+// latency). Batches of one stream
 // are stored one at a time, in Submit order, each after the previous one's
 // ack, so this sink's checkpoint never moves back whatever MaxInFlight is;
 // batches of different streams are stored concurrently, on their own
