@@ -105,7 +105,9 @@ type Options struct {
 }
 
 // Hooks are optional callbacks for metrics and logging. They run on the
-// writer's flush goroutine and must not block or call back into the Writer.
+// writer's own goroutines (the flush goroutine and the one that syncs and
+// seals files), so two hooks may run at the same time; they must be safe
+// for that, must not block, and must not call back into the Writer.
 type Hooks struct {
 	// OnSync is called after every fsync of the active file.
 	OnSync func(d time.Duration, err error)
