@@ -595,13 +595,22 @@ func (ld *chunkLoader) loadDirect(ctx context.Context, rows []int) (bool, error)
 	if !isDataError(err) {
 		return false, fmt.Errorf("copy into %s: %w", ld.g.info.targetSQL, err)
 	}
-	if _, rerr := ld.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+chunkSavepoint+"; RELEASE SAVEPOINT "+chunkSavepoint); rerr != nil {
-		return false, fmt.Errorf("roll back to savepoint after %v: %w", err, rerr)
+	if rerr := ld.rollbackChunk(ctx, err); rerr != nil {
+		return false, rerr
 	}
 	if isUniqueViolation(err) {
 		ld.g.info.staged.Store(stagedAfterDuplicate)
 	}
 	return false, nil
+}
+
+// rollbackChunk undoes a chunk that failed with err, keeping the
+// transaction.
+func (ld *chunkLoader) rollbackChunk(ctx context.Context, err error) error {
+	if _, rerr := ld.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+chunkSavepoint+"; RELEASE SAVEPOINT "+chunkSavepoint); rerr != nil {
+		return fmt.Errorf("roll back to savepoint after %v: %w", err, rerr)
+	}
+	return nil
 }
 
 // stagedAfterDuplicate is how many batches of a table go through the
@@ -650,8 +659,8 @@ func (ld *chunkLoader) load(ctx context.Context, pre string, rows []int, split b
 	if err == nil || !isDataError(err) {
 		return err
 	}
-	if _, rerr := ld.tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+chunkSavepoint+"; RELEASE SAVEPOINT "+chunkSavepoint); rerr != nil {
-		return fmt.Errorf("roll back to savepoint after %v: %w", err, rerr)
+	if rerr := ld.rollbackChunk(ctx, err); rerr != nil {
+		return rerr
 	}
 	if len(rows) == 1 {
 		return ld.s.reject(ctx, ld.st, ld.g.recs[rows[0]], ReasonDBRejected, dbDetail(ld.g.info, err))
