@@ -178,20 +178,7 @@ func TestStartsWithKafkaDownAndCatchesUp(t *testing.T) {
 	if err := kc.BrokerDown(-1); err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(context.Background())
-	defer stop()
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(runCtx, cfg, Options{Started: func(a string) { addr <- a }})
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("Run refused to start with Kafka down: %v", err)
-	}
+	base, stop, done := startRun(t, cfg, time.Minute, "with Kafka down")
 	testenv.Eventually(t, 30*time.Second, func() bool {
 		_, body := get(t, base+"/metrics")
 		return strings.Contains(body, fmt.Sprintf(`ingest_records_acked_total{sink="db",stream="api"} %d`, n))
@@ -213,6 +200,30 @@ func TestStartsWithKafkaDownAndCatchesUp(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+}
+
+// startRun starts Run in the background and returns the base URL of its
+// metrics endpoint once it has started; it fails the test when Run returns
+// first or has not started within limit (what names the situation). stop
+// ends Run (also at cleanup); done yields Run's result.
+func startRun(t *testing.T, cfg *config.Config, limit time.Duration, what string) (base string, stop context.CancelFunc, done <-chan error) {
+	t.Helper()
+	runCtx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	addr := make(chan string, 1)
+	result := make(chan error, 1)
+	go func() {
+		result <- Run(runCtx, cfg, Options{Started: func(a string) { addr <- a }})
+	}()
+	select {
+	case a := <-addr:
+		return "http://" + a, stop, result
+	case err := <-result:
+		t.Fatalf("Run refused to start %s: %v", what, err)
+	case <-time.After(limit):
+		t.Fatalf("Run not started %v after the call %s", limit, what)
+	}
+	return "", stop, result
 }
 
 // The Kafka sink's start must not hold up the other sinks: with the brokers
@@ -243,22 +254,7 @@ func TestDBLoadsAtOnceWhileKafkaIsDown(t *testing.T) {
 	// waited for before any sink loaded.
 	const quick = 5 * time.Second
 	start := time.Now()
-	runCtx, stop := context.WithCancel(context.Background())
-	defer stop()
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(runCtx, cfg, Options{Started: func(a string) { addr <- a }})
-	}()
-	var base string
-	select {
-	case a := <-addr:
-		base = "http://" + a
-	case err := <-done:
-		t.Fatalf("Run refused to start with Kafka down: %v", err)
-	case <-time.After(quick):
-		t.Fatalf("Run not started %v after the call with Kafka down: the Kafka sink's start blocks the others", quick)
-	}
+	base, stop, done := startRun(t, cfg, quick, "with Kafka down: the Kafka sink's start blocks the others")
 	testenv.Eventually(t, quick-time.Since(start), func() bool {
 		_, body := get(t, base+"/metrics")
 		return strings.Contains(body, fmt.Sprintf(`ingest_records_acked_total{sink="db",stream="api"} %d`, n))
