@@ -202,7 +202,7 @@ func (c *Cluster) properties(n *node) string {
 		"share.coordinator.state.topic.min.isr":            isr,
 		"group.initial.rebalance.delay.ms":                 "0",
 		// A test kills brokers on purpose: notice it in seconds, not 9+.
-		"broker.session.timeout.ms":   "6000",
+		"broker.session.timeout.ms":    "6000",
 		"broker.heartbeat.interval.ms": "1000",
 	}
 	maps.Copy(p, c.opts.Props)
