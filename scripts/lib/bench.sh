@@ -88,9 +88,11 @@ wait_line() {
 }
 
 # bench_start TABLE [TOPIC]: the work directory, the binary ($bin), a
-# throwaway PostgreSQL (`ingest dev postgres`: pg_pid, pg_url) and a mock
-# Kafka cluster (`ingest dev kafka`, BENCH_BROKERS brokers, TOPIC with
-# BENCH_PARTITIONS partitions: kafka_pid, brokers), and a migrated config
+# throwaway PostgreSQL (`ingest dev postgres`: pg_pid, pg_url) and Kafka
+# (`ingest dev kafka`: a real Apache Kafka broker, or librdkafka's mock with
+# BENCH_KAFKA=mock; BENCH_BROKERS brokers, TOPIC with BENCH_PARTITIONS
+# partitions: kafka_pid, brokers; kafka_desc says which for the reports),
+# and a migrated config
 # ($cfg) routing TABLE — the raw_item layout `ingest gen` writes — to both
 # sinks from spool $work/data, state $work/state. Both dev processes take
 # SIGUSR1 (down) and SIGUSR2 (up).
@@ -117,12 +119,18 @@ bench_start() {
 	bg_pids+=("$pg_pid")
 	pg_url=$(wait_line "$work/pg.out" "$pg_pid") || { cat "$work/pg.log" >&2; die "PostgreSQL did not start"; }
 
-	log "starting the mock Kafka cluster (ingest dev kafka)"
-	"$bin" dev kafka --brokers "${BENCH_BROKERS:-3}" --topic "$topic" --partitions "${BENCH_PARTITIONS:-6}" \
+	local kflags=()
+	case "${BENCH_KAFKA:-real}" in
+	real) kafka_desc="Apache Kafka 4.4 broker (KRaft, ${BENCH_BROKERS:-1} node(s), ${BENCH_PARTITIONS:-6} partitions, same host)" ;;
+	mock) kflags=(--mock); kafka_desc="librdkafka mock cluster (${BENCH_BROKERS:-1} brokers, ${BENCH_PARTITIONS:-6} partitions; MOCK figures)" ;;
+	*) die "BENCH_KAFKA must be real or mock" ;;
+	esac
+	log "starting Kafka: $kafka_desc (ingest dev kafka)"
+	"$bin" dev kafka "${kflags[@]}" --brokers "${BENCH_BROKERS:-1}" --topic "$topic" --partitions "${BENCH_PARTITIONS:-6}" \
 		>"$work/kafka.out" 2>"$work/kafka.log" &
 	kafka_pid=$!
 	bg_pids+=("$kafka_pid")
-	brokers=$(wait_line "$work/kafka.out" "$kafka_pid") || { cat "$work/kafka.log" >&2; die "mock Kafka did not start"; }
+	brokers=$(wait_line "$work/kafka.out" "$kafka_pid") || { cat "$work/kafka.log" >&2; die "Kafka did not start"; }
 	log "PostgreSQL at $pg_url, Kafka at $brokers"
 
 	db_storage='{toast_tuple_target: 8160}'
