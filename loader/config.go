@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -103,7 +104,8 @@ type Config struct {
 	Registry prometheus.Registerer // nil: metrics are kept but not registered
 
 	now      func() time.Time
-	noEvents bool // tests: behave as on a file system without change events
+	noEvents bool                           // tests: behave as on a file system without change events
+	openFile func(string) (*os.File, error) // tests: os.Open with injected failures
 }
 
 func (c Config) withDefaults() (Config, error) {

@@ -24,6 +24,9 @@ type stream struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every change seen
+	ign     ignoredSet    // entries not loaded, and why (ignored.go)
+
+	openFile func(string) (*os.File, error) // os.Open; tests inject failures
 
 	// fixed, set for a backfill, replaces the directory: an explicit list
 	// of sealed files (see backfill.go).
@@ -32,7 +35,7 @@ type stream struct {
 }
 
 func newStream(name, dir string, cfg StreamConfig, now func() time.Time) *stream {
-	return &stream{name: name, dir: dir, cfg: cfg, now: now, changed: make(chan struct{})}
+	return &stream{name: name, dir: dir, cfg: cfg, now: now, changed: make(chan struct{}), openFile: os.Open}
 }
 
 // wait returns a channel closed at the next change. Take it before looking
@@ -85,13 +88,21 @@ func (s *stream) list() ([]spoolFile, error) {
 		return nil, fmt.Errorf("list stream %s: %w", s.name, err)
 	}
 	byKey := map[string]*spoolFile{}
+	ignored := map[string]IgnoredFile{}
+	skip := func(e fs.DirEntry) {
+		if f, report := s.classify(e); report {
+			ignored[f.Name] = f
+		}
+	}
 	for _, e := range entries {
 		if !e.Type().IsRegular() {
+			skip(e)
 			continue
 		}
 		name := e.Name()
 		key, open := strings.CutSuffix(name, rotatefile.ActiveSuffix)
 		if !s.matches(key) {
+			skip(e)
 			continue
 		}
 		if f, dup := byKey[key]; dup {
@@ -107,6 +118,7 @@ func (s *stream) list() ([]spoolFile, error) {
 		files = append(files, *f)
 	}
 	sort.Slice(files, func(i, j int) bool { return files[i].key < files[j].key })
+	s.setListed(ignored)
 	if s.cfg.Pattern != "" {
 		s.markLegacyActive(files)
 	}
@@ -183,9 +195,9 @@ func (s *stream) open(key string) (*os.File, error) {
 	if s.fixed != nil {
 		return s.fixed.open(s.name, key)
 	}
-	f, err := os.Open(filepath.Join(s.dir, key+rotatefile.ActiveSuffix))
+	f, err := s.openFile(filepath.Join(s.dir, key+rotatefile.ActiveSuffix))
 	if errors.Is(err, fs.ErrNotExist) {
-		f, err = os.Open(filepath.Join(s.dir, key))
+		f, err = s.openFile(filepath.Join(s.dir, key))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open %s/%s: %w", s.name, key, err)

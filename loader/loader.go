@@ -147,6 +147,7 @@ func (l *Loader) Run(ctx context.Context) error {
 				}
 			}
 			l.cfg.Logger.Info("stream found", "stream", st.name, "dir", st.dir)
+			l.warnNothingRecognised(st)
 			startPipelines(st)
 		}
 	}
@@ -274,6 +275,13 @@ func (l *Loader) discover() []*stream {
 		}
 		sc, _ := l.cfg.streamConfig(name)
 		st := newStream(name, dir, sc, l.cfg.now)
+		st.ign.log = l.cfg.Logger
+		if l.metrics != nil {
+			st.ign.gauge = l.metrics.ignoredFiles
+		}
+		if l.cfg.openFile != nil {
+			st.openFile = l.cfg.openFile
+		}
 		l.streams[name] = st
 		l.positions[name] = map[string]Position{}
 		found = append(found, st)
@@ -445,4 +453,38 @@ func (l *Loader) measureLag() {
 			l.metrics.lagBytes.WithLabelValues(stream, sink).Set(float64(max(lag, 0)))
 		}
 	}
+}
+
+// warnNothingRecognised logs an ERROR when a stream's directory holds files
+// but none the loader will read: the classic misconfiguration (a writer
+// other than rotatefile and no pattern) that would otherwise look like a
+// healthy, idle loader. The stream still starts: the writer may simply not
+// have written a file of its own yet.
+func (l *Loader) warnNothingRecognised(st *stream) {
+	files, err := st.list()
+	if err != nil || len(files) > 0 {
+		return
+	}
+	var names []string
+	for _, f := range st.Ignored() {
+		if f.Reason == IgnoredName {
+			names = append(names, f.Name)
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	l.cfg.Logger.Error("stream directory holds files but none the loader recognises: nothing will be loaded",
+		"stream", st.name, "dir", st.dir, "unrecognised", len(names), "example", names[0],
+		"fix", NothingRecognisedFix(st.name, st.cfg.Pattern, names[0]))
+}
+
+// NothingRecognisedFix says what to change when a stream's files all have
+// names the loader does not take.
+func NothingRecognisedFix(stream, pattern, example string) string {
+	if pattern == "" {
+		return fmt.Sprintf("set pattern: %q on stream %s (config streams[].pattern, or ingest backfill --pattern) to load files named like %s",
+			SuggestPattern(example), stream, example)
+	}
+	return fmt.Sprintf("the pattern %q of stream %s matches none of them; e.g. %q matches %s", pattern, stream, SuggestPattern(example), example)
 }

@@ -16,6 +16,7 @@ type metrics struct {
 	lagBytes     *prometheus.GaugeVec
 	lagSeconds   *prometheus.GaugeVec
 	filesRemoved *prometheus.CounterVec
+	ignoredFiles *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -48,10 +49,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		filesRemoved: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ingest_files_retired_total", Help: "Offline files deleted or archived after every sink passed them.",
 		}, []string{"stream", "action"}),
+		ignoredFiles: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ingest_spool_ignored_files", Help: "Entries of a stream's directory the loader does not load, by reason (see ingest status).",
+		}, []string{"stream", "reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.linesRead, m.deadLetters, m.recordsAcked, m.batchesAcked, m.batchFailed,
-			m.batchLatency, m.lagBytes, m.lagSeconds, m.filesRemoved)
+			m.batchLatency, m.lagBytes, m.lagSeconds, m.filesRemoved, m.ignoredFiles)
 	}
 	return m
 }

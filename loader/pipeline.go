@@ -221,7 +221,11 @@ func (p *pipeline) start(ctx context.Context) error {
 	}
 	if ok {
 		if err := p.tail.seek(pos); err != nil {
-			return fmt.Errorf("sink %s: %w", p.name, err)
+			ue, unreadable := isUnreadable(err)
+			if !unreadable {
+				return fmt.Errorf("sink %s: %w", p.name, err)
+			}
+			p.st.setUnreadable(ue.key, ue.err) // fill retries the open
 		}
 		p.log.Info("resuming from checkpoint", "position", pos.String())
 	}
@@ -259,6 +263,12 @@ func (p *pipeline) fill(ctx context.Context, cfg settings) (caughtUp bool, err e
 		}
 		it, err := p.tail.next()
 		if err == errCaughtUp {
+			return true, nil
+		}
+		if ue, ok := isUnreadable(err); ok {
+			// Files load in order: wait at this one (reported, retried at
+			// every change and poll) rather than skip it or stop.
+			p.st.setUnreadable(ue.key, ue.err)
 			return true, nil
 		}
 		if err != nil {
@@ -550,7 +560,11 @@ func (p *pipeline) rewind(ctx context.Context) error {
 		return nil // run sees ctx and shuts down
 	}
 	if err := p.tail.seek(p.acked); err != nil {
-		return fmt.Errorf("sink %s: %w", p.name, err)
+		ue, unreadable := isUnreadable(err)
+		if !unreadable {
+			return fmt.Errorf("sink %s: %w", p.name, err)
+		}
+		p.st.setUnreadable(ue.key, ue.err) // fill retries the open
 	}
 	p.cur = &builder{start: p.acked, end: p.acked}
 	p.failedSeq, p.failErr = 0, nil

@@ -19,6 +19,9 @@ type StreamStatus struct {
 	Bytes       int64        `json:"bytes"`
 	DeadLetters int          `json:"dead_letters"`
 	Sinks       []SinkStatus `json:"sinks"`
+	// Ignored are the entries of the stream's directory that are not
+	// loaded, with reason and fix (see IgnoredName and the other reasons).
+	Ignored []IgnoredFile `json:"ignored"`
 }
 
 // SinkStatus is one sink's progress through a stream.
@@ -63,6 +66,16 @@ func Status(ctx context.Context, cfg Config, sinks map[string]CheckpointFunc) ([
 		}
 		sizes := make([]int64, len(files))
 		ss := StreamStatus{Stream: st.name, Files: len(files), DeadLetters: countDeadLetters(filepath.Join(cfg.StateDir, "deadletter", st.name))}
+		ss.Ignored = st.Ignored()
+		for _, f := range files {
+			// What ingest run would find unreadable: try each file.
+			fh, err := st.open(f.key)
+			if err != nil {
+				ss.Ignored = append(ss.Ignored, unreadableEntry(st, f.key, err))
+				continue
+			}
+			fh.Close()
+		}
 		for i, f := range files {
 			if fi, err := os.Stat(filepath.Join(st.dir, f.name)); err == nil {
 				sizes[i] = fi.Size()

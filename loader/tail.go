@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 )
 
@@ -69,9 +70,15 @@ func (t *tail) seek(pos Position) error {
 		return nil
 	}
 	f, err := t.st.open(pos.File)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// The file is there but cannot be read now (permissions, I/O):
+		// the caller waits and retries, as the file may become readable.
+		return &unreadableError{key: pos.File, err: err}
+	}
 	if err != nil {
 		return fmt.Errorf("%w: stream %s: %s: %v", ErrCheckpointBeyondFile, t.st.name, pos, err)
 	}
+	t.st.setUnreadable(pos.File, nil)
 	fi, err := f.Stat()
 	if err == nil && fi.Size() < pos.Offset {
 		err = fmt.Errorf("file has %d bytes", fi.Size())
