@@ -16,8 +16,18 @@ import (
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
-		Usage: "per stream and sink: checkpoint, lag in bytes and files, age of the oldest pending line, dead letters",
-		Flags: append([]cli.Flag{configFlag(), &cli.BoolFlag{Name: "json", Usage: "machine-readable output"}}, overrideFlags()...),
+		Usage: "per stream and sink: checkpoint, lag in bytes and files, age of the oldest pending line, dead letters; spool entries not loaded",
+		Description: `Shows each stream's files, each sink's checkpoint and lag, and every entry
+of a stream's directory that the loader does not load (a name that is not
+rotatefile's and matches no pattern, a symlink, a sub-directory, a file it
+cannot open), with the reason and the fix.
+
+With --check it exits 1 while any stream has such entries, for monitoring:
+  ingest status --config ingest.yaml --check || alert`,
+		Flags: append([]cli.Flag{configFlag(),
+			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
+			&cli.BoolFlag{Name: "check", Usage: "exit 1 while a stream has entries it does not load (ignored or unreadable files)"},
+		}, overrideFlags()...),
 		Action: func(c *cli.Context) error {
 			cfg, err := loadConfig(c)
 			if err != nil {
@@ -49,10 +59,21 @@ func statusCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			ignored := 0
+			for _, s := range st {
+				ignored += len(s.Ignored)
+			}
+			var checkErr error
+			if c.Bool("check") && ignored > 0 {
+				checkErr = fmt.Errorf("%d spool entries are not loaded (see NOT LOADED above, or --json)", ignored)
+			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				if err := enc.Encode(st); err != nil {
+					return err
+				}
+				return checkErr
 			}
 			tw := tabwriter.NewWriter(c.App.Writer, 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "STREAM\tFILES\tBYTES\tDEAD LETTERS\tSINK\tCHECKPOINT\tLAG BYTES\tLAG FILES\tOLDEST PENDING")
@@ -75,7 +96,23 @@ func statusCommand() *cli.Command {
 					fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t(no sink enabled)\n", s.Stream, s.Files, s.Bytes, s.DeadLetters)
 				}
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if ignored > 0 {
+				fmt.Fprintln(c.App.Writer, "\nNOT LOADED")
+				tw = tabwriter.NewWriter(c.App.Writer, 2, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "STREAM\tFILE\tBYTES\tREASON\tFIX")
+				for _, s := range st {
+					for _, f := range s.Ignored {
+						fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", s.Stream, f.Name, f.Size, f.Reason, f.Fix)
+					}
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+			}
+			return checkErr
 		},
 	}
 }
