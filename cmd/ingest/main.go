@@ -119,12 +119,21 @@ func commandLogger(c *cli.Context, level slog.Level) *slog.Logger {
 }
 
 // newLogger logs text on a terminal and JSON otherwise (for collectors).
+// Durations are written as Go duration strings ("1.5s") in both: slog's
+// JSON handler would print nanoseconds, which no reader takes for seconds.
 func newLogger(level slog.Level) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationsAsText}
 	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
 		return slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+func durationsAsText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // signalContext ends on SIGTERM or SIGINT; a second signal at least a second
