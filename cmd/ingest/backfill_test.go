@@ -14,32 +14,71 @@ import (
 	"time"
 
 	"github.com/dualwrite/ingest/internal/backfill"
+	"github.com/dualwrite/ingest/internal/kafkaserver"
+	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/jackc/pgx/v5"
 )
 
 // cutover is the binary's view of a cutover: a PostgreSQL with the tables
-// migrated, a mock cluster with the topic, and a spool whose stream "api"
+// migrated, a Kafka topic for raw_item, and a spool whose stream "api"
 // holds sealed files written by `ingest gen`.
 type cutover struct {
-	*e2eEnv
-	cfg   string
-	files string // the stream directory to backfill
-	lines int
+	pg      *pgserver.Server
+	kc      *kafkaserver.Cluster // nil: a test of the db sink alone
+	brokers string
+	topic   string
+	dir     string
+	spool   string
+	cfg     string
+	files   string // the stream directory to backfill
+	lines   int
 }
 
+// newCutover with a real broker: a cluster of one node for the test alone,
+// not testenv.Broker's shared one, because this package's TestMain (in
+// e2e_test.go) does not stop a shared broker. The topic keeps its messages
+// forever: gen's rows carry event times, and a retention check must not
+// take any while the test counts them.
 func newCutover(t *testing.T, lines int) *cutover {
 	t.Helper()
-	c := &cutover{e2eEnv: newE2EEnv(t, 4), lines: lines}
-	spool := c.spool
-	c.cfg = c.cfgPath
-	c.writeConfig(t, c.cfg, c.config("all"))
-	c.migrate(t)
-	if out, code := ingest(t, "gen", "--dir", spool, "--stream", "api", "--count", strconv.Itoa(lines), "--accounts", "12", "--size", "300", "--max-bytes", "100000"); code != 0 {
+	kc := testenv.Cluster(t, 1, nil)
+	c := newCutoverAt(t, lines, kc.Bootstrap())
+	c.kc = kc
+	c.topic = testenv.Topic(t, kc, kafkaserver.TopicSpec{Partitions: 4, Configs: map[string]string{"retention.ms": "-1"}})
+	c.writeCutoverConfig(t, c.cfg, "all", c.topic)
+	return c
+}
+
+// newCutoverAt writes the config with brokers (never dialled by a db-only
+// test), migrates and generates the files.
+func newCutoverAt(t *testing.T, lines int, brokers string) *cutover {
+	t.Helper()
+	c := &cutover{pg: testenv.Postgres(t), brokers: brokers, topic: "raw_item", dir: t.TempDir(), lines: lines}
+	c.spool = filepath.Join(c.dir, "spool")
+	if err := os.MkdirAll(c.spool, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	c.cfg = filepath.Join(c.dir, "ingest.yaml")
+	c.writeCutoverConfig(t, c.cfg, "all", c.topic)
+	if out, code := ingest(t, "migrate", "--config", c.cfg); code != 0 {
+		t.Fatalf("migrate: %d %s", code, out)
+	}
+	if out, code := ingest(t, "gen", "--dir", c.spool, "--stream", "api", "--count", strconv.Itoa(lines), "--accounts", "12", "--size", "300", "--max-bytes", "100000"); code != 0 {
 		t.Fatalf("gen: %d %s", code, out)
 	}
-	c.files = filepath.Join(spool, "api")
+	c.files = filepath.Join(c.spool, "api")
 	return c
+}
+
+// writeCutoverConfig writes gen's raw_item table with the Kafka selector
+// route, produced to topic.
+func (c *cutover) writeCutoverConfig(t *testing.T, path, route, topic string) {
+	t.Helper()
+	text := e2eConfig(c.spool, c.brokers, c.pg.URL(), route) + "    topic: " + topic + "\n"
+	if err := os.WriteFile(path, []byte(text), 0o640); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // start runs the binary in the background, output collected.
@@ -126,13 +165,12 @@ func (c *cutover) dbUUIDs(t *testing.T) (map[string]bool, []string) {
 // account order (by the row's seq) over first occurrences.
 func (c *cutover) kafkaUUIDs(t *testing.T, atLeast int) map[string]int {
 	t.Helper()
-	msgs, err := c.kc.Consume(testenv.Context(t, time.Minute), "raw_item", atLeast)
+	msgs, err := c.kc.ReadTopic(testenv.Context(t, time.Minute), c.topic)
 	if err != nil {
-		t.Fatalf("consume: %v", err)
+		t.Fatalf("read %s: %v", c.topic, err)
 	}
-	// Consume stops at atLeast: read again, briefly, for any repeats beyond.
-	if more, _ := c.kc.Consume(testenv.Context(t, 2*time.Second), "raw_item", 2*atLeast+1000); len(more) > len(msgs) {
-		msgs = more
+	if len(msgs) < atLeast {
+		t.Fatalf("%s holds %d messages, want at least %d", c.topic, len(msgs), atLeast)
 	}
 	seen := map[string]int{}
 	last := map[string]int64{}
@@ -156,6 +194,7 @@ func (c *cutover) kafkaUUIDs(t *testing.T, atLeast int) map[string]int {
 // Interrupted by SIGINT halfway, and in another run killed with SIGKILL
 // halfway, a backfill run again with the same arguments completes with
 // nothing missing: every line once in PostgreSQL, at least once in Kafka.
+// Real broker: "at least once in Kafka" is a claim about a real topic.
 func TestBackfillInterruptedAndKilledResumes(t *testing.T) {
 	c := newCutover(t, 4000)
 	args := []string{"backfill", "--config", c.cfg, "--sink", "both", "--progress", "log", "--log-every", "100ms", "--json"}
@@ -221,7 +260,7 @@ func TestBackfillInterruptedAndKilledResumes(t *testing.T) {
 // verify's exit status and report on the binary: 0 when the sides agree,
 // 1 naming exactly the accounts with rows deleted from PostgreSQL, 1
 // naming exactly the accounts whose messages never reached a topic, 2 on
-// a bad table.
+// a bad table. Real broker: verify reads the topic as a consumer would.
 func TestVerifyCommand(t *testing.T) {
 	c := newCutover(t, 1500)
 	if out, code := ingest(t, "backfill", "--config", c.cfg, "--progress", "off", c.files); code != 0 {
@@ -263,15 +302,11 @@ func TestVerifyCommand(t *testing.T) {
 		t.Fatalf("human report: exit %d\n%s", code, out)
 	}
 
-	// Messages that never reached a topic: raw_item on its own topic, and
-	// every account but two backfilled there.
-	if err := c.kc.CreateTopic("raw_item_b", 2); err != nil {
-		t.Fatal(err)
-	}
+	// Messages that never reached a topic: raw_item on a topic of its own,
+	// and every account but two backfilled there.
+	topicB := testenv.Topic(t, c.kc, kafkaserver.TopicSpec{Partitions: 2, Configs: map[string]string{"retention.ms": "-1"}})
 	cfgB := filepath.Join(c.dir, "b.yaml")
-	c.writeConfig(t, cfgB, c.config("all"))
-	data, _ := os.ReadFile(cfgB)
-	os.WriteFile(cfgB, []byte(strings.Replace(string(data), "kafka: all", "kafka: all\n    topic: raw_item_b", 1)), 0o640)
+	c.writeCutoverConfig(t, cfgB, "all", topicB)
 	missing := []string{accts[0], accts[2]}
 	var sent []string
 	for _, a := range accts {
@@ -301,12 +336,13 @@ func TestVerifyCommand(t *testing.T) {
 }
 
 // On a terminal the progress is a bar (bytes, lines/s, ETA); piped, it is
-// log lines.
+// log lines. No Kafka: only the db sink runs (the configured broker
+// address is never dialled).
 func TestBackfillProgressBarOnTerminalLogLinesOtherwise(t *testing.T) {
 	if _, err := exec.LookPath("script"); err != nil {
 		t.Skip("script(1) not installed: no pseudo-terminal to test with")
 	}
-	c := newCutover(t, 3000)
+	c := newCutoverAt(t, 3000, "127.0.0.1:1")
 	cmdline := strings.Join([]string{binary, "backfill", "--config", c.cfg, "--sink", "db", "--rate", "2000", c.files}, " ")
 	// script runs the command on a pseudo-terminal and copies what it
 	// writes; stdin must not be ours (go test's may be closed).

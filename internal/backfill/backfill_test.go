@@ -20,7 +20,8 @@ import (
 // lines backfilled to Kafka for a set of accounts put exactly those
 // accounts' lines in the topic, keyed and in order per account; running
 // the same job again adds nothing; a db backfill, restarted from scratch,
-// adds no row twice.
+// adds no row twice. Real broker: the claims are about what a topic holds
+// (keys, per-account order, timestamps, nothing produced on a rerun).
 func TestBackfillAccountsToKafkaThenDB(t *testing.T) {
 	e := newEnv(t)
 	archive := e.writeArchive(t, 1200, 250, 10)
@@ -87,7 +88,8 @@ func TestBackfillAccountsToKafkaThenDB(t *testing.T) {
 }
 
 // The config's route and --since/--until narrow the job further; rows
-// without a time are outside a window.
+// without a time are outside a window. Real broker: the Kafka sink's
+// delivered count is what a real topic acknowledged.
 func TestBackfillWindowAndRoutes(t *testing.T) {
 	e := newEnv(t)
 	archive := e.writeArchive(t, 600, 200, 6)
@@ -120,13 +122,15 @@ func TestBackfillWindowAndRoutes(t *testing.T) {
 	}
 }
 
+// No Kafka and no PostgreSQL: these errors are found before a sink
+// starts (the addresses in the config are never dialled).
 func TestBackfillArgumentErrors(t *testing.T) {
-	e := newEnv(t)
+	e := &env{spool: t.TempDir(), topic: "raw_item"}
 	archive := e.writeArchive(t, 10, 10, 2)
-	cfg := e.config(t, "all")
-	noKafka := e.config(t, "all")
+	cfg := e.configAt(t, "127.0.0.1:1", "postgres://backfill@127.0.0.1:1/none", "all")
+	noKafka := e.configAt(t, "127.0.0.1:1", "postgres://backfill@127.0.0.1:1/none", "all")
 	noKafka.Kafka.Brokers = ""
-	noTime := e.config(t, "all")
+	noTime := e.configAt(t, "127.0.0.1:1", "postgres://backfill@127.0.0.1:1/none", "all")
 	noTime.Tables["raw_item"].Time = ""
 	for _, tc := range []struct {
 		name string

@@ -14,18 +14,20 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/dbtest"
-	"github.com/dualwrite/ingest/internal/mockkafka"
+	"github.com/dualwrite/ingest/internal/kafkaserver"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
 	"github.com/jackc/pgx/v5"
 )
 
-// env is a throwaway PostgreSQL (tables migrated) and a mock Kafka cluster
-// with the raw_item topic, plus a spool with archived files to backfill.
+// env is a throwaway PostgreSQL (tables migrated) and a fresh topic for
+// raw_item on the test binary's real broker, plus a spool with archived
+// files to backfill.
 type env struct {
 	pg    *pgserver.Server
-	kc    *mockkafka.Cluster
+	kc    *kafkaserver.Cluster
+	topic string
 	spool string
 	lines []line // what the files hold, in file order
 }
@@ -54,14 +56,20 @@ tables:
     columns: {project_id: bigint, timestamp: bigint, seq: bigint, body: text, uuid: uuid}
     db: all
     kafka: %s
+    topic: %s
 `
 
+// partitions of the env's topic.
+const partitions = 4
+
+// newEnv starts PostgreSQL and makes the topic. Its retention is infinite:
+// the fixture's rows, and so the messages' timestamps, are months old, and
+// the broker's default 7 days would delete them at its next retention
+// check, in the middle of a test.
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
-	e := &env{pg: testenv.Postgres(tb), kc: testenv.Kafka(tb, 1), spool: tb.TempDir()}
-	if err := e.kc.CreateTopic("raw_item", 4); err != nil {
-		tb.Fatal(err)
-	}
+	e := &env{pg: testenv.Postgres(tb), kc: testenv.Broker(tb), spool: tb.TempDir()}
+	e.topic = testenv.Topic(tb, e.kc, kafkaserver.TopicSpec{Partitions: partitions, Configs: map[string]string{"retention.ms": "-1"}})
 	dbtest.Migrate(tb, e.pg.URL(), e.config(tb, "none"))
 	return e
 }
@@ -69,7 +77,13 @@ func newEnv(tb testing.TB) *env {
 // config returns the config with the given Kafka selector for raw_item.
 func (e *env) config(tb testing.TB, kafkaSel string) *config.Config {
 	tb.Helper()
-	cfg, err := config.Parse(fmt.Appendf(nil, configTmpl, e.spool, e.kc.Bootstrap(), e.pg.URL(), kafkaSel))
+	return e.configAt(tb, e.kc.Bootstrap(), e.pg.URL(), kafkaSel)
+}
+
+// configAt is config with the given brokers and database.
+func (e *env) configAt(tb testing.TB, brokers, dbURL, kafkaSel string) *config.Config {
+	tb.Helper()
+	cfg, err := config.Parse(fmt.Appendf(nil, configTmpl, e.spool, brokers, dbURL, kafkaSel, e.topic))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -139,19 +153,17 @@ func (e *env) dbRows(tb testing.TB) map[string]bool {
 	return out
 }
 
-// kafkaMessages reads every message of raw_item.
+// kafkaMessages reads every message of the topic.
 func (e *env) kafkaMessages(tb testing.TB) []*kafka.Message {
 	tb.Helper()
-	ctx := testenv.Context(tb, time.Minute)
-	n := e.topicSize(tb)
-	msgs, err := e.kc.Consume(ctx, "raw_item", int(n))
+	msgs, err := e.kc.ReadTopic(testenv.Context(tb, time.Minute), e.topic)
 	if err != nil {
-		tb.Fatalf("consume: %v", err)
+		tb.Fatalf("read %s: %v", e.topic, err)
 	}
 	return msgs
 }
 
-// topicSize is the sum of the high watermarks of raw_item.
+// topicSize is the number of messages in the topic (nothing is deleted).
 func (e *env) topicSize(tb testing.TB) int64 {
 	tb.Helper()
 	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": e.kc.Bootstrap(), "group.id": "size"})
@@ -160,8 +172,8 @@ func (e *env) topicSize(tb testing.TB) int64 {
 	}
 	defer c.Close()
 	var n int64
-	for p := range int32(4) {
-		lo, hi, err := c.QueryWatermarkOffsets("raw_item", p, 10000)
+	for p := range int32(partitions) {
+		lo, hi, err := c.QueryWatermarkOffsets(e.topic, p, 10000)
 		if err != nil {
 			tb.Fatal(err)
 		}

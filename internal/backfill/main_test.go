@@ -3,11 +3,11 @@ package backfill_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/dualwrite/ingest/internal/testenv"
 )
 
 // Every goroutine a job starts (pipelines, sinks, consumers) ends before
-// Run returns.
+// Run returns; testenv.Main checks that after stopping the shared broker.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testenv.Main(m, true)
 }

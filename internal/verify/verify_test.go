@@ -18,7 +18,7 @@ import (
 	"github.com/dualwrite/ingest/internal/backfill"
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/dbtest"
-	"github.com/dualwrite/ingest/internal/mockkafka"
+	"github.com/dualwrite/ingest/internal/kafkaserver"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/internal/verify"
@@ -27,14 +27,15 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// env: a throwaway PostgreSQL, a mock Kafka cluster and archived files
-// whose lines the tests load with backfill, then compare with verify.
+// env: a throwaway PostgreSQL, a Kafka topic and archived files whose
+// lines the tests load with backfill, then compare with verify.
 type env struct {
-	pg      *pgserver.Server
-	kc      *mockkafka.Cluster
-	spool   string
-	archive string
-	lines   []line
+	pg        *pgserver.Server
+	bootstrap string
+	topic     string
+	spool     string
+	archive   string
+	lines     []line
 }
 
 type line struct {
@@ -56,19 +57,45 @@ tables:
     columns: {project_id: bigint, timestamp: bigint, body: text, uuid: uuid}
     db: all
     kafka: %s
+    topic: %s
   no_id:
     key: project_id
     columns: {project_id: bigint}
 `
 
-// newEnv writes n lines for accounts 1..accounts (line i at t0+i s; every
-// tenth uuid upper-case, as an API may write it) into archived files.
-func newEnv(tb testing.TB, n, accounts int) *env {
+// realTopic is a fresh 3-partition topic on the test binary's real
+// broker. Its retention is infinite: the fixtures' rows (and so the
+// messages' timestamps) are months old, and the broker's default 7 days
+// would delete them at its next retention check, in the middle of a test.
+func realTopic(tb testing.TB) (bootstrap, topic string) {
 	tb.Helper()
-	e := &env{pg: testenv.Postgres(tb), kc: testenv.Kafka(tb, 1), spool: tb.TempDir()}
-	if err := e.kc.CreateTopic("raw_item", 3); err != nil {
+	c := testenv.Broker(tb)
+	return c.Bootstrap(), testenv.Topic(tb, c, kafkaserver.TopicSpec{Partitions: 3, Configs: map[string]string{"retention.ms": "-1"}})
+}
+
+// mockTopic is the topic raw_item on librdkafka's mock cluster, for the
+// one thing only the mock has: a broker without timestamp lookups.
+func mockTopic(tb testing.TB) (bootstrap, topic string) {
+	tb.Helper()
+	kc := testenv.Kafka(tb, 1)
+	if err := kc.CreateTopic("raw_item", 3); err != nil {
 		tb.Fatal(err)
 	}
+	return kc.Bootstrap(), "raw_item"
+}
+
+// newEnv writes n lines for accounts 1..accounts (line i at t0+i s; every
+// tenth uuid upper-case, as an API may write it) into archived files, on
+// the real broker.
+func newEnv(tb testing.TB, n, accounts int) *env {
+	tb.Helper()
+	return newEnvOn(tb, n, accounts, realTopic)
+}
+
+func newEnvOn(tb testing.TB, n, accounts int, kafkaTopic func(testing.TB) (string, string)) *env {
+	tb.Helper()
+	e := &env{pg: testenv.Postgres(tb), spool: tb.TempDir()}
+	e.bootstrap, e.topic = kafkaTopic(tb)
 	dbtest.Migrate(tb, e.pg.URL(), e.config(tb, "all"))
 	e.archive = filepath.Join(e.spool, ".ingest", "archive", "api")
 	os.MkdirAll(e.archive, 0o750)
@@ -94,11 +121,19 @@ func newEnv(tb testing.TB, n, accounts int) *env {
 
 func (e *env) config(tb testing.TB, kafkaSel string) *config.Config {
 	tb.Helper()
-	cfg, err := config.Parse(fmt.Appendf(nil, configTmpl, e.spool, e.kc.Bootstrap(), e.pg.URL(), kafkaSel))
+	cfg, err := config.Parse(fmt.Appendf(nil, configTmpl, e.spool, e.bootstrap, e.dbURL(), kafkaSel, e.topic))
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return cfg
+}
+
+// dbURL is the server's, or an address never dialled when there is none.
+func (e *env) dbURL() string {
+	if e.pg == nil {
+		return "postgres://verify@127.0.0.1:1/none"
+	}
+	return e.pg.URL()
 }
 
 func (e *env) backfill(tb testing.TB, cfg *config.Config, o backfill.Options) {
@@ -165,6 +200,7 @@ func (e *env) uuidsOf(acct string, pick func(i int) bool) []string {
 
 // Agreeing data exits OK; rows deleted from PostgreSQL name exactly their
 // accounts and ids; a window leaving the deleted rows out agrees again.
+// Real broker: the windows are found by the broker's timestamp lookup.
 func TestVerifyAgreesThenFindsDeletedRows(t *testing.T) {
 	e := newEnv(t, 1000, 8)
 	cfg := e.config(t, "{accounts: [1, 2, 3, 4, 5]}")
@@ -224,7 +260,8 @@ func TestVerifyAgreesThenFindsDeletedRows(t *testing.T) {
 
 // Messages missing from Kafka (an account whose lines were never produced,
 // and the second half of another's) are named; repeats are duplicates, not
-// mismatches.
+// mismatches. Real broker: the claim is about what a topic really holds
+// after at-least-once delivery, read by timestamp lookup.
 func TestVerifyMissingMessagesAndDuplicates(t *testing.T) {
 	e := newEnv(t, 600, 3)
 	cfg := e.config(t, "all")
@@ -250,30 +287,51 @@ func TestVerifyMissingMessagesAndDuplicates(t *testing.T) {
 		t.Fatalf("account 2 (sent twice): %+v", a2)
 	}
 
-	// The first half's window agrees for account 1 (start offsets fall
-	// back to the earliest on the mock, which has no timestamp lookup).
+	// The first half's window agrees for account 1.
 	rep = run(t, cfg, verify.Options{Window: loader.Window{Until: half}})
 	if !slices.Equal(rep.Mismatched, []string{"3"}) || rep.StartOffsets != verify.StartEarliest {
 		t.Fatalf("until %v: %v %q", half, rep.Mismatched, rep.StartOffsets)
 	}
 	rep = run(t, cfg, verify.Options{Window: loader.Window{Since: half}})
-	if !slices.Equal(rep.Mismatched, []string{"1", "3"}) || rep.StartOffsets != verify.StartNoTimeLookups {
+	if !slices.Equal(rep.Mismatched, []string{"1", "3"}) || rep.StartOffsets != verify.StartByTimestamp {
 		t.Fatalf("since %v: %v %q", half, rep.Mismatched, rep.StartOffsets)
 	}
 }
 
+// A broker that does not look offsets up by timestamp is detected, and
+// the partitions are read from their earliest offset, still exact.
+// librdkafka's mock cluster: it is the broker without timestamp lookups
+// (it answers every OffsetsForTimes with "end"); nothing here claims
+// Kafka's behaviour.
+func TestVerifyWithoutTimestampLookups(t *testing.T) {
+	e := newEnvOn(t, 300, 3, mockTopic)
+	cfg := e.config(t, "all")
+	e.backfill(t, cfg, backfill.Options{})
+	half := t0.Add(150 * time.Second)
+	gone := e.uuidsOf("2", func(i int) bool { return i == 80 }) // at t0+(3*80+1)s, after half
+	if n := e.exec(t, `DELETE FROM raw_item WHERE uuid::text = ANY($1)`, gone); n != 1 {
+		t.Fatalf("deleted %d rows", n)
+	}
+	rep := run(t, cfg, verify.Options{Window: loader.Window{Since: half}})
+	if rep.StartOffsets != verify.StartNoTimeLookups || rep.Messages != 300 || !slices.Equal(rep.Mismatched, []string{"2"}) ||
+		!slices.Equal(account(t, rep, "2").MissingInDB, gone) || account(t, rep, "1").DB.Count != 50 {
+		t.Fatalf("since %v: %+v", half, rep)
+	}
+}
+
 // Messages of another table sharing the topic are left out; a value the
-// schema refuses is keyed by its headers.
+// schema refuses is keyed by its headers. Real broker: the foreign
+// messages come from a plain producer, as another application's would.
 func TestVerifyForeignMessages(t *testing.T) {
 	e := newEnv(t, 30, 1)
 	cfg := e.config(t, "all")
 	e.backfill(t, cfg, backfill.Options{})
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": e.kc.Bootstrap()})
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": e.bootstrap})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	topic := "raw_item"
+	topic := e.topic
 	for _, m := range []*kafka.Message{
 		{Key: []byte("1"), Value: []byte(`{"project_id":1}`), Headers: []kafka.Header{{Key: "ingest.table", Value: []byte("other")}}},
 		{Key: []byte("1"), Value: []byte(`not json`), Headers: []kafka.Header{{Key: "ingest.record_id", Value: []byte("0000000a-1111-4000-8000-00000000000a")}}},
@@ -304,8 +362,10 @@ func TestVerifyForeignMessages(t *testing.T) {
 	}
 }
 
+// No Kafka and no PostgreSQL: these errors are found before verify
+// connects to anything (the addresses in the config are never dialled).
 func TestVerifyArgumentErrors(t *testing.T) {
-	e := newEnv(t, 1, 1)
+	e := &env{bootstrap: "127.0.0.1:1", topic: "raw_item", spool: t.TempDir()}
 	noKafka := e.config(t, "all")
 	noKafka.Kafka.Brokers = ""
 	noTime := e.config(t, "all")
