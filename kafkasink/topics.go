@@ -83,8 +83,22 @@ func (s *Sink) checkTopics(ctx context.Context, topics []string) error {
 	}
 	if len(missing) > 0 && s.cfg.CreateTopics {
 		s.createTopics(ctx, g, missing)
-		if missing, err = s.missingTopics(ctx, g, missing); err != nil {
-			return err
+		// A broker answers CreateTopics once its controller has the
+		// topic; the brokers' metadata, which the listing reads, follows
+		// a moment later, so a topic just created may not be listed yet.
+		deadline := time.Now().Add(createTimeout)
+		for wait := 10 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+			if missing, err = s.missingTopics(ctx, g, missing); err != nil {
+				return err
+			}
+			if len(missing) == 0 || time.Now().After(deadline) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("kafkasink: waiting for created topics %v: %w", missing, ctx.Err())
+			case <-time.After(wait):
+			}
 		}
 	}
 	if len(missing) > 0 {
