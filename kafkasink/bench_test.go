@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/dualwrite/ingest/internal/kafkaserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
@@ -40,7 +42,31 @@ func benchLines(n int) [][]byte {
 	return lines
 }
 
-// BenchmarkSubmit measures the sink against a 3-broker mock cluster:
+// benchTarget returns the brokers the benchmarks produce to and a fresh
+// topic there with benchPartitions partitions: the test binary's shared
+// real broker (one node, so replication 1), or with
+// INGEST_KAFKA_BENCH_MOCK=1 a 3-broker mock cluster, the set-up the
+// figures in README and BENCHMARKS were measured on before the real broker
+// existed. The mock keeps only ~5 MB per partition and does no disk I/O.
+func benchTarget(b *testing.B) (brokers, topic string) {
+	b.Helper()
+	if envTrue("INGEST_KAFKA_BENCH_MOCK") {
+		c := testenv.Kafka(b, 3)
+		if err := c.CreateTopic("raw_item", benchPartitions); err != nil {
+			b.Fatal(err)
+		}
+		return c.Bootstrap(), "raw_item"
+	}
+	c := testenv.Broker(b)
+	return c.Bootstrap(), testenv.Topic(b, c, kafkaserver.TopicSpec{Partitions: benchPartitions})
+}
+
+func envTrue(name string) bool {
+	v, err := strconv.ParseBool(os.Getenv(name))
+	return err == nil && v
+}
+
+// BenchmarkSubmit measures the sink against a real broker (benchTarget):
 // ~2 KB records in batches of 2000, four batches in flight, each acked
 // after acks=all delivery. "records" submits decoded records; "decode"
 // also decodes every line with the schema, as the loader does.
@@ -57,12 +83,9 @@ func BenchmarkSubmit(b *testing.B) {
 }
 
 func benchSubmit(b *testing.B, decode bool) {
-	c := testenv.Kafka(b, 3)
-	if err := c.CreateTopic("raw_item", benchPartitions); err != nil {
-		b.Fatal(err)
-	}
-	sch := testSchema(b, "raw_item")
-	s := newSink(b, c, kafkasink.Config{Topics: []string{"raw_item"}, Logger: slog.New(slog.DiscardHandler),
+	brokers, topic := benchTarget(b)
+	sch := testSchema(b, map[string]string{"raw_item": topic})
+	s := newSinkAt(b, brokers, kafkasink.Config{Topics: []string{topic}, Logger: slog.New(slog.DiscardHandler),
 		Properties: benchProps(b)})
 
 	// A pool of lines and records reused across batches: the sink owns a
@@ -157,11 +180,8 @@ func benchRecord(tb testing.TB, sch *schema.Schema, line []byte, i int) loader.R
 //
 //	go test -run '^$' -bench ProducerBaseline -benchtime 200000x ./kafkasink/
 func BenchmarkProducerBaseline(b *testing.B) {
-	c := testenv.Kafka(b, 3)
-	if err := c.CreateTopic("raw_item", benchPartitions); err != nil {
-		b.Fatal(err)
-	}
-	conf := kafka.ConfigMap{"bootstrap.servers": c.Bootstrap(), "go.delivery.report.fields": "none"}
+	brokers, topic := benchTarget(b)
+	conf := kafka.ConfigMap{"bootstrap.servers": brokers, "go.delivery.report.fields": "none"}
 	for k, v := range kafkasink.DefaultProperties() {
 		conf[k] = v
 	}
@@ -193,7 +213,7 @@ func BenchmarkProducerBaseline(b *testing.B) {
 		p.Close()
 	}()
 
-	sch := testSchema(b, "raw_item")
+	sch := testSchema(b, map[string]string{"raw_item": topic})
 	pool := benchLines(benchBatch)
 	recs := make([]loader.Record, len(pool))
 	rowBytes := 0
@@ -202,7 +222,6 @@ func BenchmarkProducerBaseline(b *testing.B) {
 		rowBytes += len(recs[i].Row)
 	}
 	b.SetBytes(int64(rowBytes / len(recs)))
-	topic := "raw_item"
 	b.ResetTimer()
 	start := time.Now()
 	for i := range b.N {
@@ -235,7 +254,7 @@ func BenchmarkProducerBaseline(b *testing.B) {
 }
 
 // BenchmarkKcat produces the same rows, keyed by account, to the same kind
-// of mock cluster with `kcat -P -l` (librdkafka's own CLI) and the sink's
+// of broker (benchTarget) with `kcat -P -l` (librdkafka's own CLI) and the sink's
 // delivery properties: the yardstick the issue compares BenchmarkSubmit
 // (decode included) against. headers=3 adds three headers of the sink's
 // sizes to every message (kcat -H; the same values on every message),
@@ -254,11 +273,8 @@ func benchKcat(b *testing.B, headers int) {
 	if err != nil {
 		b.Skip("kcat is not installed: apt-get install -y kcat")
 	}
-	c := testenv.Kafka(b, 3)
-	if err := c.CreateTopic("raw_item", benchPartitions); err != nil {
-		b.Fatal(err)
-	}
-	sch := testSchema(b, "raw_item")
+	brokers, topic := benchTarget(b)
+	sch := testSchema(b, map[string]string{"raw_item": topic})
 	pool := benchLines(benchBatch)
 	// kcat reads "key<TAB>value" lines: the account and the row, as the
 	// sink sends them.
@@ -282,7 +298,7 @@ func benchKcat(b *testing.B, headers int) {
 	}
 	f.Close()
 	b.SetBytes(int64(rowBytes / b.N))
-	args := []string{"-P", "-b", c.Bootstrap(), "-t", "raw_item", "-K", "\t", "-l", "-q"}
+	args := []string{"-P", "-b", brokers, "-t", topic, "-K", "\t", "-l", "-q"}
 	if headers > 0 {
 		args = append(args, "-H", kafkasink.HeaderTable+"=raw_item",
 			"-H", kafkasink.HeaderRecordID+"=bench/000001-20250101T000000Z.ndjson/123456789",

@@ -15,6 +15,8 @@ import (
 
 // Start the sink for the topics of the tables routed to Kafka, hand it a
 // batch, and wait for the ack that lets the loader advance its checkpoint.
+// Mock: an example must run anywhere (it is what `kafka.brokers: embedded`
+// uses); the guarantees are tested on a real broker.
 func ExampleSink_Submit() {
 	cluster, err := mockkafka.New(1) // stands in for kafka.brokers
 	if err != nil {
@@ -68,6 +70,8 @@ func ExampleSink_Submit() {
 }
 
 // New refuses to start when a topic is missing, and says how to create it.
+// Mock: an example must run anywhere; TestMissingTopicFailsStart checks
+// this on a real broker.
 func ExampleNew_missingTopic() {
 	cluster, err := mockkafka.New(1)
 	if err != nil {

@@ -13,25 +13,28 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-	"go.uber.org/goleak"
 
-	"github.com/dualwrite/ingest/internal/mockkafka"
+	"github.com/dualwrite/ingest/internal/kafkaserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/schema"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain stops the shared real broker (testenv.Broker) after the tests
+// and then checks for leaked goroutines.
+func TestMain(m *testing.M) { testenv.Main(m, true) }
 
-// testSchema has one table per topic name given, all shaped alike: key
-// "acct" (text), "seq" (bigint, the record's number in the test), event
-// time "ts" (epoch ms) and a text body.
-func testSchema(tb testing.TB, topics ...string) *schema.Schema {
+// testSchema has one table per entry of topicOf (table name -> topic), all
+// shaped alike: key "acct" (text), "seq" (bigint, the record's number in
+// the test), event time "ts" (epoch ms) and a text body. Table and topic
+// differ because the real broker's topics are made per test (testenv.Topic)
+// and their names are not table names.
+func testSchema(tb testing.TB, topicOf map[string]string) *schema.Schema {
 	tb.Helper()
 	tables := map[string]*schema.Table{}
-	for _, topic := range topics {
-		tables[topic] = &schema.Table{
+	for table, topic := range topicOf {
+		tables[table] = &schema.Table{
 			Key: "acct", Time: "ts", Topic: topic,
 			Columns: map[string]string{"acct": "text", "seq": "bigint", "ts": "bigint", "body": "text"},
 		}
@@ -61,8 +64,12 @@ func newGen(tb testing.TB, s *schema.Schema, stream string, bodySize int) *gen {
 }
 
 // ts is the event time of record seq: distinct per record, so the test can
-// check that the message timestamp came from the row.
-func ts(seq int) int64 { return 1_700_000_000_000 + int64(seq) }
+// check that the message timestamp came from the row. Recent, because a
+// real broker deletes messages older than the topic's retention.ms
+// (7 days by default) soon after they arrive.
+func ts(seq int) int64 { return tsBase + int64(seq) }
+
+var tsBase = time.Now().Add(-time.Hour).UnixMilli()
 
 // records returns one record per key.
 func (g *gen) records(table string, keys ...string) []loader.Record {
@@ -184,10 +191,24 @@ func (a *acks) checkAllOK(tb testing.TB, n int) {
 	}
 }
 
-// newSink starts a sink on c for the given topics, closed in cleanup.
-func newSink(tb testing.TB, c *mockkafka.Cluster, cfg kafkasink.Config) *kafkasink.Sink {
+// newTopic creates a fresh topic with the given partitions on c
+// (replication min(nodes, 3)) and returns its name.
+func newTopic(tb testing.TB, c *kafkaserver.Cluster, partitions int) string {
 	tb.Helper()
-	cfg.Brokers = c.Bootstrap()
+	return testenv.Topic(tb, c, kafkaserver.TopicSpec{Partitions: partitions})
+}
+
+// newSink starts a sink on c for the given topics, closed in cleanup.
+func newSink(tb testing.TB, c *kafkaserver.Cluster, cfg kafkasink.Config) *kafkasink.Sink {
+	tb.Helper()
+	return newSinkAt(tb, c.Bootstrap(), cfg)
+}
+
+// newSinkAt starts a sink on brokers (the mock's, for the tests that claim
+// no broker behaviour), closed in cleanup.
+func newSinkAt(tb testing.TB, brokers string, cfg kafkasink.Config) *kafkasink.Sink {
+	tb.Helper()
+	cfg.Brokers = brokers
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(tb)
 	}
@@ -218,14 +239,25 @@ type consumed struct {
 	value     []byte
 }
 
-// consume reads want messages of topic back with a real consumer.
-func consume(tb testing.TB, c *mockkafka.Cluster, topic string, want int) []consumed {
+// consume reads everything topic holds (up to the high watermarks, which
+// cover every acked message: acks=all answers once the high watermark has
+// passed it) and checks that it is want messages, so extra copies fail
+// the test as well as missing ones.
+func consume(tb testing.TB, c *kafkaserver.Cluster, topic string, want int) []consumed {
 	tb.Helper()
-	ctx := testenv.Context(tb, 30*time.Second)
-	msgs, err := c.Consume(ctx, topic, want)
+	ctx := testenv.Context(tb, 60*time.Second)
+	msgs, err := c.ReadTopic(ctx, topic)
 	if err != nil {
-		tb.Fatalf("consume %s: %v (got %d of %d)", topic, err, len(msgs), want)
+		tb.Fatalf("read %s: %v (got %d, want %d)", topic, err, len(msgs), want)
 	}
+	if len(msgs) != want {
+		tb.Errorf("topic %s holds %d messages, want %d", topic, len(msgs), want)
+	}
+	return toConsumed(tb, msgs)
+}
+
+func toConsumed(tb testing.TB, msgs []*kafka.Message) []consumed {
+	tb.Helper()
 	out := make([]consumed, len(msgs))
 	for i, m := range msgs {
 		h := map[string]string{}

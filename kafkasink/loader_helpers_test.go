@@ -2,8 +2,8 @@ package kafkasink_test
 
 // Helpers of the loader-level tests (loader_*_test.go): the real loader
 // tails files written by the real rotatefile writer and feeds the real
-// kafkasink, which produces to the mock cluster; the tests read the topic
-// back with a real consumer.
+// kafkasink, which produces to a real Kafka broker (internal/kafkaserver);
+// the tests read the topic back with a real consumer.
 
 import (
 	"context"
@@ -23,7 +23,7 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
-	"github.com/dualwrite/ingest/internal/mockkafka"
+	"github.com/dualwrite/ingest/internal/kafkaserver"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/rotatefile"
@@ -230,7 +230,7 @@ func startLoader(tb testing.TB, cfg loader.Config, sinks ...loader.SinkSpec) (l 
 
 // topicSize is the number of messages in a topic: the sum of its
 // partitions' high watermarks (nothing is deleted in these tests).
-func topicSize(tb testing.TB, c *mockkafka.Cluster, topic string) int {
+func topicSize(tb testing.TB, c *kafkaserver.Cluster, topic string) int {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -238,7 +238,7 @@ func topicSize(tb testing.TB, c *mockkafka.Cluster, topic string) int {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cons, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": c.Bootstrap(), "group.id": "loader-test-watermarks"})
+	cons, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": c.Bootstrap(), "group.id": "loader-test-watermarks", "log_level": 3})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func topicSize(tb testing.TB, c *mockkafka.Cluster, topic string) int {
 			tb.Fatalf("watermarks of %s[%d]: %v", topic, p, err)
 		}
 		if low != 0 {
-			tb.Fatalf("%s[%d] starts at offset %d: the mock dropped messages (test volume too high)", topic, p, low)
+			tb.Fatalf("%s[%d] starts at offset %d: the broker deleted messages", topic, p, low)
 		}
 		total += int(high)
 	}
@@ -260,7 +260,7 @@ func topicSize(tb testing.TB, c *mockkafka.Cluster, topic string) int {
 // settledTopicSize waits until the topic's size stops changing (messages
 // a killed producer had already written to a socket may still be appended
 // by the broker) and returns it.
-func settledTopicSize(tb testing.TB, c *mockkafka.Cluster, topic string) int {
+func settledTopicSize(tb testing.TB, c *kafkaserver.Cluster, topic string) int {
 	tb.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	prev := topicSize(tb, c, topic)

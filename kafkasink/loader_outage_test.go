@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/kafkaserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
@@ -73,9 +74,10 @@ func (s *dbSink) coveredBy(cp loader.Position) int {
 	return n
 }
 
-// The leader of some of the topic's partitions goes down for loaderOutage
-// (30 s) while lines keep being appended, with the Kafka sink and a
-// database-side sink in the same loader:
+// The broker holding some of the topic's partitions (replication 1, so no
+// other broker can take them over) is killed for loaderOutage (30 s) while
+// lines keep being appended, with the Kafka sink and a database-side sink
+// in the same loader:
 //   - the Kafka checkpoint (Loader.Positions and the checkpoint file) never
 //     passes the first line appended after the outage began whose account
 //     lives on the downed broker, and stops moving altogether;
@@ -84,14 +86,18 @@ func (s *dbSink) coveredBy(cp loader.Position) int {
 //   - once the broker is back, Kafka catches up from its checkpoint and
 //     every line arrives, once (no crash, so no repeats), per account in
 //     file order.
+//
+// Real 3-node cluster of its own: a broker is killed and restarted. The
+// topic has replication 1 so that its partitions on the killed broker are
+// really unavailable for the whole outage (with replication 3 a new leader
+// takes over within seconds, which TestLeaderKilledNothingLostOrReordered
+// covers), while the other brokers' partitions go on.
 func TestLoaderLeaderDownDatabaseSinkGoesOn(t *testing.T) {
 	t.Parallel()
-	const topic, partitions, accounts = "events", 6, 30
-	c := testenv.Kafka(t, 3)
-	if err := c.CreateTopic(topic, partitions); err != nil {
-		t.Fatal(err)
-	}
-	ctx := testenv.Context(t, 30*time.Second)
+	const table, partitions, accounts = "events", 6, 30
+	c := testenv.Cluster(t, 3, nil)
+	topic := testenv.Topic(t, c, kafkaserver.TopicSpec{Partitions: partitions, Replication: 1})
+	ctx := testenv.Context(t, loaderOutage+3*time.Minute)
 	leader, err := c.Leader(ctx, topic, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -115,16 +121,15 @@ func TestLoaderLeaderDownDatabaseSinkGoesOn(t *testing.T) {
 		t.Fatalf("no account on the partitions %v of broker %d", down, leader)
 	}
 
-	// About 300 lines/s (fewer for long outages, so the topic stays far
-	// below the mock's retention), in 64 KiB files.
+	// About 300 lines/s (fewer for long outages), in 64 KiB files.
 	perTick := min(3, max(1, int(12000*10*time.Millisecond/loaderOutage)))
 	spool := t.TempDir()
-	lw := startLineWriter(t, spool, topic, 64<<10, writerPace{max: 20000, burst: perTick, pause: 10 * time.Millisecond, accts: accounts, body: 40})
-	// A short reconnect backoff only makes the catch-up after BrokerUp quicker.
+	lw := startLineWriter(t, spool, table, 64<<10, writerPace{max: 20000, burst: perTick, pause: 10 * time.Millisecond, accts: accounts, body: 40})
+	// A short reconnect backoff only makes the catch-up after the restart quicker.
 	sink := newSink(t, c, kafkasink.Config{Topics: []string{topic},
 		Properties: map[string]string{"reconnect.backoff.max.ms": "500"}})
 	db := &dbSink{tb: t}
-	l, stop := startLoader(t, loader.Config{Dir: spool, Schema: testSchema(t, topic), Logger: testLogger(t)},
+	l, stop := startLoader(t, loader.Config{Dir: spool, Schema: testSchema(t, map[string]string{table: topic}), Logger: testLogger(t)},
 		loader.SinkSpec{Sink: sink, MaxInFlight: 4}, loader.SinkSpec{Sink: db, MaxInFlight: 4})
 	kafkaCP := func() (mem, disk loader.Position) {
 		disk, _ = fileCheckpoint(t, spool, sink.Name())
@@ -135,7 +140,7 @@ func TestLoaderLeaderDownDatabaseSinkGoesOn(t *testing.T) {
 		return db.received() >= 300 && db.coveredBy(mem) >= 300 && db.coveredBy(disk) >= 300
 	}, "both sinks past the first 300 lines")
 
-	if err := c.BrokerDown(leader); err != nil {
+	if err := c.Kill(leader); err != nil {
 		t.Fatal(err)
 	}
 	downAt := time.Now()
@@ -203,7 +208,7 @@ func TestLoaderLeaderDownDatabaseSinkGoesOn(t *testing.T) {
 	mem, _ := kafkaCP()
 	heldAt := db.coveredBy(mem)
 	deliveredInOutage := sink.Stats().Delivered - deliveredAtDown
-	if err := c.BrokerUp(leader); err != nil {
+	if err := c.Restart(ctx, leader); err != nil {
 		t.Fatal(err)
 	}
 	upAt := time.Now()
@@ -236,7 +241,7 @@ func TestLoaderLeaderDownDatabaseSinkGoesOn(t *testing.T) {
 		t.Errorf("db sink has %d lines, want %d", got, written)
 	}
 	total := topicSize(t, c, topic)
-	d := checkDelivery(t, consume(t, c, topic, total), lw.accounts(), topic, partitions)
+	d := checkDelivery(t, consume(t, c, topic, total), lw.accounts(), table, partitions)
 	t.Logf("%d lines written, %d messages in the topic, %d repeats", written, total, d.repeats)
 	if d.repeats != 0 {
 		t.Errorf("%d repeats: a broker outage must not duplicate (one producer, idempotent)", d.repeats)

@@ -9,13 +9,15 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-	"go.uber.org/goleak"
 
+	"github.com/dualwrite/ingest/internal/kafkaserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/kafkasink/internal/rdk"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain stops the shared real broker (testenv.Broker) after the tests
+// and then checks for leaked goroutines.
+func TestMain(m *testing.M) { testenv.Main(m, true) }
 
 var headerNames = []string{"h.table", "h.id", "h.src"}
 
@@ -67,14 +69,13 @@ func pollUntil(tb testing.TB, p *rdk.Producer, want int, deadline time.Duration)
 
 // Every message is delivered with its key, value, timestamp and headers,
 // and every report carries the opaque of its message.
+// Real broker (shared): what is checked is what Kafka stored.
 func TestProduceRoundTrip(t *testing.T) {
-	c := testenv.Kafka(t, 3)
-	if err := c.CreateTopic("rt", 4); err != nil {
-		t.Fatal(err)
-	}
+	c := testenv.Broker(t)
+	name := testenv.Topic(t, c, kafkaserver.TopicSpec{Partitions: 4})
 	p := newProducer(t, c.Bootstrap(), nil)
 	defer p.Close()
-	topic, err := p.Topic("rt")
+	topic, err := p.Topic(name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +84,7 @@ func TestProduceRoundTrip(t *testing.T) {
 	var b rdk.Batch
 	for i := range n {
 		b.Add(topic, fmt.Sprintf("k%d", i%17), fmt.Appendf(nil, `{"i":%d}`, i), ts, uint64(i+1))
-		b.HeaderString("rt")
+		b.HeaderString(name)
 		b.Header(fmt.Appendf(nil, "id-%d", i))
 		b.Header(nil)
 	}
@@ -93,14 +94,17 @@ func TestProduceRoundTrip(t *testing.T) {
 	got := pollUntil(t, p, n, 30*time.Second)
 	for i := range n {
 		r, ok := got[uint64(i+1)]
-		if !ok || r.Err != kafka.ErrNoError || r.Partition < 0 || r.Partition >= 4 || r.Topic() != "rt" {
+		if !ok || r.Err != kafka.ErrNoError || r.Partition < 0 || r.Partition >= 4 || r.Topic() != name {
 			t.Fatalf("report for message %d: %+v (found %v)", i, r, ok)
 		}
 	}
 
-	msgs, err := c.Consume(testenv.Context(t, 30*time.Second), "rt", n)
+	msgs, err := c.ReadTopic(testenv.Context(t, 30*time.Second), name)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(msgs) != n {
+		t.Fatalf("topic holds %d messages, want %d", len(msgs), n)
 	}
 	seen := map[string]bool{}
 	for _, m := range msgs {
@@ -114,7 +118,7 @@ func TestProduceRoundTrip(t *testing.T) {
 		if !m.Timestamp.Equal(ts) {
 			t.Fatalf("message %d: timestamp %v, want %v", i, m.Timestamp, ts)
 		}
-		wantH := [][2]string{{"h.table", "rt"}, {"h.id", fmt.Sprintf("id-%d", i)}, {"h.src", ""}}
+		wantH := [][2]string{{"h.table", name}, {"h.id", fmt.Sprintf("id-%d", i)}, {"h.src", ""}}
 		if len(m.Headers) != len(wantH) {
 			t.Fatalf("message %d: headers %v", i, m.Headers)
 		}
@@ -132,6 +136,7 @@ func TestProduceRoundTrip(t *testing.T) {
 
 // A message over message.max.bytes is refused at its index; the caller
 // carries on after it.
+// Mock: librdkafka refuses the message itself, before any broker sees it.
 func TestProduceTooLarge(t *testing.T) {
 	c := testenv.Kafka(t, 1)
 	p := newProducer(t, c.Bootstrap(), map[string]string{"message.max.bytes": "10000"})
@@ -155,6 +160,8 @@ func TestProduceTooLarge(t *testing.T) {
 
 // A bad property is an error naming it; a fatal error arrives as a fatal
 // event and stays readable.
+// Mock: both are librdkafka's own (the fatal error is its test hook); no
+// broker behaviour is claimed.
 func TestConfigErrorAndFatal(t *testing.T) {
 	if _, err := rdk.New(map[string]string{"no.such.property": "1"}, nil); err == nil || !bytes.Contains([]byte(err.Error()), []byte("no.such.property")) {
 		t.Fatalf("New with a bad property: %v", err)
@@ -184,22 +191,22 @@ func TestConfigErrorAndFatal(t *testing.T) {
 	}
 }
 
-// Topics lists existing topics without creating the one asked about.
+// Topics lists existing topics with their partition counts, and not
+// absent ones.
+// Real broker (shared): a real broker's metadata.
 func TestTopics(t *testing.T) {
-	c := testenv.Kafka(t, 1)
-	if err := c.CreateTopic("exists", 3); err != nil {
-		t.Fatal(err)
-	}
+	c := testenv.Broker(t)
+	exists := testenv.Topic(t, c, kafkaserver.TopicSpec{Partitions: 3})
 	p := newProducer(t, c.Bootstrap(), nil)
 	defer p.Close()
 	ts, err := p.Topics(10 * time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ti := ts["exists"]; ti.Partitions != 3 || ti.Err != kafka.ErrNoError {
-		t.Fatalf("topic exists: %+v", ti)
+	if ti := ts[exists]; ti.Partitions != 3 || ti.Err != kafka.ErrNoError {
+		t.Fatalf("topic %s: %+v", exists, ti)
 	}
-	if _, ok := ts["absent"]; ok {
+	if _, ok := ts["absent_"+exists]; ok {
 		t.Fatal("absent topic listed")
 	}
 }
@@ -207,7 +214,8 @@ func TestTopics(t *testing.T) {
 // BenchmarkProduce is the binding's throughput on the Kafka sink's
 // traffic shape (2 KB values, three headers), delivery reports included,
 // and without headers (what kcat -P sends): the difference is what the
-// sink's headers cost inside librdkafka.
+// sink's headers cost inside librdkafka. It produces to the test binary's
+// shared real broker (one node).
 //
 //	go test -run '^$' -bench Produce -benchtime 200000x ./kafkasink/internal/rdk/
 func BenchmarkProduce(b *testing.B) {
@@ -217,15 +225,13 @@ func BenchmarkProduce(b *testing.B) {
 }
 
 func benchProduce(b *testing.B, headers int) {
-	c := testenv.Kafka(b, 3)
-	if err := c.CreateTopic("bench", 6); err != nil {
-		b.Fatal(err)
-	}
+	c := testenv.Broker(b)
+	name := testenv.Topic(b, c, kafkaserver.TopicSpec{Partitions: 6})
 	p := newProducerHeaders(b, c.Bootstrap(), map[string]string{"linger.ms": "10", "batch.num.messages": "10000",
 		"batch.size": "1000000", "queue.buffering.max.kbytes": "262144", "queue.buffering.max.messages": "100000"},
 		headerNames[:headers])
 	defer p.Close()
-	topic, _ := p.Topic("bench")
+	topic, _ := p.Topic(name)
 	value := bytes.Repeat([]byte("x"), 2000)
 	done := make(chan struct{})
 	go func() {
