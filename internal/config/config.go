@@ -18,7 +18,7 @@ import (
 	"github.com/dualwrite/ingest/schema"
 )
 
-// Config is the whole configuration file (SPEC section 9). Get one from
+// Config is the whole configuration file (docs/config.md). Get one from
 // [Load] or [Parse], which apply [Default] and validate; a Config built by
 // hand should start from Default too.
 type Config struct {

@@ -9,7 +9,9 @@ import (
 	"time"
 )
 
-// specExample is the config block of SPEC section 9, verbatim.
+// specExample is the reference config of docs/config.md (section "Every key
+// at a glance"), verbatim: if a key is renamed or its default changes, this
+// test fails until the user documentation is changed with it.
 const specExample = `spool:
   dir: /var/spool/ingest
   state_dir: ""            # default <dir>/.ingest

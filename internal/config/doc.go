@@ -1,5 +1,8 @@
-// Package config loads and validates the YAML configuration of ingest
-// (SPEC section 9) and holds the routing selectors of SPEC section 5.
+// Package config loads and validates the YAML configuration of ingest and
+// holds the routing selectors that decide, per table and sink, which
+// accounts are written (the cutover toggles). docs/config.md documents every
+// key for users; examples/ holds a complete config per cutover step, each
+// loaded by a test.
 //
 // [Load] reads a file and [Parse] a document; both start from [Default],
 // decode strictly, fill in derived defaults and validate. Every problem is

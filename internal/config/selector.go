@@ -10,8 +10,9 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Selector chooses the accounts whose records a sink receives (SPEC section
-// 5). Its YAML forms are
+// Selector chooses the accounts whose records a sink receives: the cutover
+// toggle of one table and sink (docs/config.md, "Routing"). Its YAML forms
+// are
 //
 //	all | none | {percent: N} | {accounts: [..]} | {percent: N, accounts: [..], exclude: [..]}
 //
