@@ -74,9 +74,10 @@ type lazyKafka struct {
 	done   chan struct{} // closed when the owner goroutine returned
 	fatal  chan error    // a config error or missing topic, at most one
 
-	mu      sync.Mutex
-	sink    *kafkasink.Sink
-	lastErr error
+	mu       sync.Mutex
+	sink     *kafkasink.Sink
+	lastErr  error
+	fatalErr error // what was sent on fatal
 }
 
 // own makes attempts until the sink is built, a fatal error, or ctx ends.
@@ -91,8 +92,14 @@ func (k *lazyKafka) own(ctx context.Context) {
 		actx, cancel := context.WithTimeout(ctx, kafkaAttemptTimeout)
 		s, err := kafkasink.New(actx, k.cfg)
 		cancel()
+		var cerr *kafkasink.ConfigError
+		var terr *kafkasink.MissingTopicError
+		fatal := errors.As(err, &cerr) || errors.As(err, &terr)
 		k.mu.Lock()
 		k.sink, k.lastErr = s, err
+		if fatal && ctx.Err() == nil {
+			k.fatalErr = err // before tried closes: startErr reads it then
+		}
 		k.mu.Unlock()
 		if attempt == 1 {
 			close(k.tried)
@@ -107,9 +114,7 @@ func (k *lazyKafka) own(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		var cerr *kafkasink.ConfigError
-		var terr *kafkasink.MissingTopicError
-		if errors.As(err, &cerr) || errors.As(err, &terr) {
+		if fatal {
 			k.fatal <- err
 			return
 		}
@@ -179,6 +184,26 @@ func dialAny(ctx context.Context, brokers string) error {
 		}
 	}
 	return err
+}
+
+// startErr returns the config error or missing topic that the first
+// attempt found, waiting for that attempt when a bootstrap broker accepts
+// a TCP connection (with the brokers up it takes milliseconds; at most
+// kafkaAttemptTimeout when they accept but do not answer). With none
+// reachable it returns nil at once: the other sinks must not wait for
+// Kafka, and the check then happens beside loading.
+func (k *lazyKafka) startErr(ctx context.Context) error {
+	if dialAny(ctx, k.cfg.Brokers) != nil {
+		return nil
+	}
+	select {
+	case <-k.tried:
+	case <-ctx.Done():
+		return nil
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.fatalErr
 }
 
 // Fatal delivers the error that ended the attempts for good: a config

@@ -56,11 +56,12 @@ type Options struct {
 }
 
 // StartupError marks a failure to start (bad config values, a sink that
-// cannot connect, a missing topic): the CLI reports it and exits 1. Most
-// come before loading started, without having touched any checkpoint. The
-// Kafka sink's topic check runs beside loading (see startKafka), so a
-// missing topic ends Run shortly after it started: the other sinks may
-// have loaded meanwhile, each up to its own checkpoint, which is safe.
+// cannot connect, a missing topic): the CLI reports it and exits 1. They
+// come before loading started, without having touched any checkpoint,
+// with one exception: when no Kafka broker accepted a connection at start,
+// the Kafka sink's topic check runs beside loading (see startKafka), so a
+// missing topic found once a broker is back ends Run after the other sinks
+// may have loaded, each up to its own checkpoint, which is safe.
 type StartupError struct{ Err error }
 
 func (e *StartupError) Error() string { return e.Err.Error() }
@@ -146,6 +147,13 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		specs[i].Route = routes[specs[i].Sink.Name()]
 	}
 
+	if ks != nil {
+		// A missing topic must stop the run before any sink loads a line,
+		// or the database would be ahead of a Kafka that never starts.
+		if err := ks.startErr(ctx); err != nil {
+			return &StartupError{fmt.Errorf("kafka sink (kafka.brokers): %w", err)}
+		}
+	}
 	l, err := loader.New(LoaderConfig(cfg, sch, log, reg), specs...)
 	if err != nil {
 		return &StartupError{err}

@@ -15,8 +15,10 @@ import (
 
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/dbtest"
+	"github.com/dualwrite/ingest/internal/kafkaserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
+	"github.com/jackc/pgx/v5"
 )
 
 const testConfig = `spool: {dir: %q}
@@ -28,10 +30,31 @@ tables:
   ev:
     key: account
     id: id
+    topic: %q
     columns: {account: bigint, id: text}
     db: all
     kafka: {percent: 50, exclude: [7]}
 `
+
+// loadConfig writes testConfig for a spool, Kafka bootstrap, PostgreSQL
+// URL and the topic of table ev, with ev's Kafka selector replaced when
+// kafkaRoute is set, and loads it. It returns the config and its path.
+func loadConfig(t *testing.T, spool, brokers, dbURL, topic, kafkaRoute string) (*config.Config, string) {
+	t.Helper()
+	text := fmt.Sprintf(testConfig, spool, brokers, dbURL, topic)
+	if kafkaRoute != "" {
+		text = strings.Replace(text, "{percent: 50, exclude: [7]}", kafkaRoute, 1)
+	}
+	path := filepath.Join(t.TempDir(), "ingest.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, path
+}
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
@@ -44,19 +67,15 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// /metrics, /healthz and /readyz of a run loading both sinks. Kafka: the
+// shared real broker (testenv.Broker) with a topic of this test: the
+// metrics claim acks and lag of a real producer; nothing here stops Kafka.
 func TestMetricsHealthAndReadiness(t *testing.T) {
 	pg := testenv.Postgres(t)
-	kc := testenv.Kafka(t, 1)
-	if err := kc.CreateTopic("ev", 2); err != nil {
-		t.Fatal(err)
-	}
+	kc := testenv.Broker(t)
+	topic := testenv.Topic(t, kc, kafkaserver.TopicSpec{Partitions: 2})
 	spool := t.TempDir()
-	path := filepath.Join(t.TempDir(), "ingest.yaml")
-	os.WriteFile(path, fmt.Appendf(nil, testConfig, spool, kc.Bootstrap(), pg.URL()), 0o640)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, path := loadConfig(t, spool, kc.Bootstrap(), pg.URL(), topic, "")
 	ctx := testenv.Context(t, time.Minute)
 	dbtest.Migrate(t, pg.URL(), cfg)
 
@@ -65,10 +84,16 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 20 {
-		w.Append(fmt.Appendf(nil, `{"table":"ev","row":{"account":%d,"id":"r%d"}}`, i, i))
+		if err := w.Append(fmt.Appendf(nil, `{"table":"ev","row":{"account":%d,"id":"r%d"}}`, i, i)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	w.Append([]byte(`{"table":"ev","row":{}}`)) // a dead letter
-	w.Close()
+	if err := w.Append([]byte(`{"table":"ev","row":{}}`)); err != nil { // a dead letter
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	runCtx, stop := context.WithCancel(ctx)
 	addr := make(chan string, 1)
@@ -88,7 +113,7 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 		return strings.Contains(body, `ingest_records_acked_total{sink="db",stream="api"} 20`)
 	}, "db acks 20 records")
 	var body string
-	testenv.Eventually(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		_, body = get(t, base+"/metrics")
 		return strings.Contains(body, `ingest_lag_bytes{sink="kafka",stream="api"} 0`)
 	}, "lag measured and zero")
@@ -116,8 +141,11 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 	if err := pg.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if code, _ := get(t, base+"/readyz"); code != http.StatusServiceUnavailable {
-		t.Errorf("/readyz with PostgreSQL down: %d, want 503", code)
+	if code, body := get(t, base+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "db") {
+		t.Errorf("/readyz with PostgreSQL down: %d %q, want 503 naming db", code, body)
+	}
+	if code, body := get(t, base+"/healthz"); code != 200 {
+		t.Errorf("/healthz with PostgreSQL down: %d %q, want 200: the process works", code, body)
 	}
 	if err := pg.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -155,27 +183,23 @@ tables:
 }
 
 // Kafka unreachable when `ingest run` starts: the database sink loads
-// anyway, /readyz says not ready, and once the brokers return the Kafka
-// sink starts by itself and catches up from its checkpoint.
+// anyway, /readyz says not ready, and once the broker returns the Kafka
+// sink starts by itself and catches up from its checkpoint. Kafka: a real
+// single-node cluster of this test's own (testenv.Cluster), because the
+// test kills and restarts it; a closed port would not show the sink
+// finding the broker again.
 func TestStartsWithKafkaDownAndCatchesUp(t *testing.T) {
 	pg := testenv.Postgres(t)
-	kc := testenv.Kafka(t, 1)
-	if err := kc.CreateTopic("ev", 2); err != nil {
-		t.Fatal(err)
-	}
+	kc := testenv.Cluster(t, 1, nil)
+	topic := testenv.Topic(t, kc, kafkaserver.TopicSpec{Partitions: 2})
 	spool := t.TempDir()
-	path := filepath.Join(t.TempDir(), "ingest.yaml")
-	os.WriteFile(path, []byte(strings.Replace(fmt.Sprintf(testConfig, spool, kc.Bootstrap(), pg.URL()), "{percent: 50, exclude: [7]}", "all", 1)), 0o640)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := testenv.Context(t, 2*time.Minute)
+	cfg, _ := loadConfig(t, spool, kc.Bootstrap(), pg.URL(), topic, "all")
+	ctx := testenv.Context(t, 3*time.Minute)
 	dbtest.Migrate(t, pg.URL(), cfg)
 	const n = 200
 	writeEvents(t, spool, n)
 
-	if err := kc.BrokerDown(-1); err != nil {
+	if err := kc.Kill(1); err != nil {
 		t.Fatal(err)
 	}
 	base, stop, done := startRun(t, cfg, time.Minute, "with Kafka down")
@@ -186,16 +210,17 @@ func TestStartsWithKafkaDownAndCatchesUp(t *testing.T) {
 	if code, body := get(t, base+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "kafka") {
 		t.Errorf("/readyz with Kafka down: %d %q, want 503 naming kafka", code, body)
 	}
-	if err := kc.BrokerUp(-1); err != nil {
+	if err := kc.Restart(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := kc.Consume(ctx, "ev", n)
+	msgs, err := kc.Consume(ctx, topic, n)
 	if err != nil || len(msgs) < n {
-		t.Fatalf("kafka after the brokers returned: %d of %d messages: %v", len(msgs), n, err)
+		t.Fatalf("kafka after the broker returned: %d of %d messages: %v", len(msgs), n, err)
 	}
-	if code, body := get(t, base+"/readyz"); code != 200 {
-		t.Errorf("/readyz after Kafka returned: %d %s", code, body)
-	}
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		code, _ := get(t, base+"/readyz")
+		return code == 200
+	}, "/readyz 200 after Kafka returned")
 	stop()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
@@ -228,27 +253,18 @@ func startRun(t *testing.T, cfg *config.Config, limit time.Duration, what string
 
 // The Kafka sink's start must not hold up the other sinks: with the brokers
 // unreachable its topic check waits for a metadata timeout, and the
-// database must have loaded everything well before that. Stopping Run while Kafka is still down stops the
-// background attempts too, well within the loader's shutdown timeout.
+// database must have loaded everything well before that. Stopping Run
+// while Kafka is still down stops the background attempts too, well
+// within the loader's shutdown timeout. Kafka: none, a loopback port
+// nothing listens on: the claim is about Run's start-up, and to a client
+// a dead broker is exactly a refused connection.
 func TestDBLoadsAtOnceWhileKafkaIsDown(t *testing.T) {
 	pg := testenv.Postgres(t)
-	kc := testenv.Kafka(t, 1)
-	if err := kc.CreateTopic("ev", 2); err != nil {
-		t.Fatal(err)
-	}
 	spool := t.TempDir()
-	path := filepath.Join(t.TempDir(), "ingest.yaml")
-	os.WriteFile(path, []byte(strings.Replace(fmt.Sprintf(testConfig, spool, kc.Bootstrap(), pg.URL()), "{percent: 50, exclude: [7]}", "all", 1)), 0o640)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, _ := loadConfig(t, spool, deadAddr(t), pg.URL(), "ev", "all")
 	dbtest.Migrate(t, pg.URL(), cfg)
 	const n = 100
 	writeEvents(t, spool, n)
-	if err := kc.BrokerDown(-1); err != nil {
-		t.Fatal(err)
-	}
 
 	// Half kafkasink's 10 s metadata timeout, which the old start-up
 	// waited for before any sink loaded.
@@ -271,28 +287,62 @@ func TestDBLoadsAtOnceWhileKafkaIsDown(t *testing.T) {
 	}
 }
 
-// Brokers reachable but the topic absent: Run stops with a start-up error
-// naming the topic, even though the check now runs beside loading.
-func TestMissingTopicStopsRun(t *testing.T) {
-	pg := testenv.Postgres(t)
-	kc := testenv.Kafka(t, 1) // no topic "ev"
-	spool := t.TempDir()
-	path := filepath.Join(t.TempDir(), "ingest.yaml")
-	os.WriteFile(path, fmt.Appendf(nil, testConfig, spool, kc.Bootstrap(), pg.URL()), 0o640)
-	cfg, err := config.Load(path)
+// deadAddr returns a loopback address that refused connections a moment
+// ago: a Kafka broker that is down.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// Broker reachable but the topic absent: Run stops with a start-up error
+// naming the topic, and the database sink has loaded nothing by then (the
+// topics are checked before any sink loads). Kafka: the shared real broker,
+// which, unlike librdkafka's mock, never creates a topic a client asks for.
+func TestMissingTopicStopsRun(t *testing.T) {
+	pg := testenv.Postgres(t)
+	kc := testenv.Broker(t)
+	topic := "missing-" + strings.ReplaceAll(t.Name(), "/", "_") // never created
+	spool := t.TempDir()
+	cfg, _ := loadConfig(t, spool, kc.Bootstrap(), pg.URL(), topic, "all")
 	dbtest.Migrate(t, pg.URL(), cfg)
+	writeEvents(t, spool, 100)
 	ctx := testenv.Context(t, time.Minute)
-	err = Run(ctx, cfg, Options{})
+	err := Run(ctx, cfg, Options{})
 	var se *StartupError
-	if !errors.As(err, &se) || !strings.Contains(err.Error(), `topic "ev" does not exist`) {
-		t.Fatalf("Run = %v, want a StartupError naming topic ev", err)
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), fmt.Sprintf("topic %q does not exist", topic)) {
+		t.Fatalf("Run = %v, want a StartupError naming topic %s", err, topic)
 	}
 	if ctx.Err() != nil {
 		t.Fatal("Run returned only when the test's context ended")
 	}
+	if rows := countRows(t, pg.URL()); rows != 0 {
+		t.Errorf("PostgreSQL holds %d rows after a start refused for a missing topic, want 0", rows)
+	}
+	if exists, err := kc.TopicExists(ctx, topic); err != nil || exists {
+		t.Errorf("topic %s exists=%v (err %v) after the check: the check must not create it", topic, exists, err)
+	}
+}
+
+// countRows counts the rows of table ev.
+func countRows(t *testing.T, url string) int {
+	t.Helper()
+	ctx := testenv.Context(t, 30*time.Second)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM ev`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // The probe that keeps the Kafka sink from building a producer per retry
