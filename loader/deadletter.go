@@ -47,7 +47,15 @@ type deadLetters struct {
 
 	mu    sync.Mutex
 	files map[string]*dlFile // by stream
+	// written holds, per stream and sink ("" for lines no sink could
+	// take), the positions dead-lettered after that pipeline's checkpoint:
+	// a replay (after a crash or a sink failure) meets those lines again
+	// and must not write them twice. Seeded from the files at start,
+	// pruned as the checkpoint passes them.
+	written map[dlKey]map[Position]struct{}
 }
+
+type dlKey struct{ stream, sink string }
 
 type dlFile struct {
 	day   string
@@ -57,7 +65,7 @@ type dlFile struct {
 }
 
 func newDeadLetters(dir string, now func() time.Time, m *metrics) *deadLetters {
-	return &deadLetters{dir: dir, now: now, metrics: m, files: map[string]*dlFile{}}
+	return &deadLetters{dir: dir, now: now, metrics: m, files: map[string]*dlFile{}, written: map[dlKey]map[Position]struct{}{}}
 }
 
 // write appends an entry holding line.
@@ -82,6 +90,10 @@ func (d *deadLetters) append(e DeadLetter, body io.Reader) error {
 	e.Time = d.now().UTC()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	k, pos := dlKey{e.Stream, e.Sink}, Position{File: e.File, Offset: e.Offset}
+	if _, dup := d.written[k][pos]; dup {
+		return nil // written before this replay (or before a restart)
+	}
 	df, err := d.fileLocked(e.Stream, e.Time)
 	if err != nil {
 		return err
@@ -107,8 +119,82 @@ func (d *deadLetters) append(e DeadLetter, body io.Reader) error {
 		return fmt.Errorf("write dead letter: %w", err)
 	}
 	df.dirty = true
+	if d.written[k] == nil {
+		d.written[k] = map[Position]struct{}{}
+	}
+	d.written[k][pos] = struct{}{}
 	d.metrics.deadLettered(e.Stream, e.Sink, e.Reason)
 	return nil
+}
+
+// seed loads the positions of a stream's dead letters from sink (""
+// for the loader's own) at or after from, the pipeline's checkpoint: the
+// lines it will read again. Entries it cannot parse (a torn last line
+// after a crash) are skipped: they hold no position to match.
+func (d *deadLetters) seed(stream, sink string, from Position) error {
+	files, err := filepath.Glob(filepath.Join(d.dir, stream, "*.ndjson"))
+	if err != nil {
+		return err
+	}
+	found := map[Position]struct{}{}
+	for _, f := range files {
+		if err := scanDeadLetterPositions(f, func(e dlPosition) {
+			if e.Sink == sink {
+				if p := (Position{File: e.File, Offset: e.Offset}); !p.Before(from) {
+					found[p] = struct{}{}
+				}
+			}
+		}); err != nil {
+			return fmt.Errorf("dead letters: %w", err)
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := dlKey{stream, sink}
+	if d.written[k] == nil {
+		d.written[k] = found
+		return nil
+	}
+	for p := range found {
+		d.written[k][p] = struct{}{}
+	}
+	return nil
+}
+
+// forget drops the positions before a pipeline's new checkpoint: nothing
+// before it is read again.
+func (d *deadLetters) forget(stream, sink string, before Position) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for p := range d.written[dlKey{stream, sink}] {
+		if p.Before(before) {
+			delete(d.written[dlKey{stream, sink}], p)
+		}
+	}
+}
+
+// dlPosition is the part of a dead letter that identifies its line.
+type dlPosition struct {
+	Sink   string `json:"sink"`
+	File   string `json:"file"`
+	Offset int64  `json:"offset"`
+}
+
+func scanDeadLetterPositions(path string, visit func(dlPosition)) error {
+	fh, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	sc := bufio.NewScanner(fh)
+	sc.Buffer(nil, 64<<20) // an entry holds its whole line
+	for sc.Scan() {
+		var e dlPosition
+		if json.Unmarshal(sc.Bytes(), &e) == nil && e.File != "" {
+			visit(e)
+		}
+	}
+	return sc.Err()
 }
 
 func (d *deadLetters) fileLocked(stream string, t time.Time) (*dlFile, error) {

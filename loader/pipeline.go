@@ -232,6 +232,16 @@ func (p *pipeline) start(ctx context.Context) error {
 	p.acked = pos
 	p.cur = &builder{start: pos, end: pos}
 	p.l.setPosition(p.st.name, p.name, pos)
+	// Lines after the checkpoint that were dead-lettered before a crash
+	// are met again: remember them so they are not written twice.
+	if err := p.l.dl.seed(p.st.name, p.name, pos); err != nil {
+		return fmt.Errorf("sink %s, stream %s: %w", p.name, p.st.name, err)
+	}
+	if p.dlOwner {
+		if err := p.l.dl.seed(p.st.name, "", pos); err != nil {
+			return fmt.Errorf("stream %s: %w", p.st.name, err)
+		}
+	}
 	return nil
 }
 
@@ -441,6 +451,10 @@ func (p *pipeline) handleAck(a ack) {
 	if advanced {
 		p.backoff = 0
 		p.saveCheckpoint()
+		p.l.dl.forget(p.st.name, p.name, p.acked)
+		if p.dlOwner {
+			p.l.dl.forget(p.st.name, "", p.acked)
+		}
 	}
 	p.updateLag()
 }
