@@ -21,7 +21,8 @@ import (
 	"github.com/dualwrite/ingest/schema"
 )
 
-// Benchmark data: raw_item rows as the API writes them (SPEC section 1),
+// Benchmark data: raw_item rows as an ingestion API writes them (the table
+// of examples/ and `ingest gen`),
 // with a ~2 KB base64 body.
 const (
 	benchRows      = 20000

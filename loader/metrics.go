@@ -4,8 +4,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are the loader's Prometheus series (SPEC section 4). Names start
-// with ingest_; labels are stream, sink and reason.
+// metrics are the loader's Prometheus series; docs/operations.md says which
+// to alert on and how. Names start with ingest_; labels are stream, sink and
+// reason.
 type metrics struct {
 	linesRead    *prometheus.CounterVec
 	deadLetters  *prometheus.CounterVec

@@ -8,7 +8,8 @@ import (
 	"testing"
 )
 
-// benchLines returns n realistic offline lines like SPEC section 1: a ~2 KB
+// benchLines returns n realistic offline lines of the raw_item table that
+// `ingest gen` writes and examples/ configure: a ~2 KB
 // base64 body (zlib output is incompressible, so random bytes are a fair
 // stand-in), varying accounts and uuids. With phpEscapes the slashes in the
 // body are written as \/ the way PHP's json_encode does by default.

@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// testSchema has the SPEC example table plus tables that exercise every
+// testSchema has the raw_item table of examples/ and docs/config.md plus
+// tables that exercise every
 // column type, text keys, unknown_fields policies and a table without id.
 func testSchema(tb testing.TB) *Schema {
 	tb.Helper()

@@ -15,7 +15,7 @@ import (
 // Table describes one destination: where its rows go (Kafka topic, Postgres
 // table), which row fields carry the account key, the record id and the event
 // time, and the columns a row may have. The yaml tags are the config keys of
-// a table under "tables:" (SPEC section 9).
+// a table under "tables:" (docs/config.md).
 //
 // Build tables into a [Schema] with [New] before decoding: New validates
 // each table, fills in defaults on its own copy and precomputes what

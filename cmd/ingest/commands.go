@@ -21,7 +21,7 @@ import (
 )
 
 func configFlag() *cli.StringFlag {
-	return &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config file (YAML, see SPEC section 9)", EnvVars: []string{"INGEST_CONFIG"}}
+	return &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config file (YAML, see docs/config.md)", EnvVars: []string{"INGEST_CONFIG"}}
 }
 
 // overrideFlags are config keys that may also come from a flag or the
