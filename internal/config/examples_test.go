@@ -1,8 +1,10 @@
 package config_test
 
 import (
+	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/dualwrite/ingest/internal/config"
@@ -14,13 +16,7 @@ import (
 // loader refuses. It also checks what the cutover steps are for: which
 // sinks each one routes the table to.
 func TestExamples(t *testing.T) {
-	// Resolve examples/ from this file, not the working directory, so the
-	// test finds it however `go test` is invoked.
-	_, self, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("runtime.Caller failed")
-	}
-	dir := filepath.Join(filepath.Dir(self), "..", "..", "examples")
+	dir := filepath.Join(repoRoot(t), "examples")
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -73,4 +69,45 @@ func TestExamples(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConfigDoc parses every complete config shown in docs/config.md (each
+// ```yaml block that starts with "spool:"), so the reference a user copies
+// from is a file the loader accepts.
+func TestConfigDoc(t *testing.T) {
+	path := filepath.Join(repoRoot(t), "docs", "config.md")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("INGEST_DB_URL", "")
+	t.Setenv("DATABASE_URL", "")
+	blocks := 0
+	for i, part := range strings.Split(string(data), "```yaml\n")[1:] {
+		block, _, ok := strings.Cut(part, "```")
+		if !ok {
+			t.Fatalf("docs/config.md: yaml block %d is not closed", i+1)
+		}
+		if !strings.HasPrefix(block, "spool:") {
+			continue // a fragment (a table's routing lines, a stream), not a whole file
+		}
+		blocks++
+		if _, err := config.Parse([]byte(block)); err != nil {
+			t.Errorf("docs/config.md: yaml block %d does not parse: %v\n%s", i+1, err, block)
+		}
+	}
+	if blocks < 2 {
+		t.Errorf("docs/config.md: found %d complete configs, want at least 2 (the reference and the cutover's shared part)", blocks)
+	}
+}
+
+// repoRoot is the module root, found from this file rather than the
+// working directory, so the tests run however `go test` is invoked.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	_, self, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("runtime.Caller failed")
+	}
+	return filepath.Join(filepath.Dir(self), "..", "..")
 }
