@@ -43,6 +43,10 @@ type pipeline struct {
 	failErr   error
 	backoff   time.Duration
 	saver     *checkpointSaver // file-store checkpoints; nil for a CheckpointOwner
+	// undurable are the ends of batches the sink acknowledged but whose
+	// checkpoint the saver has not yet made durable: after a crash they
+	// are delivered again, so they count against MaxInFlight (plus one).
+	undurable []Position
 	// spare holds memory of acknowledged batches for the next ones:
 	// fresh arena chunks cost a page fault and zeroing per 4 KB, which
 	// was a tenth of a backfill's CPU.
@@ -168,7 +172,10 @@ func (p *pipeline) run(ctx context.Context) error {
 		}
 		cfg := p.settings()
 		maxInFlight := max(p.spec.MaxInFlight, 1)
-		if len(p.inflight) >= maxInFlight {
+		// Bound what a crash makes the sink receive again: the batches in
+		// flight plus those acked past the durable checkpoint stay within
+		// MaxInFlight+1 (one batch may be acked while its save runs).
+		if len(p.inflight) >= maxInFlight || len(p.inflight)+p.notDurable() > maxInFlight {
 			p.waitAck(ctx)
 			continue
 		}
@@ -409,11 +416,31 @@ func (p *pipeline) submit(_ context.Context, cfg settings) {
 }
 
 func (p *pipeline) waitAck(ctx context.Context) {
+	var saved <-chan struct{}
+	if p.saver != nil {
+		saved = p.saver.saved
+	}
 	select {
 	case a := <-p.acks:
 		p.handleAck(a)
+	case <-saved:
 	case <-ctx.Done():
 	}
+}
+
+// notDurable counts the acknowledged batches whose checkpoint is not yet
+// durable, forgetting those that are.
+func (p *pipeline) notDurable() int {
+	if p.saver == nil || len(p.undurable) == 0 {
+		return 0
+	}
+	durable := p.saver.durablePos()
+	i := 0
+	for i < len(p.undurable) && !durable.Before(p.undurable[i]) {
+		i++
+	}
+	p.undurable = p.undurable[i:]
+	return len(p.undurable)
 }
 
 func (p *pipeline) drainAcks() {
@@ -444,6 +471,9 @@ func (p *pipeline) handleAck(a ack) {
 		}
 		p.acked = f.b.End
 		advanced = true
+		if p.saver != nil {
+			p.undurable = append(p.undurable, p.acked)
+		}
 		p.l.metrics.recordsAcked.WithLabelValues(p.st.name, p.name).Add(float64(len(f.b.Records)))
 		p.l.metrics.batchesAcked.WithLabelValues(p.st.name, p.name).Inc()
 		p.spare.put(f)
@@ -493,13 +523,16 @@ type checkpointSaver struct {
 	mu      sync.Mutex
 	next    Position
 	pending bool
+	durable Position      // the last position saved
+	saved   chan struct{} // buffered 1: a save completed
 	wake    chan struct{} // buffered 1
 	stop    chan struct{}
 	done    chan struct{}
 }
 
 func (p *pipeline) startSaver() {
-	p.saver = &checkpointSaver{p: p, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	p.saver = &checkpointSaver{p: p, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
+		saved: make(chan struct{}, 1), durable: p.acked}
 	go p.saver.run()
 }
 
@@ -543,7 +576,20 @@ func (s *checkpointSaver) flush() {
 		p.log.Error("save checkpoint", "err", err)
 		return
 	}
+	s.mu.Lock()
+	s.durable = pos
+	s.mu.Unlock()
+	select {
+	case s.saved <- struct{}{}:
+	default:
+	}
 	p.l.setPosition(p.st.name, p.name, pos)
+}
+
+func (s *checkpointSaver) durablePos() Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.durable
 }
 
 // close saves what is pending and stops the goroutine.
