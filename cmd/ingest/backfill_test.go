@@ -259,8 +259,9 @@ func TestBackfillInterruptedAndKilledResumes(t *testing.T) {
 
 // verify's exit status and report on the binary: 0 when the sides agree,
 // 1 naming exactly the accounts with rows deleted from PostgreSQL, 1
-// naming exactly the accounts whose messages never reached a topic, 2 on
-// a bad table. Real broker: verify reads the topic as a consumer would.
+// naming exactly the accounts whose messages never reached a topic, 1
+// with "nothing to compare" on an empty window (0 with --allow-empty), 2
+// on a bad table. Real broker: verify reads the topic as a consumer would.
 func TestVerifyCommand(t *testing.T) {
 	c := newCutover(t, 1500)
 	if out, code := ingest(t, "backfill", "--config", c.cfg, "--progress", "off", c.files); code != 0 {
@@ -326,6 +327,18 @@ func TestVerifyCommand(t *testing.T) {
 		t.Fatalf("messages missing from kafka: exit %d\n%s", code, out)
 	}
 	t.Logf("verify with messages missing from kafka:\n%s", out)
+
+	// A window before every record: nothing on either side.
+	empty := []string{"verify", "--config", c.cfg, "--table", "raw_item", "--since", "2000-01-01", "--until", "2000-01-02"}
+	if out, code := ingest(t, empty...); code != 1 || !strings.Contains(out, "nothing to compare") || !strings.Contains(out, "--allow-empty") {
+		t.Fatalf("empty window: exit %d, want 1 with \"nothing to compare\"\n%s", code, out)
+	}
+	if out, code := ingest(t, append(empty, "--allow-empty", "--json")...); code != 0 || !strings.Contains(out, `"nothing_to_compare": true`) || !strings.Contains(out, `"partition_reads"`) {
+		t.Fatalf("empty window --allow-empty: exit %d, want 0\n%s", code, out)
+	}
+	if out, code := ingest(t, "verify", "--help"); code != 0 || !strings.Contains(out, "--allow-empty") {
+		t.Fatalf("verify --help: exit %d, lacks --allow-empty\n%s", code, out)
+	}
 
 	if out, code := ingest(t, "verify", "--config", c.cfg, "--table", "nope"); code != 2 || !strings.Contains(out, "--table") {
 		t.Fatalf("unknown table: exit %d\n%s", code, out)

@@ -23,13 +23,22 @@ const (
 	StartByTimestamp   = "by-timestamp"
 	StartEarliest      = "earliest"
 	StartNoTimeLookups = "earliest (the broker has no timestamp lookup)"
+	StartAppendTime    = "earliest (the topic stamps messages with their append time, not the row's)"
+)
+
+// End-offset modes of [Report.EndOffsets].
+const (
+	EndByTimestamp   = "by-timestamp"
+	EndHighWatermark = "high watermark"
 )
 
 // kafkaReader reads a topic's messages of one table between fixed offsets:
-// from the first offset whose timestamp is at or after the window's start
-// (OffsetsForTimes; the sink sets the timestamp from the time field) to the
-// high watermark seen at the start, so both passes read the same messages
-// and live producing does not extend the read.
+// per partition from the first offset whose timestamp is at or after the
+// window's start to the first offset whose timestamp is at or after its
+// end (OffsetsForTimes; the sink sets the timestamp from the time field),
+// or the high watermark seen at the start when that comes first. Both
+// passes read the same messages, and live producing does not extend the
+// read.
 type kafkaReader struct {
 	c         *kafka.Consumer
 	table     *schema.Table
@@ -38,18 +47,25 @@ type kafkaReader struct {
 	log       *slog.Logger
 	ranges    []prange
 	startMode string
+	endMode   string
 	prefix    []byte // `{"table":"<name>","row":`
+	toEnd     bool
 
 	keyType, idType schema.Type
 }
 
+// prange is one partition's read: [start, end), and the high watermark
+// at the start (end <= hwm).
 type prange struct {
-	partition  int32
-	start, end kafka.Offset
+	partition       int32
+	start, end, hwm kafka.Offset
 }
 
 type scanStats struct {
 	messages, otherTables, undecodable int64
+	// fetched counts, per partition, the messages the consumer delivered,
+	// those past the range's end included.
+	fetched map[int32]int64
 }
 
 var groupSeq atomic.Int64
@@ -62,7 +78,7 @@ var consumerProperties = []string{
 	"metadata.", "topic.metadata", "reconnect.", "retry.backoff", "connections.max.idle.ms", "debug", "log_level",
 }
 
-func openKafka(ctx context.Context, cfg *config.Config, t *schema.Table, w loader.Window, log *slog.Logger) (*kafkaReader, error) {
+func openKafka(ctx context.Context, cfg *config.Config, t *schema.Table, o Options, log *slog.Logger) (*kafkaReader, error) {
 	sch, err := cfg.Schema()
 	if err != nil {
 		return nil, err
@@ -73,6 +89,10 @@ func openKafka(ctx context.Context, cfg *config.Config, t *schema.Table, w loade
 		"enable.auto.commit":   false,
 		"enable.partition.eof": true,
 		"auto.offset.reset":    "earliest",
+		// librdkafka prefetches up to 100,000 messages per partition by
+		// default: past a window's end, all of them fetched in vain.
+		// 10,000 still keeps several fetches' worth in the queue.
+		"queued.min.messages": 10000,
 	}
 	for k, v := range cfg.Kafka.Properties {
 		for _, p := range consumerProperties {
@@ -88,7 +108,7 @@ func openKafka(ctx context.Context, cfg *config.Config, t *schema.Table, w loade
 	}
 	prefix, _ := json.Marshal(t.Name)
 	r := &kafkaReader{
-		c: c, table: t, schema: sch, window: w, log: log,
+		c: c, table: t, schema: sch, window: o.Window, log: log, toEnd: o.ReadToEnd,
 		prefix:  append(append([]byte(`{"table":`), prefix...), `,"row":`...),
 		keyType: columnType(t, t.Key), idType: columnType(t, t.ID),
 	}
@@ -127,23 +147,25 @@ func (r *kafkaReader) findRanges(ctx context.Context) error {
 		parts = append(parts, p.ID)
 	}
 	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
-	lows := make([]int64, len(parts))
-	for i, p := range parts {
+	for _, p := range parts {
 		lo, hi, err := r.c.QueryWatermarkOffsets(topic, p, timeoutMs(ctx))
 		if err != nil {
 			return fmt.Errorf("kafka: watermarks of %s[%d]: %w", topic, p, err)
 		}
-		lows[i] = lo
-		r.ranges = append(r.ranges, prange{partition: p, start: kafka.Offset(lo), end: kafka.Offset(hi)})
+		r.ranges = append(r.ranges, prange{partition: p, start: kafka.Offset(lo), end: kafka.Offset(hi), hwm: kafka.Offset(hi)})
 	}
-	r.startMode = StartEarliest
-	if r.window.Since.IsZero() {
+	r.startMode, r.endMode = StartEarliest, EndHighWatermark
+	since, until := r.window.Since, r.window.Until
+	if r.toEnd {
+		until = time.Time{}
+	}
+	if since.IsZero() && until.IsZero() {
 		return nil
 	}
-	at := func(ms int64) ([]kafka.TopicPartition, error) {
+	at := func(t time.Time) ([]kafka.TopicPartition, error) {
 		tps := make([]kafka.TopicPartition, len(parts))
 		for i, p := range parts {
-			tps[i] = kafka.TopicPartition{Topic: &topic, Partition: p, Offset: kafka.Offset(ms)}
+			tps[i] = kafka.TopicPartition{Topic: &topic, Partition: p, Offset: kafka.Offset(t.UnixMilli())}
 		}
 		res, err := r.c.OffsetsForTimes(tps, timeoutMs(ctx))
 		if err != nil {
@@ -154,44 +176,103 @@ func (r *kafkaReader) findRanges(ctx context.Context) error {
 	}
 	// A broker that implements the lookup finds the first message of a
 	// non-empty partition for timestamp 0. librdkafka's mock cluster
-	// answers "end" to every lookup; then read from the earliest offset
-	// (slower, still exact: every message is filtered by its row's time).
-	probe, err := at(0)
+	// answers "end" to every lookup; then read whole partitions (slower,
+	// still exact: every message is filtered by its row's time).
+	probe, err := at(time.UnixMilli(0))
 	if err != nil {
 		return err
 	}
 	for i, rg := range r.ranges {
 		if rg.start < rg.end && probe[i].Offset == kafka.OffsetEnd {
 			r.startMode = StartNoTimeLookups
-			r.log.Warn("the broker does not look up offsets by timestamp: reading each partition from its earliest offset", "topic", topic)
+			r.log.Warn("the broker does not look up offsets by timestamp: reading each partition from its earliest offset to its end", "topic", topic)
 			return nil
 		}
 	}
-	found, err := at(r.window.Since.UnixMilli())
-	if err != nil {
-		return err
+	if r.appendTime(ctx) {
+		r.startMode = StartAppendTime
+		r.log.Warn("the topic sets message.timestamp.type=LogAppendTime: timestamps are not the rows' times, reading each partition from its earliest offset to its end", "topic", topic)
+		return nil
 	}
-	r.startMode = StartByTimestamp
-	for i := range r.ranges {
-		switch off := found[i].Offset; {
-		case off == kafka.OffsetEnd || off < 0:
-			// No message at or after Since: nothing of the window here.
-			r.ranges[i].start = r.ranges[i].end
-		default:
-			r.ranges[i].start = max(off, kafka.Offset(lows[i]))
+	if !since.IsZero() {
+		found, err := at(since)
+		if err != nil {
+			return err
 		}
+		r.startMode = StartByTimestamp
+		for i := range r.ranges {
+			// "end" (or no answer): no message at or after since here.
+			if off := found[i].Offset; off >= 0 {
+				r.ranges[i].start = max(off, r.ranges[i].start)
+			} else {
+				r.ranges[i].start = r.ranges[i].hwm
+			}
+		}
+	}
+	if !until.IsZero() {
+		found, err := at(until)
+		if err != nil {
+			return err
+		}
+		r.endMode = EndByTimestamp
+		for i := range r.ranges {
+			if off := found[i].Offset; off >= 0 {
+				r.ranges[i].end = min(off, r.ranges[i].hwm)
+			}
+		}
+	}
+	for i := range r.ranges {
+		// Out-of-order timestamps can put until's offset before since's;
+		// nothing before since's offset is in the window.
+		r.ranges[i].start = min(r.ranges[i].start, r.ranges[i].hwm)
+		r.ranges[i].end = max(r.ranges[i].end, r.ranges[i].start)
 	}
 	return nil
 }
 
-// scan reads every partition's range once and calls visit for each
-// message of the table whose row time is in the window.
-func (r *kafkaReader) scan(ctx context.Context, visit func(account, id string)) (scanStats, error) {
-	var st scanStats
+// appendTime reports whether the topic stamps messages with the broker's
+// append time, which makes timestamp lookups say nothing about row times.
+// A broker that does not describe the topic (no permission) is taken to
+// keep the producer's time, Kafka's default.
+func (r *kafkaReader) appendTime(ctx context.Context) bool {
+	ac, err := kafka.NewAdminClientFromConsumer(r.c)
+	if err != nil {
+		r.log.Debug("kafka: admin client", "err", err)
+		return false
+	}
+	defer ac.Close()
+	dctx, cancel := context.WithTimeout(ctx, time.Duration(timeoutMs(ctx))*time.Millisecond)
+	defer cancel()
+	res, err := ac.DescribeConfigs(dctx, []kafka.ConfigResource{{Type: kafka.ResourceTopic, Name: r.table.Topic}})
+	if err != nil || len(res) != 1 || res[0].Error.Code() != kafka.ErrNoError {
+		r.log.Warn("kafka: cannot read the topic's message.timestamp.type; assuming CreateTime (the rows' times)", "topic", r.table.Topic, "err", err)
+		return false
+	}
+	return res[0].Config["message.timestamp.type"].Value == "LogAppendTime"
+}
+
+// readsPastEnd is, per partition cut before its high watermark, the rest
+// of it: where records produced out of time order (history backfilled
+// after newer rows) sit.
+func (r *kafkaReader) readsPastEnd() []prange {
+	var out []prange
+	for _, rg := range r.ranges {
+		if rg.end < rg.hwm {
+			out = append(out, prange{partition: rg.partition, start: rg.end, end: rg.hwm, hwm: rg.hwm})
+		}
+	}
+	return out
+}
+
+// scan reads each range once and calls visit for each message of the
+// table whose row time is in the window. A partition is released as soon
+// as its range is read, so the consumer stops fetching it.
+func (r *kafkaReader) scan(ctx context.Context, ranges []prange, visit func(account, id string)) (scanStats, error) {
+	st := scanStats{fetched: map[int32]int64{}}
 	topic := r.table.Topic
 	var assign []kafka.TopicPartition
 	pending := map[int32]kafka.Offset{} // partition -> end
-	for _, rg := range r.ranges {
+	for _, rg := range ranges {
 		if rg.start >= rg.end {
 			continue
 		}
@@ -201,10 +282,25 @@ func (r *kafkaReader) scan(ctx context.Context, visit func(account, id string)) 
 	if len(assign) == 0 {
 		return st, nil
 	}
-	if err := r.c.Assign(assign); err != nil {
+	if err := r.c.IncrementalAssign(assign); err != nil {
 		return st, fmt.Errorf("kafka: assign %s: %w", topic, err)
 	}
-	defer func() { _ = r.c.Unassign() }()
+	defer func() { // on an early return: stop fetching what is left
+		var left []kafka.TopicPartition
+		for p := range pending {
+			left = append(left, kafka.TopicPartition{Topic: &topic, Partition: p})
+		}
+		if len(left) > 0 {
+			_ = r.c.IncrementalUnassign(left)
+		}
+	}()
+	release := func(p int32) error {
+		delete(pending, p)
+		if err := r.c.IncrementalUnassign([]kafka.TopicPartition{{Topic: &topic, Partition: p}}); err != nil {
+			return fmt.Errorf("kafka: release %s[%d]: %w", topic, p, err)
+		}
+		return nil
+	}
 	for len(pending) > 0 {
 		if err := ctx.Err(); err != nil {
 			return st, fmt.Errorf("kafka: read %s: %d partition(s) unfinished: %w", topic, len(pending), err)
@@ -216,17 +312,25 @@ func (r *kafkaReader) scan(ctx context.Context, visit func(account, id string)) 
 			}
 			p, off := ev.TopicPartition.Partition, ev.TopicPartition.Offset
 			end, ok := pending[p]
-			if !ok || off >= end {
-				continue // past the range (a message produced since the start)
+			if !ok {
+				continue // queued before the partition was released
 			}
+			st.fetched[p]++
 			if off >= end-1 {
-				delete(pending, p)
+				if err := release(p); err != nil {
+					return st, err
+				}
+			}
+			if off >= end {
+				continue // past the range (offsets skipped: compaction, transaction markers)
 			}
 			st.messages++
 			r.message(ev, &st, visit)
 		case kafka.PartitionEOF:
 			if end, ok := pending[ev.Partition]; ok && ev.Offset >= end {
-				delete(pending, ev.Partition)
+				if err := release(ev.Partition); err != nil {
+					return st, err
+				}
 			}
 		case kafka.Error:
 			if ev.IsFatal() {

@@ -11,8 +11,8 @@ import (
 // WriteText writes the report as a table, one row per account, then every
 // mismatch with its record ids, then the verdict.
 func (r *Report) WriteText(w io.Writer) error {
-	fmt.Fprintf(w, "verify %s: postgres %s vs kafka topic %s (%d partitions, start offsets %s), window %s\n",
-		r.Table, r.DBTable, r.Topic, r.Partitions, r.StartOffsets, r.Window)
+	fmt.Fprintf(w, "verify %s: postgres %s vs kafka topic %s (%d partitions, start offsets %s, end offsets %s), window %s\n",
+		r.Table, r.DBTable, r.Topic, r.Partitions, r.StartOffsets, r.EndOffsets, r.Window)
 	fmt.Fprintf(w, "kafka messages read: %d", r.Messages)
 	if r.OtherTables > 0 {
 		fmt.Fprintf(w, " (%d of other tables)", r.OtherTables)
@@ -22,6 +22,27 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	if len(r.Reads) > 0 {
+		fmt.Fprintln(tw, "PARTITION\tSTART\tEND\tHIGH WATERMARK\tFETCHED\tPAST END")
+		for _, p := range r.Reads {
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\n", p.Partition, p.Start, p.End, p.HighWatermark, p.Fetched, p.PastEndFetched)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if r.PastEnd {
+		fmt.Fprintln(w, "records missing in the window's offsets were looked for up to the high watermarks (PAST END): messages produced out of time order sit there")
+	}
+	if r.Empty {
+		if r.OK {
+			fmt.Fprintf(w, "\nOK: no row in postgres and no message of the table in kafka in the window: nothing to compare (allowed)\n")
+		} else {
+			fmt.Fprintf(w, "\nNOTHING TO COMPARE: no row in postgres and no message of the table in kafka in the window %s\n", r.Window)
+		}
+		return nil
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintln(tw, "ACCOUNT\tROUTED TO\tDB ROWS\tDB DIGEST\tKAFKA IDS\tKAFKA DIGEST\tKAFKA DUPLICATES\tRESULT")
 	for _, a := range r.Accounts {
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%d\t%s\n", a.Account, a.routed(), a.DB.Count, a.DB.Digest, a.Kafka.Count, a.Kafka.Digest, a.Duplicates, a.result())

@@ -33,8 +33,24 @@ type Options struct {
 	// Window bounds the table's time field; zero compares everything.
 	// Rows and messages without a time are outside any bounded window.
 	Window loader.Window
-	Logger *slog.Logger // nil: discard
+	// AllowEmpty makes a comparison with nothing on either side (no row in
+	// PostgreSQL, no message of the table in Kafka) a success. Without it
+	// Run returns [ErrNothingToCompare]: a window that holds nothing is
+	// more often a mistake (a load time given where rows carry event
+	// times) than a finding.
+	AllowEmpty bool
+	// ReadToEnd reads each partition from the window's start to its high
+	// watermark instead of stopping at the window's end, to find records
+	// PostgreSQL lacks among messages produced out of time order (history
+	// backfilled after newer records). Records Kafka lacks are looked for
+	// there anyway.
+	ReadToEnd bool
+	Logger    *slog.Logger // nil: discard
 }
+
+// ErrNothingToCompare is returned (wrapped, with the report) when neither
+// side holds a record in the window and [Options.AllowEmpty] is not set.
+var ErrNothingToCompare = errors.New("nothing to compare")
 
 // Report is the outcome of [Run]. Accounts are sorted by key (numerically
 // for integer keys).
@@ -45,18 +61,28 @@ type Report struct {
 	Window  string `json:"window"`
 	// Partitions is the topic's partition count; StartOffsets says how
 	// the first offset of each partition was found: "by-timestamp",
-	// "earliest" (no --since) or "earliest (the broker has no timestamp
-	// lookup)".
+	// "earliest" (no --since) or "earliest (...)" with the reason the
+	// timestamps could not be used; EndOffsets how the first offset past
+	// the window was: "by-timestamp" or "high watermark" (no --until,
+	// --to-end, or timestamps not usable).
 	Partitions   int    `json:"partitions"`
 	StartOffsets string `json:"start_offsets"`
-	// Messages is every message of the topic read between the start
-	// offsets and the high watermarks at the start; OtherTables those of
-	// other tables sharing the topic; Undecodable those whose value the
-	// table's schema did not accept (then the headers and message key were
-	// used).
+	EndOffsets   string `json:"end_offsets"`
+	// Reads is what was read of each partition.
+	Reads []PartitionRead `json:"partition_reads"`
+	// Messages is every message of the topic read between the start and
+	// end offsets (the first pass); OtherTables those of other tables
+	// sharing the topic; Undecodable those whose value the table's schema
+	// did not accept (then the headers and message key were used).
 	Messages    int64 `json:"messages"`
 	OtherTables int64 `json:"other_tables"`
 	Undecodable int64 `json:"undecodable"`
+	// PastEnd is set when records of checked accounts were missing from
+	// the window's offsets and the partitions were read on to their high
+	// watermarks for them (see [PartitionRead.PastEndFetched]).
+	PastEnd bool `json:"read_past_end"`
+	// Empty: neither side holds a record in the window.
+	Empty bool `json:"nothing_to_compare"`
 	// Checked counts the accounts routed to both sinks; Mismatched those of
 	// them that disagree.
 	Checked    int       `json:"checked_accounts"`
@@ -65,6 +91,27 @@ type Report struct {
 	// OK is true when every account routed to both sinks agrees.
 	OK      bool          `json:"ok"`
 	Elapsed time.Duration `json:"elapsed_ns"`
+}
+
+// PartitionRead is what verify read of one partition.
+type PartitionRead struct {
+	Partition int32 `json:"partition"`
+	// Start and End bound the offsets of the window, [Start, End);
+	// HighWatermark is the partition's end when verify started.
+	Start         int64 `json:"start_offset"`
+	End           int64 `json:"end_offset"`
+	HighWatermark int64 `json:"high_watermark"`
+	// Fetched counts the messages the consumer delivered in the first
+	// pass: those of [Start, End), and any past End delivered before the
+	// partition was released (offsets skipped by compaction or transaction
+	// markers). librdkafka may have fetched ahead from the broker, at most
+	// one fetch response or 10,000 messages, dropped on release.
+	Fetched int64 `json:"fetched"`
+	// PastEndFetched counts messages read in [End, HighWatermark) because
+	// records of checked accounts were missing in the window's offsets:
+	// records whose timestamps are out of order (history backfilled after
+	// newer records) sit there.
+	PastEndFetched int64 `json:"past_end_fetched,omitempty"`
 }
 
 // Account is one account's comparison.
@@ -126,12 +173,15 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
 		return nil, err
 	}
 	defer db.close()
-	kc, err := openKafka(ctx, cfg, table, o.Window, log)
+	kc, err := openKafka(ctx, cfg, table, o, log)
 	if err != nil {
 		return nil, err
 	}
 	defer kc.close()
-	rep.Partitions, rep.StartOffsets = len(kc.ranges), kc.startMode
+	rep.Partitions, rep.StartOffsets, rep.EndOffsets = len(kc.ranges), kc.startMode, kc.endMode
+	for _, rg := range kc.ranges {
+		rep.Reads = append(rep.Reads, PartitionRead{Partition: rg.partition, Start: int64(rg.start), End: int64(rg.end), HighWatermark: int64(rg.hwm)})
+	}
 
 	// Pass 1: counts and digests.
 	acc := map[string]*tally{}
@@ -149,7 +199,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
 	}); err != nil {
 		return nil, err
 	}
-	stats, err := kc.scan(ctx, func(account, id string) {
+	stats, err := kc.scan(ctx, kc.ranges, func(account, id string) {
 		t := get(account)
 		t.kafka.add(id)
 	})
@@ -157,8 +207,21 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
 		return nil, err
 	}
 	rep.Messages, rep.OtherTables, rep.Undecodable = stats.messages, stats.otherTables, stats.undecodable
+	for i := range rep.Reads {
+		rep.Reads[i].Fetched = stats.fetched[rep.Reads[i].Partition]
+	}
 	if stats.undecodable > 0 {
 		log.Warn("messages whose value the table's schema does not accept; used their headers and key", "count", stats.undecodable)
+	}
+	if len(acc) == 0 {
+		rep.Empty, rep.OK, rep.Mismatched = true, o.AllowEmpty, []string{}
+		rep.Elapsed = time.Since(start)
+		if o.AllowEmpty {
+			return rep, nil
+		}
+		return rep, fmt.Errorf("%w: postgres has no row and kafka no message of table %s in the window %s (offsets by %s to %s); "+
+			"the window is on the table's time field (tables.%s.time), not on load times; --allow-empty accepts it",
+			ErrNothingToCompare, table.Name, rep.Window, rep.StartOffsets, rep.EndOffsets, table.Name)
 	}
 
 	// Pass 2: the ids of checked accounts that differ.
@@ -182,12 +245,37 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
 		}); err != nil {
 			return nil, err
 		}
-		if _, err := kc.scan(ctx, func(account, id string) {
+		collect := func(account, id string) {
 			if d := detail[account]; d != nil {
 				d.kafka[id]++
 			}
-		}); err != nil {
+		}
+		if _, err := kc.scan(ctx, kc.ranges, collect); err != nil {
 			return nil, err
+		}
+		// Ids missing in Kafka may sit past the window's end offsets, in
+		// messages produced out of time order: look there before calling
+		// them missing, for those accounts only.
+		late := map[string]*idSets{}
+		for a, d := range detail {
+			if _, _, _, missing, _ := d.compare(); len(missing) > 0 && tc.DB.Match(a) && tc.Kafka.Match(a) {
+				late[a] = d
+			}
+		}
+		if past := kc.readsPastEnd(); len(late) > 0 && len(past) > 0 {
+			log.Info("records missing in the window's offsets: reading on to the high watermarks", "accounts", len(late), "partitions", len(past))
+			st, err := kc.scan(ctx, past, func(account, id string) {
+				if d := late[account]; d != nil {
+					d.kafka[id]++
+				}
+			})
+			if err != nil {
+				return nil, err
+			}
+			rep.PastEnd = true
+			for i := range rep.Reads {
+				rep.Reads[i].PastEndFetched = st.fetched[rep.Reads[i].Partition]
+			}
 		}
 	}
 

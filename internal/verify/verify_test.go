@@ -97,11 +97,23 @@ func newEnvOn(tb testing.TB, n, accounts int, kafkaTopic func(testing.TB) (strin
 	e := &env{pg: testenv.Postgres(tb), spool: tb.TempDir()}
 	e.bootstrap, e.topic = kafkaTopic(tb)
 	dbtest.Migrate(tb, e.pg.URL(), e.config(tb, "all"))
-	e.archive = filepath.Join(e.spool, ".ingest", "archive", "api")
-	os.MkdirAll(e.archive, 0o750)
+	e.archive = e.writeLines(tb, "api", t0, n, accounts, 0)
+	return e
+}
+
+// writeLines writes n lines for accounts 1..accounts, line i at base+i s
+// with the uuid of number first+i, into the archive directory of stream,
+// and returns that directory.
+func (e *env) writeLines(tb testing.TB, stream string, base time.Time, n, accounts, first int) string {
+	tb.Helper()
+	dir := filepath.Join(e.spool, ".ingest", "archive", stream)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		tb.Fatal(err)
+	}
 	var b strings.Builder
 	for i := range n {
-		l := line{account: strconv.Itoa(i%accounts + 1), uuid: fmt.Sprintf("%08x-1111-4000-8000-%012x", i, i), time: t0.Add(time.Duration(i) * time.Second)}
+		k := first + i
+		l := line{account: strconv.Itoa(i%accounts + 1), uuid: fmt.Sprintf("%08x-1111-4000-8000-%012x", k, k), time: base.Add(time.Duration(i) * time.Second)}
 		e.lines = append(e.lines, l)
 		written := l.uuid
 		if i%10 == 0 {
@@ -109,14 +121,14 @@ func newEnvOn(tb testing.TB, n, accounts int, kafkaTopic func(testing.TB) (strin
 		}
 		fmt.Fprintf(&b, `{"table":"raw_item","row":{"project_id":%s,"timestamp":%d,"body":"x","uuid":%q}}`+"\n", l.account, l.time.Unix(), written)
 		if (i+1)%200 == 0 || i == n-1 {
-			name := rotatefile.FileName(uint64(i/200+1), t0, ".ndjson")
-			if err := os.WriteFile(filepath.Join(e.archive, name), []byte(b.String()), 0o640); err != nil {
+			name := rotatefile.FileName(uint64(i/200+1), base, ".ndjson")
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o640); err != nil {
 				tb.Fatal(err)
 			}
 			b.Reset()
 		}
 	}
-	return e
+	return dir
 }
 
 func (e *env) config(tb testing.TB, kafkaSel string) *config.Config {
@@ -138,7 +150,9 @@ func (e *env) dbURL() string {
 
 func (e *env) backfill(tb testing.TB, cfg *config.Config, o backfill.Options) {
 	tb.Helper()
-	o.Paths = []string{e.archive}
+	if o.Paths == nil {
+		o.Paths = []string{e.archive}
+	}
 	if _, err := backfill.Run(testenv.Context(tb, time.Minute), cfg, o); err != nil {
 		tb.Fatalf("backfill %+v: %v", o, err)
 	}

@@ -1,0 +1,137 @@
+package verify_test
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/dualwrite/ingest/internal/backfill"
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/internal/verify"
+	"github.com/dualwrite/ingest/loader"
+)
+
+// A topic holding three windows A, B, C of records (messages timestamped
+// with the rows' time field by the Kafka sink): verify of window B reads
+// each partition from B's first offset to C's first, so it fetches B's
+// messages plus at most one batch per partition, not C's; it finds a row
+// deleted from PostgreSQL inside B and ignores one deleted in C; a window
+// holding nothing on either side is "nothing to compare" unless allowed.
+// Real broker: the window is found by Kafka's OffsetsForTimes, which the
+// mock cluster answers with "end".
+func TestVerifyWindowReadsOnlyTheWindow(t *testing.T) {
+	const perWindow, batch = 3000, 100 // batch: the config's batch.max_records
+	e := newEnv(t, 3*perWindow, 6)
+	cfg := e.config(t, "all")
+	e.backfill(t, cfg, backfill.Options{})
+	wB := loader.Window{Since: t0.Add(perWindow * time.Second), Until: t0.Add(2 * perWindow * time.Second)}
+
+	// What the topic holds of B, per partition, by message timestamp.
+	msgs, err := testenv.Broker(t).ReadTopic(testenv.Context(t, time.Minute), e.topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs) != 3*perWindow {
+		t.Fatalf("topic holds %d messages, want %d", len(msgs), 3*perWindow)
+	}
+	inB := map[int32]int64{}
+	for _, m := range msgs {
+		if wB.Contains(m.Timestamp) {
+			inB[m.TopicPartition.Partition]++
+		}
+	}
+
+	checkReads := func(rep *verify.Report) {
+		t.Helper()
+		if rep.StartOffsets != verify.StartByTimestamp || rep.EndOffsets != verify.EndByTimestamp || len(rep.Reads) != 3 || rep.PastEnd {
+			t.Fatalf("window B: offsets %q..%q, %d partition reads, past end %v", rep.StartOffsets, rep.EndOffsets, len(rep.Reads), rep.PastEnd)
+		}
+		var fetched int64
+		for _, p := range rep.Reads {
+			if p.Fetched < inB[p.Partition] || p.Fetched > inB[p.Partition]+batch || p.End-p.Start != inB[p.Partition] || p.End >= p.HighWatermark {
+				t.Errorf("partition %d: read %+v, holds %d messages of window B", p.Partition, p, inB[p.Partition])
+			}
+			fetched += p.Fetched
+		}
+		if rep.Messages != perWindow || fetched > perWindow+3*batch {
+			t.Fatalf("window B: %d messages read, %d fetched; the window holds %d", rep.Messages, fetched, perWindow)
+		}
+	}
+	rep := run(t, cfg, verify.Options{Window: wB})
+	checkReads(rep)
+	if !rep.OK || rep.Checked != 6 || account(t, rep, "1").DB.Count != perWindow/6 {
+		t.Fatalf("window B before deleting: %+v", rep)
+	}
+
+	// Account 2's 10th row of B (line perWindow+6*10+1) and its 10th of C.
+	goneB := []string{e.lines[perWindow+61].uuid}
+	goneC := []string{e.lines[2*perWindow+61].uuid}
+	if n := e.exec(t, `DELETE FROM raw_item WHERE uuid::text = ANY($1)`, slices.Concat(goneB, goneC)); n != 2 {
+		t.Fatalf("deleted %d rows", n)
+	}
+	rep = run(t, cfg, verify.Options{Window: wB})
+	checkReads(rep)
+	a2 := account(t, rep, "2")
+	if rep.OK || !slices.Equal(rep.Mismatched, []string{"2"}) || !slices.Equal(a2.MissingInDB, goneB) || len(a2.MissingInKafka) != 0 {
+		t.Fatalf("window B after deleting %v (in B) and %v (in C): mismatched %v, account 2 %+v", goneB, goneC, rep.Mismatched, a2)
+	}
+
+	for _, w := range []loader.Window{
+		{Since: t0.Add(3*perWindow*time.Second + time.Hour), Until: t0.Add(3*perWindow*time.Second + 2*time.Hour)}, // after every message
+		{Since: t0.Add(-2 * time.Hour), Until: t0.Add(-time.Hour)},                                                 // before every message
+	} {
+		rep, err := verify.Run(testenv.Context(t, time.Minute), cfg, verify.Options{Table: "raw_item", Window: w})
+		if !errors.Is(err, verify.ErrNothingToCompare) || rep == nil || rep.OK || !rep.Empty || rep.Messages != 0 {
+			t.Fatalf("empty window %v: err %v, report %+v", w, err, rep)
+		}
+		rep, err = verify.Run(testenv.Context(t, time.Minute), cfg, verify.Options{Table: "raw_item", Window: w, AllowEmpty: true})
+		if err != nil || !rep.OK || !rep.Empty {
+			t.Fatalf("empty window %v allowed: err %v, report %+v", w, err, rep)
+		}
+	}
+}
+
+// History backfilled after newer records puts messages of an old window
+// past the offsets its timestamps point to: verify looks there before it
+// calls a record missing in Kafka, still names the records that are
+// missing, and a window of newer records still reads only itself. Real
+// broker: offsets by timestamp exist only there.
+func TestVerifyFindsRecordsProducedOutOfTimeOrder(t *testing.T) {
+	const n = 1200
+	e := newEnv(t, n, 4)
+	cfg := e.config(t, "all")
+	e.backfill(t, cfg, backfill.Options{})
+	// A day earlier, loaded after: account 3's records never reach Kafka.
+	hist := e.writeLines(t, "hist", t0.Add(-24*time.Hour), 400, 4, n)
+	e.backfill(t, cfg, backfill.Options{Paths: []string{hist}, Sinks: []string{"db"}})
+	e.backfill(t, cfg, backfill.Options{Paths: []string{hist}, Sinks: []string{"kafka"}, Accounts: []string{"1", "2", "4"}})
+
+	wH := loader.Window{Since: t0.Add(-24 * time.Hour), Until: t0.Add(-23 * time.Hour)}
+	rep := run(t, cfg, verify.Options{Window: wH})
+	var past int64
+	for _, p := range rep.Reads {
+		past += p.PastEndFetched
+	}
+	missing := e.uuidsOf("3", func(i int) bool { return i >= n/4 })
+	a3 := account(t, rep, "3")
+	if !rep.PastEnd || past < 300 || rep.OK || !slices.Equal(rep.Mismatched, []string{"3"}) || !slices.Equal(a3.MissingInKafka, missing) {
+		t.Fatalf("history window: past end %v (%d read), mismatched %v, account 3 missing %d, want %d", rep.PastEnd, past, rep.Mismatched, len(a3.MissingInKafka), len(missing))
+	}
+	if a1 := account(t, rep, "1"); !a1.Agree || a1.Kafka.Count != 100 {
+		t.Fatalf("account 1 in the history window: %+v", a1)
+	}
+
+	// The newer records' window ends at the first message of its end time,
+	// before the history.
+	w := loader.Window{Since: t0, Until: t0.Add(600 * time.Second)}
+	rep = run(t, cfg, verify.Options{Window: w})
+	if !rep.OK || rep.PastEnd || rep.Messages != 600 {
+		t.Fatalf("window %v: ok %v, past end %v, %d messages read", w, rep.OK, rep.PastEnd, rep.Messages)
+	}
+	// --to-end reads the history too (filtered out by time), not past end.
+	rep = run(t, cfg, verify.Options{Window: w, ReadToEnd: true})
+	if !rep.OK || rep.EndOffsets != verify.EndHighWatermark || rep.Messages != int64(n+300) {
+		t.Fatalf("window %v to the end: ok %v, end %q, %d messages read", w, rep.OK, rep.EndOffsets, rep.Messages)
+	}
+}
