@@ -30,9 +30,10 @@ type SinkStatus struct {
 	Checkpoint *Position `json:"checkpoint"` // nil: the sink has not acknowledged anything yet
 	LagBytes   int64     `json:"lag_bytes"`
 	LagFiles   int       `json:"lag_files"`
-	// OldestPending is an upper bound of the age of the oldest line the
-	// sink has not acknowledged: the creation time of the file it is in,
-	// from the file name (0 when nothing is pending or the name has no time).
+	// OldestPending is the age of the oldest line the sink has not
+	// acknowledged, as told by the file it is in: for rotatefile names the
+	// creation time in the name (an upper bound), for legacy names the
+	// file's last modification (a lower bound); 0 when nothing is pending.
 	OldestPending time.Duration `json:"oldest_pending_ns"`
 	Error         string        `json:"error,omitempty"`
 }
@@ -105,6 +106,11 @@ func Status(ctx context.Context, cfg Config, sinks map[string]CheckpointFunc) ([
 				if s.LagBytes == 0 {
 					if n, isRotate := rotatefile.ParseName(f.key); isRotate {
 						s.OldestPending = now.Sub(n.Created)
+					} else if fi, err := os.Stat(filepath.Join(st.dir, f.name)); err == nil {
+						// A legacy name carries no creation time: the last
+						// write is the best the file system tells (a lower
+						// bound of the oldest pending line's age).
+						s.OldestPending = now.Sub(fi.ModTime())
 					}
 				}
 				s.LagBytes += lag
