@@ -283,6 +283,23 @@ func TestForeignNamesNeedPattern(t *testing.T) {
 		t.Fatalf("loaded %d lines of unrecognised files", n)
 	}
 
+	// Status with the pattern: the oldest pending line's age comes from the
+	// file's modification time, legacy names carry none.
+	hourAgo := time.Now().Add(-time.Hour)
+	first := filepath.Join(dir, fmt.Sprintf("%020d-20261122T000000Z.ndjson", 1))
+	if err := os.Chtimes(first, hourAgo, hourAgo); err != nil {
+		t.Fatal(err)
+	}
+	none := func(context.Context, string) (Position, bool, error) { return Position{}, false, nil }
+	ss, err := Status(context.Background(), Config{Dir: spool, Schema: testSchema(t), Streams: []StreamConfig{{Name: "api", Pattern: "*.ndjson"}}},
+		map[string]CheckpointFunc{"mem": none})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ss) != 1 || len(ss[0].Sinks) != 1 || ss[0].Sinks[0].OldestPending < 59*time.Minute {
+		t.Fatalf("Status of a legacy spool: %+v; want OLDEST PENDING about an hour", ss)
+	}
+
 	// With the suggested pattern (and the newest file sealed by age).
 	var clock skewClock
 	clock.skip(time.Hour)
