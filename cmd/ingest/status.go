@@ -7,7 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/dualwrite/ingest/dbsink"
+	"github.com/dualwrite/ingest/internal/inspect"
 	"github.com/dualwrite/ingest/internal/runner"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/urfave/cli/v2"
@@ -40,20 +40,10 @@ With --check it exits 1 while any stream has such entries, for monitoring:
 				return usageError{err}
 			}
 			lc := runner.LoaderConfig(cfg, sch, nil, nil)
-			sinks := map[string]loader.CheckpointFunc{}
-			if cfg.KafkaEnabled() {
-				store := loader.FileStore{Dir: lc.StateDir + "/checkpoints"}
-				sinks[runner.SinkKafka] = func(ctx context.Context, stream string) (loader.Position, bool, error) {
-					return store.Load(ctx, runner.SinkKafka, stream)
-				}
-			}
-			if cfg.DBEnabled() {
-				db, err := dbsink.New(ctx, dbsink.Config{URL: cfg.DB.URL, Schema: sch, Name: runner.SinkDB})
-				if err != nil {
-					return fmt.Errorf("db sink: %w", err)
-				}
-				defer db.Close()
-				sinks[runner.SinkDB] = db.Checkpoint
+			sinks, closeSinks, err := inspect.Checkpoints(ctx, cfg, sch)
+			defer closeSinks()
+			if err != nil {
+				return fmt.Errorf("db sink: %w", err)
 			}
 			st, err := loader.Status(ctx, lc, sinks)
 			if err != nil {

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/rotatefile"
+	"github.com/jackc/pgx/v5"
+)
+
+// ingest doctor on a real broker (it checks topics the way the Kafka sink
+// does at start-up, which the mock's auto-creation would hide) and a
+// throwaway PostgreSQL: a healthy setup exits 0; a missing topic, a table
+// missing a column and a state dir that cannot be created each fail with
+// their fix, and so does PostgreSQL stopped; the exit status is 1.
+func TestDoctor(t *testing.T) {
+	e := newBrokerEnv(t, 2)
+	e.writeConfig(t, e.cfgPath, e.config("all"))
+	e.migrate(t)
+	w, err := rotatefile.Open(rotatefile.Options{Dir: e.spool, Stream: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Append([]byte(`{"table":"raw_item","row":{"project_id":1}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	out, code := ingest(t, "doctor", "--config", e.cfgPath)
+	if code != 0 || !strings.Contains(out, "all checks passed") {
+		t.Fatalf("healthy setup: exit %d\n%s", code, out)
+	}
+	for _, want := range []string{"ok    postgresql tables", "ok    kafka: reachable", "ok    stream api: 1 file(s)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("healthy report lacks %q:\n%s", want, out)
+		}
+	}
+
+	// Three faults at once.
+	broken := filepath.Join(e.dir, "broken.yaml")
+	e.writeConfig(t, broken, strings.Replace(e.config("all"), e.topic, "doctor-no-such-topic", 1))
+	ctx := testenv.Context(t, time.Minute)
+	conn, err := pgx.Connect(ctx, e.pg.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "ALTER TABLE raw_item DROP COLUMN version"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	notADir := filepath.Join(e.dir, "file")
+	if err := os.WriteFile(notADir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, code = ingest(t, "doctor", "--config", broken, "--state-dir", filepath.Join(notADir, "state"))
+	if code != 1 {
+		t.Fatalf("broken setup: exit %d, want 1\n%s", code, out)
+	}
+	for _, want := range []string{
+		"FAIL  kafka topics: missing: doctor-no-such-topic",
+		`FAIL  postgresql tables: table "raw_item" has no column "version"`,
+		"ingest migrate --config " + broken,
+		"FAIL  state dir:",
+		"--state-dir",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("broken report lacks %q:\n%s", want, out)
+		}
+	}
+
+	// PostgreSQL down.
+	if err := e.pg.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, code = ingest(t, "doctor", "--config", e.cfgPath)
+	if code != 1 || !strings.Contains(out, "FAIL  postgresql: unreachable") || !strings.Contains(out, "fix: start PostgreSQL") {
+		t.Fatalf("PostgreSQL stopped: exit %d\n%s", code, out)
+	}
+}
