@@ -43,7 +43,9 @@ func (r *Report) OK() bool {
 	return true
 }
 
-func (r *Report) pass(name, detail string) { r.Checks = append(r.Checks, Check{Name: name, OK: true, Detail: detail}) }
+func (r *Report) pass(name, detail string) {
+	r.Checks = append(r.Checks, Check{Name: name, OK: true, Detail: detail})
+}
 func (r *Report) warn(name, detail, fix string) {
 	r.Checks = append(r.Checks, Check{Name: name, OK: true, Warn: true, Detail: detail, Fix: fix})
 }
