@@ -183,7 +183,7 @@ func (s *Sink) Submit(ctx context.Context, b *loader.Batch, ack func(error)) err
 		return err
 	}
 
-	t := &tracker{s: s, b: b, ack: ack, stream: st, epoch: epoch}
+	t := &tracker{s: s, b: b, ack: ack, stream: st, epoch: epoch, donec: make(chan struct{})}
 	t.pending.Store(1) // the producer's hold, released when all is produced
 	if !s.enqueue(t) {
 		return ErrClosed
@@ -215,7 +215,12 @@ func (s *Sink) produceLoop() {
 	for {
 		select {
 		case j := <-s.work:
-			if err := s.send(j.ctx, j.t); err != nil {
+			if !j.t.startSending() {
+				continue // failed before it was sent: nothing to do
+			}
+			err := s.send(j.ctx, j.t)
+			j.t.stopSending()
+			if err != nil {
 				j.t.finish(err, false)
 			}
 		case <-s.closing:
@@ -278,7 +283,7 @@ func (s *Sink) send(ctx context.Context, t *tracker) error {
 		// before Produce returns.
 		t.pending.Add(int64(end - start))
 		for from := 0; from < sc.batch.Len(); {
-			next, err := s.produce(ctx, g, &sc.batch, from)
+			next, err := s.produce(ctx, g, t, &sc.batch, from)
 			if err == nil {
 				break
 			}
@@ -329,11 +334,11 @@ type scratch struct {
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 
-// produce hands batch[from:] to librdkafka, waiting for room while its
-// queue is full (queue.buffering.max.messages/kbytes: the memory bound
-// during an outage). It returns nil when all went in, else the index of
-// the message that did not and why.
-func (s *Sink) produce(ctx context.Context, g *generation, batch *rdk.Batch, from int) (int, error) {
+// produce hands batch[from:] of t's records to librdkafka, waiting for
+// room while its queue is full (queue.buffering.max.messages/kbytes: the
+// memory bound during an outage). It returns nil when all went in, else
+// the index of the message that did not and why.
+func (s *Sink) produce(ctx context.Context, g *generation, t *tracker, batch *rdk.Batch, from int) (int, error) {
 	next, err := g.p.Produce(batch, from)
 	for code(err) == kafka.ErrQueueFull {
 		// Register as a waiter before retrying, so that a delivery report
@@ -344,6 +349,9 @@ func (s *Sink) produce(ctx context.Context, g *generation, batch *rdk.Batch, fro
 			case <-space: // a delivery report freed room: retry
 			case <-g.deadc:
 				err = errors.New("kafkasink: waiting for queue space: producer stopped")
+			case <-t.donec:
+				// Failed meanwhile; its ack waits for this send to stop.
+				err = errors.New("kafkasink: waiting for queue space: batch failed")
 			case <-s.closing:
 				err = fmt.Errorf("kafkasink: waiting for queue space: %w", ErrClosed)
 			case <-ctx.Done():

@@ -24,11 +24,19 @@ type tracker struct {
 
 	pending atomic.Int64
 
-	mu       sync.Mutex
-	gen      *generation // set once produced on one
-	id       uint32      // its id on gen: the high half of its messages' opaques
-	done     bool
-	err      error
+	mu    sync.Mutex
+	gen   *generation // set once produced on one
+	id    uint32      // its id on gen: the high half of its messages' opaques
+	done  bool
+	donec chan struct{} // closed when done is set
+	err   error
+	// sending is set while the producer goroutine reads the batch's
+	// records. The loader reuses their memory once ack has been called,
+	// and a batch can fail (its producer killed, a delivery failure)
+	// while they are still being read, so the completer waits for
+	// sending to clear (sent) before it calls ack.
+	sending  bool
+	sent     chan struct{}
 	silent   bool  // Submit returned err itself: never call ack
 	tooLarge []int // records the broker refused as too large, dead-lettered before ack
 
@@ -52,6 +60,46 @@ func (t *tracker) rejectLater(i int) {
 	t.release()
 }
 
+// startSending marks the batch as being read by the producer goroutine;
+// false means it has finished already and must not be sent.
+func (t *tracker) startSending() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		return false
+	}
+	t.sending = true
+	return true
+}
+
+// stopSending says the producer goroutine no longer reads the batch.
+func (t *tracker) stopSending() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sending = false
+	if t.sent != nil {
+		close(t.sent)
+		t.sent = nil
+	}
+}
+
+// waitSent waits until the producer goroutine no longer reads the batch.
+// It is prompt: a finished batch makes send stop at its next chunk, or at
+// once when it waits for queue space.
+func (t *tracker) waitSent() {
+	t.mu.Lock()
+	if !t.sending {
+		t.mu.Unlock()
+		return
+	}
+	if t.sent == nil {
+		t.sent = make(chan struct{})
+	}
+	ch := t.sent
+	t.mu.Unlock()
+	<-ch
+}
+
 // finished reports whether the batch has completed or failed.
 func (t *tracker) finished() bool {
 	t.mu.Lock()
@@ -70,6 +118,7 @@ func (t *tracker) finish(err error, silent bool) bool {
 		return false
 	}
 	t.done, t.err, t.silent = true, err, silent
+	close(t.donec)
 	g := t.gen
 	t.mu.Unlock()
 	if g != nil {
@@ -235,6 +284,7 @@ func (s *Sink) deliverReady() {
 	s.streamsMu.Unlock()
 
 	for i, t := range out {
+		t.waitSent()
 		err := s.result(t)
 		if err != nil {
 			// Batches of this stream already taken off the queue behind t
