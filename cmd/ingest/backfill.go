@@ -38,9 +38,18 @@ the live loader's: interrupt it and run the same command again to resume.
 --restart replays from the start instead; PostgreSQL keeps one row per
 id, Kafka gets the messages again.
 
+Kafka messages carry the row's event time as their timestamp, and a
+topic's retention counts from it. So before producing, backfill reads each
+routed topic's retention.ms, message.timestamp.type and
+message.timestamp.before.max.ms/after.max.ms, and never produces a record
+the topic would delete within --retention-margin or would refuse: it stops
+there with exit 2, naming the topic, its limit, the record's time and the
+fixes (before producing anything when --since already reaches too far).
+
 A progress bar on a terminal, progress log lines otherwise, a summary at
 the end. Exits 1 when anything was not delivered (dead letters, or
-interrupted), 2 on bad arguments.`,
+interrupted), 2 on bad arguments and on records a topic would delete soon
+or refuse.`,
 		Flags: append([]cli.Flag{configFlag(),
 			&cli.StringFlag{Name: "sink", Usage: "db, kafka or both (default: every sink enabled in the config)"},
 			&cli.StringFlag{Name: "accounts", Usage: "comma-separated account keys to replay (default: all)"},
@@ -49,6 +58,7 @@ interrupted), 2 on bad arguments.`,
 			&cli.Float64Flag{Name: "rate", Usage: "at most this many lines per second per sink (0: no limit)"},
 			&cli.StringFlag{Name: "stream", Usage: "stream name of every file (default: each file's directory name); record ids of tables without an id field depend on it"},
 			&cli.BoolFlag{Name: "restart", Usage: "forget this job's checkpoints and replay from the start"},
+			&cli.DurationFlag{Name: "retention-margin", Value: backfill.DefaultRetentionMargin, Usage: "refuse records a topic's retention would delete within this long (at most half the retention)"},
 			&cli.StringFlag{Name: "progress", Value: "auto", Usage: "auto (a bar on a terminal, log lines otherwise), bar, log or off"},
 			&cli.DurationFlag{Name: "log-every", Value: backfill.DefaultLogEvery, Usage: "interval of progress log lines"},
 			&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON"},
@@ -62,7 +72,8 @@ interrupted), 2 on bad arguments.`,
 			if c.NArg() == 0 {
 				return usagef("backfill needs at least one PATH (file, directory or glob)")
 			}
-			o := backfill.Options{Paths: c.Args().Slice(), Stream: c.String("stream"), Rate: c.Float64("rate"), Restart: c.Bool("restart")}
+			o := backfill.Options{Paths: c.Args().Slice(), Stream: c.String("stream"), Rate: c.Float64("rate"), Restart: c.Bool("restart"),
+				RetentionMargin: max(c.Duration("retention-margin"), time.Nanosecond)} // 0 asks for no margin; Options read 0 as the default
 			switch s := c.String("sink"); s {
 			case "":
 			case "both":
@@ -120,6 +131,10 @@ interrupted), 2 on bad arguments.`,
 				} else if werr := sum.WriteText(c.App.Writer); werr != nil && err == nil {
 					err = werr
 				}
+			}
+			var te *backfill.TopicError
+			if errors.As(err, &te) {
+				return usageError{err}
 			}
 			return err
 		},

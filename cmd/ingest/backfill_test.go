@@ -433,3 +433,29 @@ func TestParseTimeFlag(t *testing.T) {
 		t.Error("tomorrow parsed")
 	}
 }
+
+// A window reaching further back than the topic keeps exits 2 before
+// producing anything, naming the topic, its retention and the fix; the
+// same files without the window (rows of now) go through. Real broker:
+// the retention is read from the topic's config.
+func TestBackfillCommandRefusesWhatRetentionWouldDelete(t *testing.T) {
+	c := newCutover(t, 500)
+	short := testenv.Topic(t, c.kc, kafkaserver.TopicSpec{Partitions: 2, Configs: map[string]string{"retention.ms": "3600000"}})
+	cfg := filepath.Join(c.dir, "short.yaml")
+	c.writeCutoverConfig(t, cfg, "all", short)
+	args := []string{"backfill", "--config", cfg, "--sink", "kafka", "--progress", "off"}
+	out, code := ingest(t, append(args, "--since", "2000-01-01", c.files)...)
+	if code != 2 || !strings.Contains(out, "topic "+short) || !strings.Contains(out, "retention.ms=3600000") || !strings.Contains(out, "--add-config retention.ms") {
+		t.Fatalf("--since 2000-01-01 on a topic keeping 1h: exit %d, want 2 naming the topic, its retention and the fix\n%s", code, out)
+	}
+	ctx := testenv.Context(t, time.Minute)
+	if msgs, err := c.kc.ReadTopic(ctx, short); err != nil || len(msgs) != 0 {
+		t.Fatalf("refused up front, yet %s holds %d messages (%v)", short, len(msgs), err)
+	}
+	if out, code := ingest(t, append(args, c.files)...); code != 0 {
+		t.Fatalf("rows of now: exit %d\n%s", code, out)
+	}
+	if msgs, err := c.kc.ReadTopic(ctx, short); err != nil || len(msgs) != c.lines {
+		t.Fatalf("%s holds %d messages (%v), want %d", short, len(msgs), err, c.lines)
+	}
+}

@@ -82,6 +82,11 @@ type Options struct {
 	// Restart discards the job's checkpoints and replays from the start
 	// (Postgres keeps each id once; Kafka gets the messages again).
 	Restart bool
+	// RetentionMargin: a record is not produced to a topic that would
+	// delete it within this long (its event time is the message's
+	// timestamp, from which retention counts). Default
+	// [DefaultRetentionMargin]; at most half the topic's retention.
+	RetentionMargin time.Duration
 
 	Logger   *slog.Logger // nil: discard
 	Progress ProgressMode
@@ -136,8 +141,10 @@ func (s *Summary) OK() bool { return s.Complete && s.DeadLettersTotal == 0 }
 // until they are done or ctx ends, reporting progress as asked. It
 // returns the summary whenever the job started (also with an error), and
 // errors wrapping [ErrIncomplete] or [ErrNotDelivered] when it did not
-// deliver everything, an *[ArgError] for bad arguments, and other errors
-// for sinks that cannot start or state that cannot be written.
+// deliver everything, an *[ArgError] for bad arguments, a *[TopicError]
+// (wrapped, with the summary when the job had started) when a record would
+// go to a topic that deletes it soon or refuses it, and other errors for
+// sinks that cannot start or state that cannot be written.
 func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	log := o.Logger
 	if log == nil {
@@ -153,6 +160,23 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	for _, w := range plan.warnings {
 		log.Warn(w)
 	}
+	// Read the routed topics' retention and timestamp limits before
+	// anything is produced: a window that already reaches further back
+	// stops here.
+	var guard *topicGuard
+	if slices.Contains(plan.sinkKinds, runner.SinkKafka) {
+		limits, err := readTopicLimits(ctx, cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		guard = &topicGuard{limits: limits, margin: o.RetentionMargin, brokers: cfg.Kafka.Brokers, now: time.Now}
+		if guard.margin == 0 {
+			guard.margin = DefaultRetentionMargin
+		}
+		if err := guard.checkWindow(o.Window); err != nil {
+			return nil, err
+		}
+	}
 	job, err := openJob(plan.stateRoot, plan.key, o.Restart)
 	if err != nil {
 		return nil, err
@@ -166,7 +190,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 		sum.Window = o.Window.String()
 	}
 
-	sinks, closeSinks, err := plan.sinks(ctx, job, log)
+	sinks, closeSinks, err := plan.sinks(ctx, job, guard, log)
 	if err != nil {
 		return nil, err
 	}
@@ -183,9 +207,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	log.Info("backfill starting", "job", job.id, "generation", job.Generation, "streams", len(plan.streams),
 		"sinks", strings.Join(plan.sinkKinds, ","), "window", sum.Window, "accounts", len(plan.key.Accounts), "rate", o.Rate, "state_dir", job.dir())
 
+	jobCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	if guard != nil {
+		guard.stop = stop
+	}
 	rep := newReporter(o, bf.Progress(), log)
 	done := make(chan error, 1)
-	go func() { done <- bf.Run(ctx) }()
+	go func() { done <- bf.Run(jobCtx) }()
 	runErr := rep.follow(done, bf.Progress)
 
 	pr := bf.Progress()
@@ -200,7 +229,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 			Filtered: sp.Filtered, NotRouted: sp.NotRouted, Rejected: sp.Rejected, Complete: sp.Complete,
 		})
 	}
+	var refused *TopicError
+	if guard != nil {
+		refused = guard.refused()
+	}
 	switch {
+	case refused != nil:
+		sum.Complete = false
+		return sum, fmt.Errorf("backfill stopped with %s of %s done: %w", humanBytes(pr.DoneBytes), humanBytes(pr.TotalBytes), refused)
 	case errors.Is(runErr, loader.ErrBackfillIncomplete):
 		return sum, fmt.Errorf("%w: interrupted with %s of %s done; run the same command again to resume", ErrIncomplete, humanBytes(pr.DoneBytes), humanBytes(pr.TotalBytes))
 	case runErr != nil:
@@ -237,6 +273,9 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 	p.schema = sch
 	if o.Rate < 0 {
 		return nil, &ArgError{"--rate", "must not be negative"}
+	}
+	if o.RetentionMargin < 0 {
+		return nil, &ArgError{"--retention-margin", "must not be negative"}
 	}
 	kinds := o.Sinks
 	if len(kinds) == 0 {
@@ -363,7 +402,7 @@ func routedAnywhere(cfg *config.Config, kind, account string) bool {
 
 // sinks builds the chosen sinks under the job's checkpoint names, with the
 // config's routes.
-func (p *plan) sinks(ctx context.Context, job *job, log *slog.Logger) ([]loader.SinkSpec, func(), error) {
+func (p *plan) sinks(ctx context.Context, job *job, guard *topicGuard, log *slog.Logger) ([]loader.SinkSpec, func(), error) {
 	var specs []loader.SinkSpec
 	var closers []func()
 	closeAll := func() {
@@ -409,7 +448,11 @@ func (p *plan) sinks(ctx context.Context, job *job, log *slog.Logger) ([]loader.
 			// trip: eight batches (16,000 messages of the default size) keep
 			// librdkafka busy where four left the pipeline waiting for acks
 			// a third of the time. ingest run keeps 4 for its memory bound.
-			specs = append(specs, loader.SinkSpec{Sink: ks, Route: routes[runner.SinkKafka], MaxInFlight: 8})
+			var sink loader.Sink = ks
+			if guard != nil {
+				sink = guardedSink{Sink: ks, g: guard}
+			}
+			specs = append(specs, loader.SinkSpec{Sink: sink, Route: routes[runner.SinkKafka], MaxInFlight: 8})
 		}
 	}
 	return specs, closeAll, nil

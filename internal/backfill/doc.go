@@ -33,6 +33,21 @@
 // keeps each id once thanks to ON CONFLICT DO NOTHING; Kafka receives the
 // messages again, with the same record ids).
 //
+// # Topics that would delete or refuse old records
+//
+// The Kafka sink stamps each message with the row's event time, and a
+// topic's retention counts from that timestamp: history older than the
+// retention is deleted by the broker's next retention check, minutes after
+// a backfill reported success. So before anything is produced, [Run] reads
+// each routed topic's retention.ms, message.timestamp.type and
+// message.timestamp.before.max.ms/after.max.ms (DescribeConfigs), refuses
+// a --since that already reaches too far back, and wraps the Kafka sink so
+// that a batch holding a record the topic would delete within
+// [Options.RetentionMargin] (or refuse) is not produced and the job stops.
+// Both end in a *[TopicError] naming the topic, the limit, the record's
+// time and the fixes; the CLI exits 2. Topics with LogAppendTime are not
+// checked (their timestamps are the broker's clock).
+//
 // # Progress and the end
 //
 // On a terminal a progress bar (github.com/schollz/progressbar) shows the

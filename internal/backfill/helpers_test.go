@@ -3,6 +3,7 @@ package backfill_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -173,9 +174,17 @@ func (e *env) topicSize(tb testing.TB) int64 {
 	defer c.Close()
 	var n int64
 	for p := range int32(partitions) {
-		lo, hi, err := c.QueryWatermarkOffsets(e.topic, p, 10000)
+		// A partition's leader answers metadata a moment before it serves
+		// offsets (NOT_LEADER right after the topic is made): retry those.
+		var lo, hi int64
+		var err error
+		testenv.Eventually(tb, 30*time.Second, func() bool {
+			lo, hi, err = c.QueryWatermarkOffsets(e.topic, p, 10000)
+			var ke kafka.Error
+			return err == nil || !errors.As(err, &ke) || !ke.IsRetriable()
+		}, "watermarks of %s[%d] without a retriable error", e.topic, p)
 		if err != nil {
-			tb.Fatal(err)
+			tb.Fatalf("watermarks of %s[%d]: %v", e.topic, p, err)
 		}
 		n += hi - lo
 	}

@@ -1,0 +1,204 @@
+package backfill_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/dualwrite/ingest/internal/backfill"
+	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/dbtest"
+	"github.com/dualwrite/ingest/internal/kafkaserver"
+	"github.com/dualwrite/ingest/internal/runner"
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/loader"
+	"github.com/dualwrite/ingest/rotatefile"
+)
+
+// retentionBroker is a broker of the test's own whose retention check runs
+// every second from the start (the shared broker's runs every 5 minutes,
+// first after 30 s), so a test sees what the broker deletes.
+func retentionBroker(t *testing.T) *kafkaserver.Cluster {
+	t.Helper()
+	return testenv.Cluster(t, 1, map[string]string{
+		"log.retention.check.interval.ms": "1000",
+		"log.initial.task.delay.ms":       "0",
+	})
+}
+
+// retentionPassed returns once the broker's retention check has run to the
+// end at least once since the call: it produces a message timestamped a day
+// back to a topic keeping one minute, waits until the check deleted it, and
+// does so twice, as the first deletion may come from a pass that started
+// before the call.
+func retentionPassed(t *testing.T, kc *kafkaserver.Cluster) {
+	t.Helper()
+	sentinel := testenv.Topic(t, kc, kafkaserver.TopicSpec{Partitions: 1, Configs: map[string]string{"retention.ms": "60000"}})
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": kc.Bootstrap(), "log_level": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": kc.Bootstrap(), "group.id": "retention-sentinel", "log_level": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for round := 1; round <= 2; round++ {
+		if err := p.Produce(&kafka.Message{
+			TopicPartition: kafka.TopicPartition{Topic: &sentinel, Partition: 0},
+			Value:          []byte("sentinel"), Timestamp: time.Now().Add(-24 * time.Hour),
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case ev := <-p.Events():
+			if m, ok := ev.(*kafka.Message); !ok || m.TopicPartition.Error != nil {
+				t.Fatalf("produce the sentinel: %v", ev)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no delivery report for the sentinel")
+		}
+		testenv.Eventually(t, 60*time.Second, func() bool {
+			lo, _, err := c.QueryWatermarkOffsets(sentinel, 0, 5000)
+			return err == nil && lo >= int64(round)
+		}, "the retention check deleting sentinel %d", round)
+	}
+}
+
+// retentionEnv is PostgreSQL, the dedicated broker and a topic keeping
+// messages for 2 hours; with the default 24 h margin (at most half the
+// retention) a backfill takes records from the last hour only.
+type retentionEnv struct {
+	*env
+	now time.Time
+}
+
+func newRetentionEnv(t *testing.T) *retentionEnv {
+	t.Helper()
+	kc := retentionBroker(t)
+	e := &env{pg: testenv.Postgres(t), kc: kc, spool: t.TempDir()}
+	e.topic = testenv.Topic(t, kc, kafkaserver.TopicSpec{Partitions: partitions, Configs: map[string]string{"retention.ms": strconv.Itoa(2 * 3600 * 1000)}})
+	dbtest.Migrate(t, e.pg.URL(), e.config(t, "none"))
+	return &retentionEnv{env: e, now: time.Now().Truncate(time.Second)}
+}
+
+// write puts n lines timestamped from base, a second apart, into
+// <archive>/<stream>/, uuids numbered from first.
+func (e *retentionEnv) write(t *testing.T, stream string, base time.Time, n, first int) string {
+	t.Helper()
+	dir := filepath.Join(e.spool, ".ingest", "archive", stream)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for i := range n {
+		k := first + i
+		row, _ := json.Marshal(map[string]any{"project_id": i%5 + 1, "timestamp": base.Add(time.Duration(i) * time.Second).Unix(), "seq": i, "body": "b", "uuid": fmt.Sprintf("%08x-0000-4000-8000-%012x", k, k)})
+		fmt.Fprintf(&b, `{"table":"raw_item","row":%s}`+"\n", row)
+	}
+	if err := os.WriteFile(filepath.Join(dir, rotatefile.FileName(uint64(first+1), base, ".ndjson")), []byte(b.String()), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func (e *retentionEnv) run(t *testing.T, cfg *config.Config, o backfill.Options) (*backfill.Summary, error) {
+	t.Helper()
+	o.Sinks = []string{runner.SinkKafka}
+	return backfill.Run(testenv.Context(t, 2*time.Minute), cfg, o)
+}
+
+// The issue's check: rows older than the topic keeps are backfilled.
+// Either every record is still in Kafka after the broker's retention check
+// has run, or the backfill stopped with a *TopicError (exit 2) before
+// producing them — never success with records gone. A window that already
+// reaches too far back stops before anything is produced. Dedicated broker:
+// its retention check runs every second.
+func TestBackfillNeverProducesWhatRetentionDeletes(t *testing.T) {
+	e := newRetentionEnv(t)
+	cfg := e.config(t, "all")
+	const n = 300
+
+	// --since three days back: refused up front, nothing produced.
+	old := e.write(t, "old", e.now.Add(-72*time.Hour), n, 0)
+	_, err := e.run(t, cfg, backfill.Options{Paths: []string{old}, Window: loader.Window{Since: e.now.Add(-72 * time.Hour)}})
+	var te *backfill.TopicError
+	if !errors.As(err, &te) || te.Topic != e.topic || te.Setting != "retention.ms" || te.Where != "--since" ||
+		!strings.Contains(err.Error(), "retention.ms=7200000") || !strings.Contains(err.Error(), "--add-config retention.ms") {
+		t.Fatalf("--since 72h back on a 2h topic: %v", err)
+	}
+	if n := e.topicSize(t); n != 0 {
+		t.Fatalf("refused up front, yet %d messages produced", n)
+	}
+
+	// No window: the first batch holds a record too old, nothing goes out.
+	sum, err := e.run(t, cfg, backfill.Options{Paths: []string{old}})
+	retentionPassed(t, e.kc)
+	held := e.topicSize(t)
+	switch {
+	case err == nil && held != n:
+		t.Fatalf("backfill succeeded (%+v) and the broker deleted %d of its %d records", sum, n-held, n)
+	case err != nil && (!errors.As(err, &te) || te.Where == "--since" || !te.Time.Equal(e.now.Add(-72*time.Hour)) || held != 0):
+		t.Fatalf("backfill of records 72h old: %v; topic holds %d", err, held)
+	case err != nil && (sum == nil || sum.Complete || sum.OK()):
+		t.Fatalf("stopped backfill's summary %+v", sum)
+	}
+
+	// Recent records, then old ones: the recent ones are produced and stay,
+	// nothing older than the topic keeps follows them.
+	recent := e.write(t, "mixed", e.now.Add(-30*time.Minute), n, 1000)
+	e.write(t, "mixed", e.now.Add(-48*time.Hour), n, 2000)
+	_, err = e.run(t, cfg, backfill.Options{Paths: []string{recent}})
+	if !errors.As(err, &te) || !te.Time.Equal(e.now.Add(-48*time.Hour)) || !strings.Contains(te.Where, "mixed/") {
+		t.Fatalf("recent then old records: %v", err)
+	}
+	retentionPassed(t, e.kc)
+	msgs := e.kafkaMessages(t)
+	if len(msgs) != n {
+		t.Fatalf("topic holds %d messages after the retention check, want the %d recent ones", len(msgs), n)
+	}
+	for _, m := range msgs {
+		if m.Timestamp.Before(e.now.Add(-time.Hour)) {
+			t.Fatalf("a message timestamped %v was produced to a topic keeping 2h", m.Timestamp)
+		}
+	}
+
+	// The fix the error names: raise the retention; the same job resumes
+	// and completes, and everything is still there after the check.
+	setTopicConfig(t, e.kc, e.topic, "retention.ms", "-1")
+	sum, err = e.run(t, cfg, backfill.Options{Paths: []string{recent}})
+	if err != nil || !sum.OK() || !sum.Resumed {
+		t.Fatalf("after raising retention: %v %+v", err, sum)
+	}
+	retentionPassed(t, e.kc)
+	if held := e.topicSize(t); held != 2*n {
+		t.Fatalf("topic holds %d messages after the retention check, want %d", held, 2*n)
+	}
+}
+
+func setTopicConfig(t *testing.T, kc *kafkaserver.Cluster, topic, key, value string) {
+	t.Helper()
+	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": kc.Bootstrap()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := ac.IncrementalAlterConfigs(ctx, []kafka.ConfigResource{{
+		Type: kafka.ResourceTopic, Name: topic,
+		Config: []kafka.ConfigEntry{{Name: key, Value: value, IncrementalOperation: kafka.AlterConfigOpTypeSet}},
+	}})
+	if err != nil || len(res) != 1 || res[0].Error.Code() != kafka.ErrNoError {
+		t.Fatalf("set %s=%s on %s: %v %v", key, value, topic, err, res)
+	}
+}
