@@ -31,6 +31,15 @@ var (
 	kafkaLogEvery = time.Minute
 	// kafkaDialTimeout bounds the TCP probe of one bootstrap broker.
 	kafkaDialTimeout = 2 * time.Second
+	// kafkaStallAfter is how long batches may wait without any delivery
+	// report before /readyz says the sink does not answer. A leader
+	// failover stalls acks for ~13 s on a real cluster: that is not
+	// answering, and the orchestrator may as well know.
+	kafkaStallAfter = 10 * time.Second
+	// kafkaProbeEvery spaces the metadata requests /readyz makes: a
+	// result this recent is reused, so frequent probes cost the brokers
+	// one request a second at most.
+	kafkaProbeEvery = time.Second
 )
 
 // startKafka starts building the Kafka sink in the background and returns
@@ -78,6 +87,12 @@ type lazyKafka struct {
 	sink     *kafkasink.Sink
 	lastErr  error
 	fatalErr error // what was sent on fatal
+
+	watch deliveryWatch // batches submitted and not yet acked
+
+	probeMu  sync.Mutex // held during a metadata probe
+	probeAt  time.Time  // when the last probe ended
+	probeErr error      // and what it found
 }
 
 // own makes attempts until the sink is built, a fatal error, or ctx ends.
@@ -245,24 +260,98 @@ func (k *lazyKafka) Submit(ctx context.Context, b *loader.Batch, ack func(error)
 	if err != nil {
 		return err
 	}
-	return s.Submit(ctx, b, ack)
+	k.watch.submitted(time.Now())
+	err = s.Submit(ctx, b, func(err error) {
+		k.watch.acked(time.Now())
+		ack(err)
+	})
+	if err != nil {
+		k.watch.acked(time.Now()) // no ack follows a Submit error
+	}
+	return err
 }
 
-// ready reports whether the sink has started, for /readyz. While the first
-// attempt is under way it waits for it (bounded by ctx): with the brokers
-// up that takes milliseconds.
+// ready reports, for /readyz, whether the sink answers: it has started
+// (while the first attempt is under way it waits for it, bounded by ctx:
+// with the brokers up that takes milliseconds), a broker answers a
+// metadata request through its producer, and batches in flight get
+// delivery reports. The producer itself never says: it retries through
+// any outage without failing a batch, so the loader sees nothing either.
 func (k *lazyKafka) ready(ctx context.Context) error {
 	select {
 	case <-k.built:
-		return nil
 	case <-k.tried:
 	case <-ctx.Done():
-		return errors.New("kafka sink not started: first attempt under way")
+		return errors.New("sink not started: first attempt under way")
 	}
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.sink == nil {
-		return fmt.Errorf("kafka sink not started: %w", k.stoppedErr())
+	s := k.sink
+	var err error
+	if s == nil {
+		err = fmt.Errorf("sink not started: %w", k.stoppedErr())
+	}
+	k.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := k.probe(ctx, s); err != nil {
+		return err
+	}
+	return k.watch.stalled(time.Now(), kafkaStallAfter)
+}
+
+// probe asks a broker for metadata through the sink's producer, reusing
+// a result younger than kafkaProbeEvery.
+func (k *lazyKafka) probe(ctx context.Context, s *kafkasink.Sink) error {
+	k.probeMu.Lock()
+	defer k.probeMu.Unlock()
+	if !k.probeAt.IsZero() && time.Since(k.probeAt) < kafkaProbeEvery {
+		return k.probeErr
+	}
+	start := time.Now()
+	err := s.Ping(ctx)
+	if err != nil {
+		err = fmt.Errorf("%w (after %v)", err, time.Since(start).Round(time.Millisecond))
+	}
+	k.probeAt, k.probeErr = time.Now(), err
+	return err
+}
+
+// deliveryWatch tells a sink that takes batches but acknowledges none
+// (brokers that answer metadata but cannot replicate, e.g. fewer in-sync
+// replicas than min.insync.replicas) from one that is merely busy: it
+// counts the batches in flight and when the last progress was made.
+type deliveryWatch struct {
+	mu       sync.Mutex
+	inflight int
+	progress time.Time // the last ack, or when inflight left 0
+}
+
+func (w *deliveryWatch) submitted(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.inflight == 0 {
+		w.progress = now
+	}
+	w.inflight++
+}
+
+func (w *deliveryWatch) acked(now time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.inflight--
+	w.progress = now
+}
+
+// stalled returns an error when batches have waited longer than after
+// without any of them being acknowledged.
+func (w *deliveryWatch) stalled(now time.Time, after time.Duration) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.inflight > 0 {
+		if d := now.Sub(w.progress); d > after {
+			return fmt.Errorf("%d batches waiting for delivery reports, none for %v: the brokers do not acknowledge (too few in-sync replicas, no leader?)", w.inflight, d.Round(time.Second))
+		}
 	}
 	return nil
 }

@@ -93,7 +93,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			closers[i]()
 		}
 	}()
-	var ready []func(context.Context) error
+	var ready []readiness
 	wrap := func(s loader.Sink) loader.Sink {
 		if o.WrapSink != nil {
 			return o.WrapSink(s)
@@ -108,7 +108,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			return &StartupError{fmt.Errorf("db sink (db.url): %w", err)}
 		}
 		closers = append(closers, db.Close)
-		ready = append(ready, db.Ping)
+		ready = append(ready, readiness{SinkDB, db.Ping})
 		specs = append(specs, loader.SinkSpec{Sink: wrap(db), MaxInFlight: 1})
 	}
 	if cfg.KafkaEnabled() {
@@ -132,7 +132,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			Brokers: brokers, Properties: cfg.Kafka.Properties, Topics: kafkaTopics(cfg),
 			CreateTopics: createTopics, Name: SinkKafka, Logger: log,
 		}, log)
-		ready = append(ready, ks.ready)
+		ready = append(ready, readiness{SinkKafka, ks.ready})
 		closers = append(closers, func() {
 			cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
@@ -264,9 +264,23 @@ func Routes(cfg *config.Config) map[string]loader.RouteFunc {
 	}
 }
 
+// readiness is one enabled sink's answer to /readyz.
+type readiness struct {
+	sink  string
+	check func(context.Context) error
+}
+
+// readyTimeout bounds /readyz: every sink is asked at once, and one that
+// has not answered by then is not ready.
+const readyTimeout = 2 * time.Second
+
 // serveMetrics serves /metrics, /healthz and /readyz; listen "" or "off"
-// disables it.
-func serveMetrics(listen string, reg *prometheus.Registry, ready []func(context.Context) error, log *slog.Logger) (string, func(), error) {
+// disables it. /healthz is 200 while the process serves: restart it when
+// that fails. /readyz is 200 only while every enabled sink answers, else
+// 503 with a line per sink saying which does not and why: for alerting
+// and load balancers, never for restarts, since the loader rides out a
+// sink's outage by itself and catches up from its checkpoint.
+func serveMetrics(listen string, reg *prometheus.Registry, ready []readiness, log *slog.Logger) (string, func(), error) {
 	if listen == "" || listen == "off" {
 		return "", func() {}, nil
 	}
@@ -278,15 +292,34 @@ func serveMetrics(listen string, reg *prometheus.Registry, ready []func(context.
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
-		for _, check := range ready {
-			if err := check(ctx); err != nil {
-				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-				return
+		// At once: a sink that waits for its timeout (a broker that does
+		// not answer) must not use up the others' time.
+		errs := make([]error, len(ready))
+		var wg sync.WaitGroup
+		for i, rd := range ready {
+			wg.Go(func() { errs[i] = rd.check(ctx) })
+		}
+		wg.Wait()
+		var b strings.Builder
+		code := http.StatusOK
+		for i, rd := range ready {
+			if errs[i] != nil {
+				code = http.StatusServiceUnavailable
+				fmt.Fprintf(&b, "%s: not ready: %v\n", rd.sink, errs[i])
+			} else {
+				fmt.Fprintf(&b, "%s: ready\n", rd.sink)
 			}
 		}
-		fmt.Fprintln(w, "ready")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(code)
+		if code == http.StatusOK {
+			fmt.Fprint(w, "ready\n", b.String())
+		} else {
+			fmt.Fprint(w, "not ready\n", b.String())
+		}
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})

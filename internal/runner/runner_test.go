@@ -184,11 +184,14 @@ tables:
 
 // Kafka unreachable when `ingest run` starts: the database sink loads
 // anyway, /readyz says not ready, and once the broker returns the Kafka
-// sink starts by itself and catches up from its checkpoint. Kafka: a real
-// single-node cluster of this test's own (testenv.Cluster), because the
-// test kills and restarts it; a closed port would not show the sink
-// finding the broker again.
-func TestStartsWithKafkaDownAndCatchesUp(t *testing.T) {
+// sink starts by itself and catches up from its checkpoint. Then the
+// broker goes down while the run goes on (#20): /readyz is 503 naming
+// kafka within a few seconds, /healthz stays 200, the database keeps
+// loading, and once the broker is back /readyz is 200 again and Kafka has
+// the lines written meanwhile. Kafka: a real single-node cluster of this
+// test's own (testenv.Cluster), because the test kills and restarts it; a
+// closed port would not show the sink finding the broker again.
+func TestKafkaDownAtStartAndWhileRunning(t *testing.T) {
 	pg := testenv.Postgres(t)
 	kc := testenv.Cluster(t, 1, nil)
 	topic := testenv.Topic(t, kc, kafkaserver.TopicSpec{Partitions: 2})
@@ -221,6 +224,47 @@ func TestStartsWithKafkaDownAndCatchesUp(t *testing.T) {
 		code, _ := get(t, base+"/readyz")
 		return code == 200
 	}, "/readyz 200 after Kafka returned")
+
+	// Down again, now that the sink runs: the producer retries in silence,
+	// so only /readyz can tell.
+	if err := kc.Kill(1); err != nil {
+		t.Fatal(err)
+	}
+	down := time.Now()
+	var body string
+	testenv.Eventually(t, 5*time.Second, func() bool {
+		var code int
+		code, body = get(t, base+"/readyz")
+		return code == http.StatusServiceUnavailable
+	}, "/readyz 503 within 5 s of the broker going down")
+	t.Logf("/readyz 503 %v after the kill: %q", time.Since(down).Round(10*time.Millisecond), body)
+	if !strings.Contains(body, "kafka: not ready: ") || !strings.Contains(body, "db: ready") {
+		t.Errorf("/readyz body %q: want a line saying kafka is not ready and why, and db ready", body)
+	}
+	if code, body := get(t, base+"/healthz"); code != 200 {
+		t.Errorf("/healthz with Kafka down: %d %q, want 200: the process works", code, body)
+	}
+	writeEventsFrom(t, spool, n, n)
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		_, body := get(t, base+"/metrics")
+		return strings.Contains(body, fmt.Sprintf(`ingest_records_acked_total{sink="db",stream="api"} %d`, 2*n))
+	}, "the database loads while Kafka is down")
+	if code, _ := get(t, base+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz %d while Kafka is still down, want 503", code)
+	}
+	if err := kc.Restart(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Now()
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		code, _ := get(t, base+"/readyz")
+		return code == 200
+	}, "/readyz 200 within 10 s of the broker serving again")
+	t.Logf("/readyz 200 %v after the broker served again", time.Since(back).Round(10*time.Millisecond))
+	msgs, err = kc.Consume(ctx, topic, 2*n)
+	if err != nil {
+		t.Fatalf("kafka after the second outage: %d of %d messages: %v", len(msgs), 2*n, err)
+	}
 	stop()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
@@ -376,16 +420,53 @@ func TestDialAny(t *testing.T) {
 // stream "api" under spool, through the writer.
 func writeEvents(t *testing.T, spool string, n int) {
 	t.Helper()
+	writeEventsFrom(t, spool, 0, n)
+}
+
+// writeEventsFrom is writeEvents with ids from first on.
+func writeEventsFrom(t *testing.T, spool string, first, n int) {
+	t.Helper()
 	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range n {
+	for i := first; i < first+n; i++ {
 		if err := w.Append(fmt.Appendf(nil, `{"table":"ev","row":{"account":%d,"id":"r%d"}}`, i%10, i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The stall check behind /readyz: batches in flight with no ack for longer
+// than the limit make the sink not ready; any ack, or nothing in flight,
+// makes it ready again.
+func TestDeliveryWatch(t *testing.T) {
+	var w deliveryWatch
+	t0 := time.Unix(1000, 0)
+	if err := w.stalled(t0.Add(time.Hour), 10*time.Second); err != nil {
+		t.Errorf("nothing in flight: %v", err)
+	}
+	w.submitted(t0)
+	w.submitted(t0.Add(5 * time.Second))
+	if err := w.stalled(t0.Add(9*time.Second), 10*time.Second); err != nil {
+		t.Errorf("9 s after the first submit: %v", err)
+	}
+	err := w.stalled(t0.Add(11*time.Second), 10*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "2 batches") {
+		t.Errorf("11 s without an ack: %v, want an error counting 2 batches", err)
+	}
+	w.acked(t0.Add(12 * time.Second))
+	if err := w.stalled(t0.Add(13*time.Second), 10*time.Second); err != nil {
+		t.Errorf("1 s after an ack: %v", err)
+	}
+	if err := w.stalled(t0.Add(23*time.Second), 10*time.Second); err == nil {
+		t.Error("11 s after the last ack with a batch in flight: ready, want stalled")
+	}
+	w.acked(t0.Add(24 * time.Second))
+	if err := w.stalled(t0.Add(time.Hour), 10*time.Second); err != nil {
+		t.Errorf("all acked: %v", err)
 	}
 }
