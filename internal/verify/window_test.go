@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dualwrite/ingest/internal/backfill"
+	"github.com/dualwrite/ingest/internal/kafkaserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/internal/verify"
 	"github.com/dualwrite/ingest/loader"
@@ -133,5 +134,30 @@ func TestVerifyFindsRecordsProducedOutOfTimeOrder(t *testing.T) {
 	rep = run(t, cfg, verify.Options{Window: w, ReadToEnd: true})
 	if !rep.OK || rep.EndOffsets != verify.EndHighWatermark || rep.Messages != int64(n+300) {
 		t.Fatalf("window %v to the end: ok %v, end %q, %d messages read", w, rep.OK, rep.EndOffsets, rep.Messages)
+	}
+}
+
+// A topic that stamps messages with the broker's append time says nothing
+// about row times through its timestamps: verify reads such a topic whole
+// and still compares the window exactly. Real broker: the topic config
+// only exists there.
+func TestVerifyAppendTimeTopicIsReadWhole(t *testing.T) {
+	e := newEnvOn(t, 600, 3, func(tb testing.TB) (string, string) {
+		c := testenv.Broker(tb)
+		return c.Bootstrap(), testenv.Topic(tb, c, kafkaserver.TopicSpec{Partitions: 3, Configs: map[string]string{
+			"retention.ms": "-1", "message.timestamp.type": "LogAppendTime",
+		}})
+	})
+	cfg := e.config(t, "all")
+	e.backfill(t, cfg, backfill.Options{})
+	gone := e.uuidsOf("1", func(i int) bool { return i == 150 }) // line 450, in the window
+	if n := e.exec(t, `DELETE FROM raw_item WHERE uuid::text = ANY($1)`, gone); n != 1 {
+		t.Fatalf("deleted %d rows", n)
+	}
+	w := loader.Window{Since: t0.Add(300 * time.Second), Until: t0.Add(500 * time.Second)}
+	rep := run(t, cfg, verify.Options{Window: w})
+	if rep.StartOffsets != verify.StartAppendTime || rep.EndOffsets != verify.EndHighWatermark || rep.Messages != 600 ||
+		!slices.Equal(rep.Mismatched, []string{"1"}) || !slices.Equal(account(t, rep, "1").MissingInDB, gone) || account(t, rep, "2").Kafka.Count != 67 {
+		t.Fatalf("window %v on a LogAppendTime topic: %+v", w, rep)
 	}
 }
