@@ -22,7 +22,14 @@ typedef struct {
 	rd_kafka_topic_t *rkt;
 	int32_t  err;
 	int32_t  partition;
+	int32_t  errstr; // index of the failure's message in the poll's errs, -1: none
 } rdk_report_t;
+
+// A poll keeps the messages of up to RDK_ERRSTRS failed reports (the
+// broker's own words for why it refused them) and stops early when they are
+// used up: failures are rare, and the next poll goes on from there.
+#define RDK_ERRSTRS 16
+#define RDK_ERRSTR_LEN 256
 
 // A non-delivery event: an error or a log line.
 typedef struct {
@@ -87,11 +94,12 @@ static void rdk_copy(char *dst, size_t size, const char *src) {
 
 // rdk_poll writes up to max delivery reports into out and returns how many.
 // It waits up to timeout_ms for the first event only. It stops early at an
-// error or log event, which it returns in ev. *cur keeps a delivery-report
-// event that did not fit for the next call.
+// error or log event, which it returns in ev, and when errs is full. *cur
+// keeps a delivery-report event that was not read to its end for the next
+// call.
 static int rdk_poll(rd_kafka_t *rk, rd_kafka_queue_t *q, rd_kafka_event_t **cur, int timeout_ms,
-                    rdk_report_t *out, int max, rdk_event_t *ev) {
-	int n = 0;
+                    rdk_report_t *out, int max, char (*errs)[RDK_ERRSTR_LEN], rdk_event_t *ev) {
+	int n = 0, nerr = 0;
 	ev->type = RDK_EV_NONE;
 	while (n < max) {
 		if (!*cur) {
@@ -130,18 +138,26 @@ static int rdk_poll(rd_kafka_t *rk, rd_kafka_queue_t *q, rd_kafka_event_t **cur,
 				continue;
 			}
 		}
-		const rd_kafka_message_t *m;
-		while (n < max && (m = rd_kafka_event_message_next(*cur))) {
+		const rd_kafka_message_t *m = NULL;
+		while (n < max && nerr < RDK_ERRSTRS && (m = rd_kafka_event_message_next(*cur))) {
 			out[n].opaque = (uint64_t)(uintptr_t)m->_private;
 			out[n].rkt = m->rkt;
 			out[n].err = m->err;
 			out[n].partition = m->partition;
+			out[n].errstr = -1;
+			if (m->err) {
+				const char *es = rd_kafka_message_produce_errstr(m);
+				if (es) {
+					rdk_copy(errs[nerr], RDK_ERRSTR_LEN, es);
+					out[n].errstr = nerr++;
+				}
+			}
 			n++;
 		}
-		if (n < max) { // the event is exhausted
-			rd_kafka_event_destroy(*cur);
-			*cur = NULL;
-		}
+		if (m) // out or errs is full: the rest of the event is for the next call
+			return n;
+		rd_kafka_event_destroy(*cur);
+		*cur = NULL;
 	}
 	return n;
 }
@@ -351,8 +367,12 @@ func (p *Producer) Produce(b *Batch, from int) (int, error) {
 
 // Report is the delivery report of one message.
 type Report struct {
-	Opaque    uint64
-	Err       kafka.ErrorCode // ErrNoError when delivered
+	Opaque uint64
+	Err    kafka.ErrorCode // ErrNoError when delivered
+	// ErrStr is why a message failed in the broker's words when it gave
+	// any (Kafka's error_message, e.g. the batch size and the topic's
+	// limit), else librdkafka's; empty when delivered.
+	ErrStr    string
 	Partition int32
 	rkt       *C.rd_kafka_topic_t
 }
@@ -371,9 +391,10 @@ type Event struct {
 
 // Poller reads a producer's events. One goroutine owns it.
 type Poller struct {
-	p   *Producer
-	out []C.rdk_report_t
-	ev  C.rdk_event_t
+	p    *Producer
+	out  []C.rdk_report_t
+	errs [C.RDK_ERRSTRS][C.RDK_ERRSTR_LEN]C.char // the failures' messages of the last poll
+	ev   C.rdk_event_t
 }
 
 // Poller returns a poller that returns up to size reports per call.
@@ -385,10 +406,14 @@ func (p *Producer) Poller(size int) *Poller {
 // that arrived (reused by the next call) and, when one came, an error or
 // log event. With neither, the wait timed out or [Producer.Wake] ran.
 func (pl *Poller) Poll(timeout time.Duration, reports []Report) ([]Report, *Event) {
-	n := int(C.rdk_poll(pl.p.rk, pl.p.q, &pl.p.cur, C.int(timeout.Milliseconds()), &pl.out[0], C.int(len(pl.out)), &pl.ev))
+	n := int(C.rdk_poll(pl.p.rk, pl.p.q, &pl.p.cur, C.int(timeout.Milliseconds()), &pl.out[0], C.int(len(pl.out)), &pl.errs[0], &pl.ev))
 	reports = reports[:0]
 	for _, r := range pl.out[:n] {
-		reports = append(reports, Report{Opaque: uint64(r.opaque), Err: kafka.ErrorCode(r.err), Partition: int32(r.partition), rkt: r.rkt})
+		rep := Report{Opaque: uint64(r.opaque), Err: kafka.ErrorCode(r.err), Partition: int32(r.partition), rkt: r.rkt}
+		if r.errstr >= 0 {
+			rep.ErrStr = C.GoString(&pl.errs[r.errstr][0])
+		}
+		reports = append(reports, rep)
 	}
 	switch pl.ev._type {
 	case C.RDK_EV_ERROR:
@@ -437,6 +462,26 @@ func (p *Producer) AskTopic(name string, timeout time.Duration) (int, error) {
 		return 0, kafka.NewError(kafka.ErrorCode(err), "topic "+name, false)
 	}
 	return int(cnt), nil
+}
+
+// HasController reports whether the brokers name a controller that is
+// one of them. librdkafka sends admin requests such as DescribeConfigs to
+// the controller and waits until there is one; librdkafka's mock cluster
+// names controller 0, which is none of its brokers (they are 1..n).
+func (p *Producer) HasController(timeout time.Duration) (bool, error) {
+	var md *C.struct_rd_kafka_metadata
+	if err := C.rd_kafka_metadata(p.rk, 0, nil, &md, timeoutMs(timeout)); err != C.RD_KAFKA_RESP_ERR_NO_ERROR {
+		return false, kafka.NewError(kafka.ErrorCode(err), "", false)
+	}
+	defer C.rd_kafka_metadata_destroy(md)
+	// The metadata call has just cached the controller id: no wait.
+	ctrl := C.rd_kafka_controllerid(p.rk, 0)
+	for _, b := range unsafe.Slice(md.brokers, int(md.broker_cnt)) {
+		if b.id == ctrl {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // FatalError returns the producer's fatal error, if it raised one.

@@ -271,3 +271,19 @@ func benchProduce(b *testing.B, headers int) {
 	<-done
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 }
+
+// HasController tells a real cluster, whose controller is one of its
+// brokers, from librdkafka's mock cluster, whose metadata names controller
+// 0, none of its brokers: admin requests for the controller would wait
+// forever on the mock.
+// Real broker (shared) and mock: the point is how the two differ.
+func TestHasController(t *testing.T) {
+	for name, bootstrap := range map[string]string{"real": testenv.Broker(t).Bootstrap(), "mock": testenv.Kafka(t, 1).Bootstrap()} {
+		p := newProducer(t, bootstrap, nil)
+		ok, err := p.HasController(10 * time.Second)
+		p.Close()
+		if err != nil || ok != (name == "real") {
+			t.Errorf("%s cluster: HasController = %v, %v; want %v", name, ok, err, name == "real")
+		}
+	}
+}
