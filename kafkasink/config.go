@@ -82,7 +82,10 @@ const DefaultShutdownTimeout = 10 * time.Second
 //     loader already hands over batches of thousands of records, so a
 //     short linger fills large broker requests without adding visible
 //     latency; batch.size stays under the brokers' default
-//     message.max.bytes (1048588).
+//     message.max.bytes (1048588). A broker checks a topic's
+//     max.message.bytes against a whole record batch, not a record, so
+//     the sink lowers batch.size below the smallest limit of the topics
+//     it produces to (see [Sink.CheckTopics]).
 //   - queue.buffering.max.kbytes=262144: librdkafka's default lets 1 GiB
 //     queue up during an outage; 256 MiB (and the default 100000
 //     messages) bounds memory, and Submit waits for room instead.
@@ -118,6 +121,10 @@ var aliases = map[string]string{
 // dead-letter details when the property is not set.
 const defaultMessageMaxBytes = 1000000
 
+// defaultBatchSize is librdkafka's batch.size default, for a configuration
+// that removed DefaultProperties' value (it never does today).
+const defaultBatchSize = 1000000
+
 // ConfigError is one invalid field of a [Config]. [New] returns all of them
 // joined with errors.Join; the CLI branches on it (errors.As) to exit with
 // the usage/config status.
@@ -134,6 +141,7 @@ type validated struct {
 	Config
 	conf            map[string]string
 	messageMaxBytes int
+	batchSize       int // batch.size before the topics' limits lower it
 	warnings        []string
 }
 
@@ -206,6 +214,15 @@ func (c Config) validate() (*validated, error) {
 			bad("Properties[message.max.bytes]", "must be a positive integer, got %q", s)
 		} else {
 			v.messageMaxBytes = n
+		}
+	}
+	v.batchSize = defaultBatchSize
+	if s, ok := props["batch.size"]; ok {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			bad("Properties[batch.size]", "must be a positive integer, got %q", s)
+		} else {
+			v.batchSize = n
 		}
 	}
 	if len(errs) > 0 {

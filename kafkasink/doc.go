@@ -44,10 +44,35 @@
 // room, and the loader, which keeps at most MaxInFlight batches at a sink,
 // waits for acks: that is the backpressure that bounds memory.
 //
+// # Records too large for a topic
+//
 // A record larger than the producer's message.max.bytes cannot be sent at
 // all; it is dead-lettered through [loader.Batch.Reject] with reason
-// "too_large" and the rest of the batch is delivered and acked. The same
-// happens when a broker refuses a message as too large for the topic.
+// "too_large" and the rest of the batch is delivered and acked.
+//
+// A broker applies a topic's max.message.bytes to whole record batches,
+// which librdkafka fills up to batch.size (1,000,000 bytes by default).
+// So the topic check reads every topic's max.message.bytes
+// (DescribeConfigs; the value a broker reports is the one it enforces,
+// the topic's own or the broker's message.max.bytes) and keeps the
+// producer's batch.size under the smallest, with room for framing and
+// compression. A record then reaches the broker in a batch with others
+// only if the batch fits, and a record larger than batch.size goes alone:
+// when the broker refuses it, the record alone is too large, and only it
+// is dead-lettered, with the broker's error (MESSAGE_TOO_LARGE), the
+// record's size and the topic's limit; the records around it are
+// delivered. Dead-lettered records count as rejected in [Stats], never as
+// delivered, and each batch that had some logs one WARN with their count
+// and the reason.
+//
+// If a broker refuses a batch of records that fit on their own (a topic's
+// limit lowered while the sink runs, or limits that could not be read: no
+// DescribeConfigs permission, or librdkafka's mock cluster), the sink
+// fails the batches in flight, as after a fatal error, and builds a
+// producer with at most half the batch.size and the topic's limit read
+// again; the loader replays from its checkpoint. A topic first met in
+// Submit whose limit needs smaller batches than the live producer makes
+// replaces the producer the same way.
 //
 // A failed batch (a permanent delivery error, a fatal error, or Close
 // giving up) is acked with an error; every later batch of the same stream

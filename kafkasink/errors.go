@@ -74,6 +74,28 @@ func (e *deliveryError) Error() string {
 
 func (e *deliveryError) Unwrap() error { return e.err }
 
+// kafkaErrorNames are Kafka's protocol names of the broker errors a dead
+// letter can carry, as the broker's logs and Kafka's documentation spell
+// them (librdkafka's descriptions differ).
+var kafkaErrorNames = map[kafka.ErrorCode]string{
+	kafka.ErrMsgSizeTooLarge:    "MESSAGE_TOO_LARGE",
+	kafka.ErrRecordListTooLarge: "RECORD_LIST_TOO_LARGE",
+}
+
+// brokerError describes a broker's error code and message (Kafka sends a
+// message with few errors; for MESSAGE_TOO_LARGE it sends none).
+func brokerError(c kafka.ErrorCode, msg string) string {
+	s := fmt.Sprintf("error %d", int(c))
+	if name, ok := kafkaErrorNames[c]; ok {
+		s = name + " (" + s + ")"
+	}
+	s += ": " + c.String()
+	if msg != "" && msg != c.String() {
+		s += ": " + msg
+	}
+	return s
+}
+
 // code returns err's librdkafka error code, or ErrNoError when err is not a
 // kafka.Error.
 func code(err error) kafka.ErrorCode {

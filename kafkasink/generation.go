@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,10 +22,11 @@ import (
 // per-producer state together means a late delivery report from a dead
 // producer can only touch batches that already failed, which ignore it.
 type generation struct {
-	s   *Sink
-	id  uint64
-	p   *rdk.Producer
-	log *slog.Logger
+	s         *Sink
+	id        uint64
+	p         *rdk.Producer
+	log       *slog.Logger
+	batchSize int // the producer's batch.size
 
 	// use is held for reading by every Submit producing on p, and for
 	// writing by retire before it closes p: librdkafka must not be
@@ -73,21 +76,25 @@ var headerNames = []string{HeaderTable, HeaderRecordID, HeaderSource}
 // newGeneration creates a producer and starts its drain goroutine, which
 // the generation owns: it ends when retire stops it.
 func (s *Sink) newGeneration() (*generation, error) {
-	p, err := rdk.New(s.cfg.conf, headerNames)
+	conf := maps.Clone(s.cfg.conf)
+	batchSize := s.wantBatchSize()
+	conf["batch.size"] = strconv.Itoa(batchSize)
+	p, err := rdk.New(conf, headerNames)
 	if err != nil {
 		// librdkafka names the offending property in its message.
 		return nil, fmt.Errorf("kafkasink: create producer: %w", err)
 	}
 	id := s.genSeq.Add(1)
 	g := &generation{
-		s:        s,
-		id:       id,
-		p:        p,
-		log:      s.log.With("producer", id),
-		inflight: make(map[uint32]*tracker),
-		deadc:    make(chan struct{}),
-		space:    make(chan struct{}),
-		drained:  make(chan struct{}),
+		s:         s,
+		id:        id,
+		p:         p,
+		batchSize: batchSize,
+		log:       s.log.With("producer", id),
+		inflight:  make(map[uint32]*tracker),
+		deadc:     make(chan struct{}),
+		space:     make(chan struct{}),
+		drained:   make(chan struct{}),
 	}
 	go g.drain()
 	return g, nil
@@ -148,10 +155,8 @@ func (g *generation) deliver(reports []rdk.Report, ts []*tracker) []*tracker {
 		case kafka.ErrNoError:
 			delivered++
 			t.release()
-		case kafka.ErrMsgSizeTooLarge:
-			// The broker's limit for the topic (max.message.bytes) is
-			// below the producer's: retrying can never succeed.
-			t.rejectLater(record)
+		case kafka.ErrMsgSizeTooLarge, kafka.ErrRecordListTooLarge:
+			g.refused(t, record, r)
 		default:
 			// With message.timeout.ms=0 and idempotence, librdkafka retries
 			// everything retriable by itself; what reaches us is permanent
@@ -253,6 +258,64 @@ func (g *generation) remove(t *tracker) {
 		g.idlec = nil
 	}
 	g.mu.Unlock()
+}
+
+// refused handles a record the broker refused as too large. The broker
+// judges whole record batches, so this says that the record's batch was
+// too large, not necessarily the record:
+//
+//   - a record larger than the producer's batch.size went in a batch by
+//     itself, so the record alone is too large for the topic: it is
+//     dead-lettered with the broker's error, and the rest of its batch
+//     goes on (librdkafka's idempotent producer carries on after a
+//     refused batch);
+//   - otherwise other records were refused with it, records that may fit
+//     the topic. Retrying them on this producer would build the same
+//     batches, so the sink fails every batch in flight on it (the loader
+//     replays them from its checkpoint, as after a fatal error) and builds
+//     a producer with batch.size at most half this one's and within the
+//     topic's limit, read again. That happens when a topic's limit is
+//     lowered while the sink runs, or could not be read. It converges:
+//     once batch.size is below the record, the record travels alone.
+func (g *generation) refused(t *tracker, i int, r rdk.Report) {
+	// The batch may have failed since its reports were looked up (an
+	// earlier refusal in this run killed g): then the loader may own its
+	// records again. Holding t.mu while reading keeps it from finishing.
+	t.mu.Lock()
+	if t.done {
+		t.mu.Unlock()
+		return
+	}
+	rec := &t.b.Records[i]
+	alone := recordBytes(t.b, rec) > g.batchSize
+	topic := rec.Table.Topic
+	t.mu.Unlock()
+	if alone || g.batchSize <= minBatchSize {
+		t.rejectLater(refusal{record: i, code: r.Err, msg: r.ErrStr})
+		return
+	}
+	s := g.s
+	s.topicsMu.Lock()
+	s.batchCap = min(s.batchCap, max(g.batchSize/2, minBatchSize))
+	delete(s.limits, topic) // read again before the next producer is built
+	s.topicsMu.Unlock()
+	err := fmt.Errorf("kafkasink: the broker refused a record batch of topic %s with batch.size %d: %s: %w",
+		topic, g.batchSize, brokerError(r.Err, r.ErrStr), errBatchRefused)
+	g.log.Warn("kafkasink: batch refused as too large; rebuilding the producer with smaller batches and replaying",
+		"topic", topic, "batch_size", g.batchSize, "err", brokerError(r.Err, r.ErrStr))
+	g.kill(err)
+	s.requestRebuild()
+}
+
+// errBatchRefused fails the batches in flight on a producer whose record
+// batches a broker refused as too large (generation.refused).
+var errBatchRefused = errors.New("kafkasink: producer rebuilt with smaller batches")
+
+// deathCause is why g stopped taking batches (nil while it is live).
+func (g *generation) deathCause() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.dead
 }
 
 // isDead reports whether g stopped taking batches.

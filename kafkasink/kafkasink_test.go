@@ -638,6 +638,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad topic", kafkasink.Config{Brokers: "h:9092", Topics: []string{"a b"}}, "Topics[0]"},
 		{"negative timeout", kafkasink.Config{Brokers: "h:9092", ShutdownTimeout: -1}, "ShutdownTimeout"},
 		{"bad max bytes", kafkasink.Config{Brokers: "h:9092", Properties: map[string]string{"message.max.bytes": "lots"}}, "Properties[message.max.bytes]"},
+		{"bad batch size", kafkasink.Config{Brokers: "h:9092", Properties: map[string]string{"batch.size": "0"}}, "Properties[batch.size]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := kafkasink.New(t.Context(), tc.cfg)

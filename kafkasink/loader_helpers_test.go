@@ -55,6 +55,9 @@ type writerPace struct {
 	pause time.Duration
 	accts int
 	body  int // bytes of the body column
+	// random makes every body random base64, which compression cannot
+	// shrink, instead of one repeated letter.
+	random bool
 }
 
 // startLineWriter opens a rotatefile writer on dir/loaderStream with
@@ -81,6 +84,9 @@ func startLineWriter(tb testing.TB, dir, table string, maxBytes int64, pace writ
 				}
 			}
 			acct := fmt.Sprintf("acct-%d", rng.IntN(pace.accts))
+			if pace.random {
+				body = randomBody(rng, pace.body)
+			}
 			line := fmt.Appendf(nil, `{"table":%q,"row":{"acct":%q,"seq":%d,"ts":%d,"body":%q}}`,
 				table, acct, seq, time.Now().UnixMilli(), body)
 			// Record the account first: a line the loader may see must be

@@ -50,6 +50,10 @@ type Sink struct {
 
 	topicsMu sync.Mutex
 	known    map[string]bool // topics seen to exist
+	limits   map[string]int  // topics' max.message.bytes, where known
+	batchCap int             // batch.size bound learnt from refused batches
+
+	noController sync.Once // logs that topic limits cannot be read
 
 	streamsMu     sync.Mutex
 	queuesClosed  bool // Close failed the queued batches: refuse more
@@ -96,6 +100,8 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 		rebuildc:      make(chan struct{}, 1),
 		supDone:       make(chan struct{}),
 		known:         make(map[string]bool),
+		limits:        make(map[string]int),
+		batchCap:      v.batchSize,
 		streams:       make(map[string]*stream),
 		readyc:        make(chan struct{}, 1),
 		stopCompleter: make(chan struct{}),
@@ -113,7 +119,7 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 	go s.supervise()
 	go s.complete()
 	go s.produceLoop()
-	if err := s.CheckTopics(ctx); err != nil {
+	fail := func(err error) (*Sink, error) {
 		// Close is quick here: nothing was produced.
 		cctx, ccancel := context.WithTimeout(context.Background(), v.ShutdownTimeout)
 		defer ccancel()
@@ -122,7 +128,22 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 		}
 		return nil, err
 	}
-	s.log.Info("kafkasink: producer started", "brokers", v.Brokers, "topics", v.Topics)
+	if err := s.checkTopics(ctx, v.Topics); err != nil {
+		return fail(err)
+	}
+	// The topic check learnt the topics' limits: a producer made for
+	// larger batches is replaced before anything is produced on it.
+	if want := s.wantBatchSize(); want < g.batchSize {
+		ng, err := s.newGeneration()
+		if err != nil {
+			return fail(err)
+		}
+		s.mu.Lock()
+		s.gen = ng
+		s.mu.Unlock()
+		s.retire(g)
+	}
+	s.log.Info("kafkasink: producer started", "brokers", v.Brokers, "topics", v.Topics, "batch_size", s.wantBatchSize())
 	return s, nil
 }
 
@@ -132,8 +153,8 @@ func (s *Sink) Name() string { return s.cfg.Name }
 // Stats are counters since New, for metrics.
 type Stats struct {
 	Delivered int64 // messages with a successful delivery report
-	Rejected  int64 // records dead-lettered as too large
-	Rebuilds  int64 // producers replaced after a fatal error
+	Rejected  int64 // records dead-lettered as too large (never counted as delivered)
+	Rebuilds  int64 // producers replaced after a fatal error or a batch refused as too large
 }
 
 // Stats returns the sink's counters.
@@ -257,7 +278,15 @@ func (s *Sink) send(ctx context.Context, t *tracker) error {
 		table  *schema.Table
 		topic  rdk.Topic
 		stream = b.Stream
+		dead   int    // records dead-lettered here as larger than message.max.bytes
+		detail string // the first one's
 	)
+	defer func() {
+		if dead > 0 {
+			s.log.Warn("kafkasink: records dead-lettered: larger than the producer's message.max.bytes",
+				"stream", b.Stream, "batch", b.Seq, "count", dead, "reason", reasonTooLarge, "detail", detail)
+		}
+	}()
 	for start := 0; start < len(b.Records); start += produceChunk {
 		end := min(start+produceChunk, len(b.Records))
 		sc.batch.Reset()
@@ -292,12 +321,15 @@ func (s *Sink) send(ctx context.Context, t *tracker) error {
 			t.pending.Add(-1) // record i is not in librdkafka
 			switch {
 			case code(err) == kafka.ErrMsgSizeTooLarge:
-				detail := fmt.Sprintf("message of %d bytes (key %d, value %d, plus headers) exceeds the producer's message.max.bytes=%d",
+				d := fmt.Sprintf("message of %d bytes (key %d, value %d, plus headers) exceeds the producer's message.max.bytes=%d",
 					len(r.Key)+len(r.Row), len(r.Key), len(r.Row), s.cfg.messageMaxBytes)
-				if rerr := b.Reject(ctx, i, reasonTooLarge, detail); rerr != nil {
+				if rerr := b.Reject(ctx, i, reasonTooLarge, d); rerr != nil {
 					return fmt.Errorf("kafkasink: stream %s batch %d: dead-letter record at %s: %w", b.Stream, b.Seq, r.Pos, rerr)
 				}
 				s.rejected.Add(1)
+				if dead++; dead == 1 {
+					detail = d
+				}
 				from = next + 1
 			case code(err) == kafka.ErrFatal:
 				// The fatal event also reaches drain; whoever is first
@@ -415,6 +447,15 @@ func (s *Sink) supervise() {
 			if !old.isDead() {
 				break
 			}
+			if errors.Is(old.deathCause(), errBatchRefused) {
+				// A refusal forgot its topic's limit: read it again, but
+				// not past the start of Close, which waits for us.
+				ctx, cancel := context.WithCancel(s.ctx)
+				stop := afterClose(s.closing, cancel)
+				s.learnLimits(ctx, s.knownTopics())
+				stop()
+				cancel()
+			}
 			g, err := s.newGeneration()
 			if err != nil {
 				// Same configuration as the first producer, so this is a
@@ -440,7 +481,7 @@ func (s *Sink) supervise() {
 			s.genc = make(chan struct{})
 			s.mu.Unlock()
 			s.rebuilds.Add(1)
-			s.log.Warn("kafkasink: producer rebuilt after a fatal error", "old", old.id, "new", g.id)
+			s.log.Warn("kafkasink: producer rebuilt", "old", old.id, "new", g.id, "batch_size", g.batchSize, "why", old.deathCause())
 			s.retire(old)
 		}
 	}
@@ -539,6 +580,24 @@ func (s *Sink) close(ctx context.Context) error {
 	}
 	s.log.Info("kafkasink: closed", "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// afterClose calls f when closing is closed, unless stop was called first.
+func afterClose(closing <-chan struct{}, f func()) (stop func()) {
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		select {
+		case <-closing:
+			f()
+		case <-done:
+		}
+	}()
+	return func() {
+		close(done)
+		<-exited
+	}
 }
 
 // waitFor runs wait (a WaitGroup's Wait) and reports whether it returned

@@ -28,8 +28,18 @@ var createTimeout = 5 * time.Second
 //
 // A missing topic yields a *[MissingTopicError] naming it, with the
 // kafka-topics.sh command to create it.
+//
+// It also reads each topic's max.message.bytes (DescribeConfigs), which a
+// broker applies to whole record batches, and keeps the producer's
+// batch.size under the smallest: when a topic needs smaller batches than
+// the live producer makes, the batches in flight on it fail (the loader
+// replays them) and a producer with a smaller batch.size replaces it.
 func (s *Sink) CheckTopics(ctx context.Context) error {
-	return s.checkTopics(ctx, s.cfg.Topics)
+	if err := s.checkTopics(ctx, s.cfg.Topics); err != nil {
+		return err
+	}
+	s.fitProducer()
+	return nil
 }
 
 // ensureTopics checks, before anything is produced, the topics of b not yet
@@ -62,7 +72,26 @@ func (s *Sink) ensureTopics(ctx context.Context, b *loader.Batch) error {
 	if len(unknown) == 0 {
 		return nil
 	}
-	return s.checkTopics(ctx, unknown)
+	if err := s.checkTopics(ctx, unknown); err != nil {
+		return err
+	}
+	s.fitProducer()
+	return nil
+}
+
+// fitProducer replaces the live producer when its batch.size is above
+// what the topics' limits allow. Its batches in flight fail and the loader
+// replays them from its checkpoint on the new producer: finishing them on
+// the old one while the new one sends later batches could reorder a
+// partition.
+func (s *Sink) fitProducer() {
+	s.mu.Lock()
+	g := s.gen
+	s.mu.Unlock()
+	if want := s.wantBatchSize(); want < g.batchSize {
+		g.kill(fmt.Errorf("kafkasink: a topic's max.message.bytes needs batch.size %d, the producer has %d: %w", want, g.batchSize, errBatchRefused))
+		s.requestRebuild()
+	}
 }
 
 func (s *Sink) checkTopics(ctx context.Context, topics []string) error {
@@ -103,6 +132,20 @@ func (s *Sink) checkTopics(ctx context.Context, topics []string) error {
 	}
 	if len(missing) > 0 {
 		return &MissingTopicError{Topics: missing, Brokers: s.cfg.Brokers}
+	}
+	// librdkafka sends DescribeConfigs to the controller and waits for
+	// one; librdkafka's mock cluster (`kafka.brokers: embedded`) has none,
+	// and enforces no topic limit either.
+	ok, err := g.p.HasController(timeout(ctx))
+	switch {
+	case err != nil:
+		s.log.Warn("kafkasink: metadata for the controller; topic limits not read", "err", err)
+	case ok:
+		s.learnLimits(ctx, topics)
+	default:
+		s.noController.Do(func() {
+			s.log.Info("kafkasink: the brokers name no controller (librdkafka's mock cluster?): topic limits not read; batches refused as too large shrink batch.size")
+		})
 	}
 	return nil
 }

@@ -2,8 +2,11 @@ package kafkasink
 
 import (
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/dualwrite/ingest/loader"
 )
@@ -37,8 +40,8 @@ type tracker struct {
 	// sending to clear (sent) before it calls ack.
 	sending  bool
 	sent     chan struct{}
-	silent   bool  // Submit returned err itself: never call ack
-	tooLarge []int // records the broker refused as too large, dead-lettered before ack
+	silent   bool      // Submit returned err itself: never call ack
+	tooLarge []refusal // records the broker refused as too large, dead-lettered before ack
 
 	// Guarded by Sink.streamsMu.
 	poisoned bool // an earlier batch of the stream failed
@@ -51,11 +54,18 @@ func (t *tracker) release() {
 	}
 }
 
-// rejectLater notes that the broker refused record i as too large; it is
+// refusal is a record the broker refused as too large on its own.
+type refusal struct {
+	record int             // index in the batch
+	code   kafka.ErrorCode // the broker's error
+	msg    string          // the broker's error message (or librdkafka's)
+}
+
+// rejectLater notes that the broker refused a record as too large; it is
 // dead-lettered when the batch completes.
-func (t *tracker) rejectLater(i int) {
+func (t *tracker) rejectLater(r refusal) {
 	t.mu.Lock()
-	t.tooLarge = append(t.tooLarge, i)
+	t.tooLarge = append(t.tooLarge, r)
 	t.mu.Unlock()
 	t.release()
 }
@@ -325,14 +335,26 @@ func (s *Sink) result(t *tracker) error {
 	if poisoned {
 		return fmt.Errorf("stream %s batch %d (%s..%s): %w", t.b.Stream, t.b.Seq, t.b.Start, t.b.End, ErrEarlierBatchFailed)
 	}
-	for _, i := range tooLarge {
-		r := &t.b.Records[i]
-		detail := fmt.Sprintf("the broker refused a message of %d bytes (key %d, value %d) as too large for topic %s",
-			len(r.Key)+len(r.Row), len(r.Key), len(r.Row), r.Table.Topic)
-		if err := t.b.Reject(s.ctx, i, reasonTooLarge, detail); err != nil {
+	var first string
+	for n, rf := range tooLarge {
+		r := &t.b.Records[rf.record]
+		limit := "unknown"
+		if l := s.topicLimit(r.Table.Topic); l > 0 {
+			limit = strconv.Itoa(l)
+		}
+		detail := fmt.Sprintf("broker refused the record for topic %s: %s; record %d bytes (key %d, value %d, headers %d), topic max.message.bytes=%s",
+			r.Table.Topic, brokerError(rf.code, rf.msg), recordBytes(t.b, r), len(r.Key), len(r.Row), headerBytes(t.b, r), limit)
+		if n == 0 {
+			first = detail
+		}
+		if err := t.b.Reject(s.ctx, rf.record, reasonTooLarge, detail); err != nil {
 			return fmt.Errorf("stream %s batch %d: dead-letter record at %s: %w", t.b.Stream, t.b.Seq, r.Pos, err)
 		}
 		s.rejected.Add(1)
+	}
+	if len(tooLarge) > 0 {
+		s.log.Warn("kafkasink: records dead-lettered: the broker refused them as too large",
+			"stream", t.b.Stream, "batch", t.b.Seq, "count", len(tooLarge), "reason", reasonTooLarge, "detail", first)
 	}
 	return nil
 }
