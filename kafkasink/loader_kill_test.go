@@ -21,7 +21,9 @@ import (
 // The loader of the kill -9 test, in the child process. The at-least-once
 // window per kill is what the loader can have handed to the producer
 // beyond its saved checkpoint: killChildInFlight batches of at most
-// killChildBatch records (kafkasink/doc.go, "The at-least-once window").
+// killChildBatch records, plus the batches acked while the checkpoint save
+// in progress was being written (kafkasink/doc.go, "The at-least-once
+// window"), which the test bounds at one (issue #20, item 5).
 const (
 	killChildBatch    = 100
 	killChildInFlight = 4
@@ -76,7 +78,10 @@ func TestLoaderKillHelperProcess(t *testing.T) {
 //   - every line is in the topic at least once, keyed by its account, and
 //     per account in file order after dropping repeats by record id;
 //   - every repeat carries the record id (and value) of its first copy;
-//   - each kill caused at most killChildInFlight × killChildBatch repeats:
+//   - each kill caused at most (killChildInFlight+1) × killChildBatch
+//     repeats (the batches in flight and one acked during a save; on the
+//     real broker, whose acks come in bursts, the save lag alone was one
+//     batch in 2 of 3 runs, never more):
 //     run k's messages beyond the checkpoint it left, measured as
 //     (messages run k added to the topic) − (lines its checkpoint advanced
 //     over); the graceful last run adds none beyond its checkpoint.
@@ -180,7 +185,7 @@ func TestLoaderKillDashNine(t *testing.T) {
 	}
 
 	// Attribute the repeats to the kills.
-	window := killChildInFlight * killChildBatch
+	window := (killChildInFlight + 1) * killChildBatch
 	prevSize, prevCovered, sum, worst := 0, 0, 0, 0
 	for k, e := range ends {
 		covered := d.covered(e.cp)
@@ -203,7 +208,7 @@ func TestLoaderKillDashNine(t *testing.T) {
 		case beyond < 0:
 			t.Errorf("run %d: %d messages beyond its checkpoint (fewer messages than lines checkpointed: lost?)", k+1, beyond)
 		case beyond > window:
-			t.Errorf("run %d: %d repeats from one kill, beyond the documented window of %d (%d batches × %d records)",
+			t.Errorf("run %d: %d repeats from one kill, beyond the documented window of %d ((%d in flight + 1 acked during a save) × %d records)",
 				k+1, beyond, window, killChildInFlight, killChildBatch)
 		}
 		sum += beyond
@@ -216,7 +221,7 @@ func TestLoaderKillDashNine(t *testing.T) {
 	if sum != d.repeats {
 		t.Errorf("repeats attributed to kills: %d; repeats in the topic: %d", sum, d.repeats)
 	}
-	t.Logf("%d kill -9 of the loader; %d lines, %d messages, %d repeats (%.2f%%; at most %d per kill, window %d = %d×%d), no line more than %d times",
+	t.Logf("%d kill -9 of the loader; %d lines, %d messages, %d repeats (%.2f%%; at most %d per kill, window %d = (%d+1)×%d), no line more than %d times",
 		kills, written, total, d.repeats, 100*float64(d.repeats)/float64(written), worst, window, killChildInFlight, killChildBatch, d.maxCopy)
 	if d.repeats > kills*window {
 		t.Errorf("%d repeats after %d kills: more than %d × %d", d.repeats, kills, kills, window)
