@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -163,12 +165,53 @@ func (lr *loadRun) kafkaMoves(from loader.Position, within time.Duration, what s
 	return now
 }
 
+// readyz returns the status and body of the run's /readyz; the address
+// is in its start-up log line.
+func (lr *loadRun) readyz() (int, string) {
+	lr.t.Helper()
+	var addr string
+	testenv.Eventually(lr.t, 30*time.Second, func() bool {
+		log := lr.log.String()
+		i := strings.Index(log, `"metrics":"`)
+		if i < 0 {
+			return false
+		}
+		addr = log[i+len(`"metrics":"`):]
+		addr = addr[:strings.IndexByte(addr, '"')]
+		return true
+	}, "the metrics address in the run's log")
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		lr.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// readyAgain waits until /readyz is 200.
+func (lr *loadRun) readyAgain(within time.Duration) {
+	lr.t.Helper()
+	var code int
+	var body string
+	testenv.Eventually(lr.t, within, func() bool {
+		code, body = lr.readyz()
+		return code == http.StatusOK
+	}, "/readyz 200 once the brokers are back (last: %d %q)", code, body)
+}
+
+// stallSeen is how long an outage must last for /readyz to have said that
+// Kafka does not answer by its end, whether no broker answers or the
+// brokers that answer acknowledge nothing (runner's kafkaStallAfter, 10 s,
+// plus margin).
+const stallSeen = 15 * time.Second
+
 // outage keeps the brokers down for d while the run goes on, and checks
 // what an outage must look like from outside: Kafka's checkpoint does not
 // move (nothing can be acked without the brokers: produce stalls rather
-// than drop), and PostgreSQL keeps loading. Acks of batches replicated
-// just before the kill may still land, so the checkpoint is taken after a
-// grace period.
+// than drop), PostgreSQL keeps loading, and /readyz is 503 naming kafka
+// (when d is long enough). Acks of batches replicated just before the kill
+// may still land, so the checkpoint is taken after a grace period.
 func (lr *loadRun) outage(d time.Duration, what string) {
 	lr.t.Helper()
 	grace := min(5*time.Second, d/3)
@@ -179,6 +222,13 @@ func (lr *loadRun) outage(d time.Duration, what string) {
 	wait(lr.t, d-time.Since(start))
 	after := lr.kafkaCheckpoint()
 	rows1 := lr.rows()
+	if d >= stallSeen {
+		if code, body := lr.readyz(); code != http.StatusServiceUnavailable || !strings.Contains(body, "kafka: not ready") {
+			lr.t.Errorf("%s: /readyz %d %q at the end of the outage, want 503 saying kafka is not ready", what, code, body)
+		} else {
+			lr.t.Logf("%s: /readyz 503: %q", what, body)
+		}
+	}
 	if after != held {
 		lr.t.Errorf("%s: Kafka's checkpoint moved from %v to %v while the brokers were down", what, held, after)
 	}
@@ -361,8 +411,9 @@ func killAll(t *testing.T, c *kafkaserver.Cluster, ids []int32) {
 // failover, and the node comes back; then (2) two brokers are killed at
 // once and stay down (INGEST_KAFKA_OUTAGE, default 30 s): with one replica
 // left nothing can be acked, so produce must stall (Kafka's checkpoint
-// holds) rather than drop, while PostgreSQL keeps loading; then both come
-// back. At the end every line is in Kafka at least once and in order per
+// holds) rather than drop, while PostgreSQL keeps loading, and /readyz is
+// 503 although the broker left answers metadata; then both come back and
+// /readyz is 200 again. At the end every line is in Kafka at least once and in order per
 // account, and PostgreSQL holds every row exactly once. Kafka: a cluster
 // of this test's own (testenv.Cluster): it kills brokers, and only a real
 // cluster moves leadership and enforces min.insync.replicas.
@@ -410,6 +461,7 @@ func TestRunThroughLeaderKillAndTwoBrokersDown(t *testing.T) {
 	lr.outage(down, fmt.Sprintf("nodes %v down", two))
 	restartAll(t, c, two)
 	lr.kafkaMoves(cp, 2*time.Minute, "after two brokers came back")
+	lr.readyAgain(30 * time.Second)
 
 	n := lr.stopWriting()
 	lr.finish(2 * time.Minute)
@@ -426,7 +478,8 @@ func TestRunThroughLeaderKillAndTwoBrokersDown(t *testing.T) {
 // Issue #14: every node of a real 3-node cluster is killed and stays down
 // (INGEST_KAFKA_CLUSTER_OUTAGE, default 60 s) while `ingest run` loads a
 // steady stream; PostgreSQL keeps loading, Kafka's checkpoint does not move
-// while the cluster is down, and once it is back nothing is lost. Kafka:
+// while the cluster is down, /readyz is 503, and once it is back /readyz
+// is 200 and nothing is lost. Kafka:
 // a cluster of this test's own (testenv.Cluster), because it is killed;
 // three nodes, so coming back needs the controller quorum to form again.
 func TestRunThroughWholeClusterDown(t *testing.T) {
@@ -442,6 +495,7 @@ func TestRunThroughWholeClusterDown(t *testing.T) {
 	lr.outage(down, "the whole cluster down")
 	restartAll(t, c, c.IDs())
 	lr.kafkaMoves(cp, 2*time.Minute, "after the cluster came back")
+	lr.readyAgain(30 * time.Second)
 
 	n := lr.stopWriting()
 	lr.finish(2 * time.Minute)
