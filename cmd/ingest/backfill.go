@@ -45,6 +45,7 @@ message.timestamp.before.max.ms/after.max.ms, and never produces a record
 the topic would delete within --retention-margin or would refuse: it stops
 there with exit 2, naming the topic, its limit, the record's time and the
 fixes (before producing anything when --since already reaches too far).
+--no-topic-check skips this for brokers that refuse DescribeConfigs.
 
 A progress bar on a terminal, progress log lines otherwise, a summary at
 the end. Exits 1 when anything was not delivered (dead letters, or
@@ -58,6 +59,7 @@ or refuse.`,
 			&cli.Float64Flag{Name: "rate", Usage: "at most this many lines per second per sink (0: no limit)"},
 			&cli.StringFlag{Name: "stream", Usage: "stream name of every file (default: each file's directory name); record ids of tables without an id field depend on it"},
 			&cli.BoolFlag{Name: "restart", Usage: "forget this job's checkpoints and replay from the start"},
+			&cli.BoolFlag{Name: "no-topic-check", Usage: "do not read the topics' retention and timestamp limits (brokers that refuse DescribeConfigs): records a topic deletes soon or refuses are then not caught"},
 			&cli.DurationFlag{Name: "retention-margin", Value: backfill.DefaultRetentionMargin, Usage: "refuse records a topic's retention would delete within this long (at most half the retention)"},
 			&cli.StringFlag{Name: "progress", Value: "auto", Usage: "auto (a bar on a terminal, log lines otherwise), bar, log or off"},
 			&cli.DurationFlag{Name: "log-every", Value: backfill.DefaultLogEvery, Usage: "interval of progress log lines"},
@@ -73,7 +75,8 @@ or refuse.`,
 				return usagef("backfill needs at least one PATH (file, directory or glob)")
 			}
 			o := backfill.Options{Paths: c.Args().Slice(), Stream: c.String("stream"), Rate: c.Float64("rate"), Restart: c.Bool("restart"),
-				RetentionMargin: max(c.Duration("retention-margin"), time.Nanosecond)} // 0 asks for no margin; Options read 0 as the default
+				RetentionMargin: max(c.Duration("retention-margin"), time.Nanosecond), // 0 asks for no margin; Options read 0 as the default
+				SkipTopicCheck:  c.Bool("no-topic-check")}
 			switch s := c.String("sink"); s {
 			case "":
 			case "both":

@@ -391,6 +391,8 @@ func TestBackfillProgressBarOnTerminalLogLinesOtherwise(t *testing.T) {
 	t.Logf("terminal output:\n%s", ttyOut)
 }
 
+// Usage errors exit 2 naming the flag or key. No services: they are found
+// before anything is dialled.
 func TestBackfillCommandUsage(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "c.yaml")

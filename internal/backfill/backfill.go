@@ -87,6 +87,11 @@ type Options struct {
 	// timestamp, from which retention counts). Default
 	// [DefaultRetentionMargin]; at most half the topic's retention.
 	RetentionMargin time.Duration
+	// SkipTopicCheck produces without reading the topics' retention and
+	// timestamp limits: for brokers that do not describe topic configs
+	// (no DescribeConfigs permission; librdkafka's mock cluster). Records
+	// the topic deletes soon or refuses are then not caught.
+	SkipTopicCheck bool
 
 	Logger   *slog.Logger // nil: discard
 	Progress ProgressMode
@@ -164,7 +169,11 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	// anything is produced: a window that already reaches further back
 	// stops here.
 	var guard *topicGuard
-	if slices.Contains(plan.sinkKinds, runner.SinkKafka) {
+	switch {
+	case !slices.Contains(plan.sinkKinds, runner.SinkKafka):
+	case o.SkipTopicCheck:
+		log.Warn("not reading the topics' retention and timestamp limits (--no-topic-check): records a topic deletes soon or refuses are not caught")
+	default:
 		limits, err := readTopicLimits(ctx, cfg, log)
 		if err != nil {
 			return nil, err

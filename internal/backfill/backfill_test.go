@@ -144,6 +144,7 @@ func TestBackfillArgumentErrors(t *testing.T) {
 		{"sink off", noKafka, backfill.Options{Paths: []string{archive}, Sinks: []string{"kafka"}}, "--sink"},
 		{"no time field", noTime, backfill.Options{Paths: []string{archive}, Window: loader.Window{Since: fixtureStart}}, "--since/--until"},
 		{"negative rate", cfg, backfill.Options{Paths: []string{archive}, Rate: -1}, "--rate"},
+		{"negative retention margin", cfg, backfill.Options{Paths: []string{archive}, RetentionMargin: -time.Hour}, "--retention-margin"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := backfill.Run(ctx(t), tc.cfg, tc.o)

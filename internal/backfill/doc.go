@@ -46,7 +46,8 @@
 // [Options.RetentionMargin] (or refuse) is not produced and the job stops.
 // Both end in a *[TopicError] naming the topic, the limit, the record's
 // time and the fixes; the CLI exits 2. Topics with LogAppendTime are not
-// checked (their timestamps are the broker's clock).
+// checked (their timestamps are the broker's clock). A broker that does not
+// describe topic configs fails the job unless [Options.SkipTopicCheck].
 //
 // # Progress and the end
 //

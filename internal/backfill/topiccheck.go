@@ -182,7 +182,7 @@ func readTopicLimits(ctx context.Context, cfg *config.Config, log *slog.Logger) 
 	}
 	out, err := ac.DescribeConfigs(dctx, res)
 	if err != nil {
-		return nil, fmt.Errorf("kafka: describe the configs of topics %s (backfill reads their retention and timestamp limits): %w", strings.Join(topics, ", "), err)
+		return nil, fmt.Errorf("kafka: describe the configs of topics %s (backfill reads their retention and timestamp limits; --no-topic-check skips that, at the risk of records the topic deletes soon or refuses): %w", strings.Join(topics, ", "), err)
 	}
 	limits := map[string]*topicLimits{}
 	for _, r := range out {
@@ -191,7 +191,7 @@ func readTopicLimits(ctx context.Context, cfg *config.Config, log *slog.Logger) 
 		case kafka.ErrUnknownTopicOrPart:
 			continue
 		default:
-			return nil, fmt.Errorf("kafka: describe the configs of topic %s (backfill reads its retention and timestamp limits; it needs DescribeConfigs on the topic): %w", r.Name, r.Error)
+			return nil, fmt.Errorf("kafka: describe the configs of topic %s (backfill reads its retention and timestamp limits: grant DescribeConfigs on the topic, or --no-topic-check skips that, at the risk of records the topic deletes soon or refuses): %w", r.Name, r.Error)
 		}
 		l := &topicLimits{topic: r.Name, table: tableOf[r.Name], appendTime: r.Config["message.timestamp.type"].Value == "LogAppendTime"}
 		for key, dst := range map[string]*time.Duration{
