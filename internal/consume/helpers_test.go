@@ -1,0 +1,344 @@
+package consume_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/dualwrite/ingest/dbsink"
+	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/kafkaserver"
+	"github.com/dualwrite/ingest/internal/pgserver"
+	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/kafkasink"
+)
+
+var binary string
+
+const binPrefix = "ingest-consume-bin-"
+
+// TestMain builds the ingest binary that the kill tests run as a child
+// process (without -race: the kill tests exercise crash recovery, and
+// the in-process tests run the same code under the race detector), then
+// runs the tests under testenv.Main: shared broker stopped, goleak.
+func TestMain(m *testing.M) {
+	removeStaleBinaries()
+	dir, err := os.MkdirTemp("", binPrefix+strconv.Itoa(os.Getpid())+"-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "ingest")
+	if out, err := exec.Command("go", "build", "-o", binary, "../../cmd/ingest").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build ingest: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	testenv.Main(m, true)
+}
+
+// removeStaleBinaries removes binary directories of test processes that
+// have exited (testenv.Main exits the process before a defer could).
+func removeStaleBinaries() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binPrefix+"*"))
+	for _, d := range dirs {
+		pidStr, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), binPrefix), "-")
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil || pid <= 0 {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
+}
+
+// env is what a test consumes from and loads into: the shared broker with
+// two topics of the test's own (items: a table with an id column; events:
+// one without) and their dead-letter topics, a throwaway PostgreSQL with
+// the tables migrated, and a config file.
+type env struct {
+	kb                    *kafkaserver.Cluster
+	pg                    *pgserver.Server
+	items, events         string // topics
+	cfgPath               string
+	cfg                   *config.Config
+	dir                   string
+	itemsPart, eventsPart int
+}
+
+const configTemplate = `spool: {dir: %q}
+batch: {max_records: %d, linger: 5ms}
+kafka: {brokers: %q}
+db: {url: %q}
+metrics: {listen: "127.0.0.1:0"}
+tables:
+  items:
+    key: account
+    id: id
+    time: ts
+    topic: %q
+    columns: {account: bigint, id: bigint, ts: bigint, body: text}
+  events:
+    key: account
+    topic: %q
+    columns: {account: bigint, seq: bigint, body: text}
+`
+
+func newEnv(t *testing.T, partitions, maxRecords int) *env {
+	t.Helper()
+	e := &env{kb: testenv.Broker(t), pg: testenv.Postgres(t), dir: t.TempDir(), itemsPart: partitions, eventsPart: partitions}
+	e.items = testenv.Topic(t, e.kb, kafkaserver.TopicSpec{Partitions: partitions})
+	e.events = testenv.Topic(t, e.kb, kafkaserver.TopicSpec{Partitions: partitions})
+	ctx := testenv.Context(t, time.Minute)
+	for _, topic := range []string{e.items, e.events} {
+		if err := e.kb.CreateTopic(ctx, topic+".dlq", kafkaserver.TopicSpec{Partitions: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.cfgPath = filepath.Join(e.dir, "ingest.yaml")
+	text := fmt.Sprintf(configTemplate, e.dir, maxRecords, e.kb.Bootstrap(), e.pg.URL(), e.items, e.events)
+	if err := os.WriteFile(e.cfgPath, []byte(text), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cfg = cfg
+	sch, err := cfg.Schema()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := dbsink.New(ctx, dbsink.Config{URL: cfg.DB.URL, Schema: sch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// producer produces messages shaped as kafkasink produces them: key the
+// account, value the row JSON, timestamp the row's time, headers table,
+// record id and source.
+type producer struct {
+	t *testing.T
+	p *kafka.Producer
+}
+
+func newProducer(t *testing.T, bootstrap string) *producer {
+	t.Helper()
+	p, err := kafka.NewProducer(&kafka.ConfigMap{
+		"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": true,
+		"partitioner": "murmur2_random", "linger.ms": 5, "go.logs.channel.enable": false,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := &producer{t: t, p: p}
+	t.Cleanup(func() { p.Close() })
+	return pr
+}
+
+// msg is one message to produce.
+type msg struct {
+	topic, table string
+	partition    int32 // kafka.PartitionAny for the key's partition
+	account      int64
+	value        string
+	recordID     string
+	ts           time.Time
+}
+
+// item is a row of table items.
+func item(topic string, account, id int64, ts time.Time) msg {
+	return msg{topic: topic, table: "items", partition: kafka.PartitionAny, account: account, recordID: strconv.FormatInt(id, 10), ts: ts,
+		value: fmt.Sprintf(`{"account":%d,"id":%d,"ts":%d,"body":"item %d"}`, account, id, ts.UnixMilli(), id)}
+}
+
+// event is a row of table events (no id column).
+func event(topic string, account, seq int64) msg {
+	return msg{topic: topic, table: "events", partition: kafka.PartitionAny, account: account, recordID: fmt.Sprintf("s/f/%d", seq),
+		value: fmt.Sprintf(`{"account":%d,"seq":%d,"body":"event %d"}`, account, seq, seq)}
+}
+
+// send produces ms and waits until every one is acknowledged, returning
+// their positions; it fails the test on an error.
+func (pr *producer) send(ms ...msg) []kafka.TopicPartition {
+	pr.t.Helper()
+	out, err := pr.trySend(ms...)
+	if err != nil {
+		pr.t.Fatal(err)
+	}
+	return out
+}
+
+// trySend is send for goroutines other than the test's.
+func (pr *producer) trySend(ms ...msg) ([]kafka.TopicPartition, error) {
+	report := make(chan kafka.Event, len(ms))
+	for _, m := range ms {
+		topic := m.topic
+		km := &kafka.Message{
+			TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: m.partition},
+			Key:            []byte(strconv.FormatInt(m.account, 10)),
+			Value:          []byte(m.value),
+			Timestamp:      m.ts,
+			Headers: []kafka.Header{
+				{Key: kafkasink.HeaderTable, Value: []byte(m.table)},
+				{Key: kafkasink.HeaderRecordID, Value: []byte(m.recordID)},
+				{Key: kafkasink.HeaderSource, Value: []byte("test/f/0")},
+			},
+		}
+		for {
+			err := pr.p.Produce(km, report)
+			if err == nil {
+				break
+			}
+			var ke kafka.Error
+			if !errors.As(err, &ke) || ke.Code() != kafka.ErrQueueFull {
+				return nil, fmt.Errorf("produce: %w", err)
+			}
+			pr.p.Flush(100)
+		}
+	}
+	out := make([]kafka.TopicPartition, 0, len(ms))
+	deadline := time.After(2 * time.Minute)
+	for range ms {
+		select {
+		case ev := <-report:
+			m := ev.(*kafka.Message)
+			if m.TopicPartition.Error != nil {
+				return nil, fmt.Errorf("delivery: %w", m.TopicPartition.Error)
+			}
+			out = append(out, m.TopicPartition)
+		case <-deadline:
+			return nil, errors.New("delivery reports did not come within 2 minutes")
+		}
+	}
+	return out, nil
+}
+
+// query runs a query returning one int64.
+func queryInt(t *testing.T, pg *pgserver.Server, q string, args ...any) int64 {
+	t.Helper()
+	ctx := testenv.Context(t, 30*time.Second)
+	conn, err := pgx.Connect(ctx, pg.URL())
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Close(context.Background())
+	var n int64
+	if err := conn.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+// tryInt is queryInt that reports failure instead of failing the test
+// (PostgreSQL may be down).
+func tryInt(pg *pgserver.Server, q string) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, pg.URL())
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	var n int64
+	err = conn.QueryRow(ctx, q).Scan(&n)
+	return n, err
+}
+
+// checkExactlyOnce asserts that items holds ids 1..nItems once each and
+// events seqs 1..nEvents once each (events has no id column: nothing but
+// the consumer's offsets keeps a seq from being loaded twice).
+func checkExactlyOnce(t *testing.T, pg *pgserver.Server, nItems, nEvents int64) {
+	t.Helper()
+	for _, c := range []struct {
+		table, col string
+		n          int64
+	}{{"items", "id", nItems}, {"events", "seq", nEvents}} {
+		rows := queryInt(t, pg, "SELECT count(*) FROM "+c.table)
+		distinct := queryInt(t, pg, "SELECT count(DISTINCT "+c.col+") FROM "+c.table)
+		inRange := queryInt(t, pg, fmt.Sprintf("SELECT count(DISTINCT %s) FROM %s WHERE %s BETWEEN 1 AND %d", c.col, c.table, c.col, c.n))
+		if rows != c.n || distinct != c.n || inRange != c.n {
+			dups := queryInt(t, pg, fmt.Sprintf("SELECT count(*) FROM (SELECT %s FROM %s GROUP BY 1 HAVING count(*) > 1) d", c.col, c.table))
+			t.Errorf("%s: %d rows, %d distinct %s (%d of 1..%d, %d repeated), want each of 1..%d exactly once",
+				c.table, rows, distinct, c.col, inRange, c.n, dups, c.n)
+		}
+	}
+}
+
+// child is an `ingest consume` process.
+type child struct {
+	cmd *exec.Cmd
+	log *testenv.SyncBuffer
+}
+
+// startConsume starts the binary's consume command with a short session
+// timeout, so that the group notices a killed member in seconds.
+func startConsume(t *testing.T, e *env, args ...string) *child {
+	t.Helper()
+	log := &testenv.SyncBuffer{}
+	all := append([]string{"consume", "--config", e.cfgPath, "--consumer-property", "session.timeout.ms=6000",
+		"--consumer-property", "heartbeat.interval.ms=500"}, args...)
+	cmd := exec.Command(binary, all...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, log: log}
+	t.Cleanup(func() {
+		c.kill()
+		if t.Failed() {
+			t.Logf("ingest consume (pid %d) log tail:\n%s", cmd.Process.Pid, tail(log.String(), 40))
+		}
+	})
+	return c
+}
+
+func (c *child) kill() {
+	if c.cmd.ProcessState == nil {
+		c.cmd.Process.Signal(syscall.SIGKILL)
+		c.cmd.Wait()
+	}
+}
+
+// stop sends SIGTERM and waits for the exit status.
+func (c *child) stop(t *testing.T) {
+	t.Helper()
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- c.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("ingest consume exited with %v; log:\n%s", err, tail(c.log.String(), 30))
+		}
+	case <-time.After(60 * time.Second):
+		c.cmd.Process.Signal(syscall.SIGKILL)
+		<-done
+		t.Errorf("ingest consume did not stop within 60 s of SIGTERM")
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
