@@ -72,6 +72,7 @@ which runs the whole pipeline on embedded defaults.`,
 			demoCommand(),
 			backfillCommand(),
 			verifyCommand(),
+			consumeCommand(),
 			devCommand(),
 			{
 				Name:  "version",

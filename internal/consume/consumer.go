@@ -41,13 +41,13 @@ type consumer struct {
 	tables topicTables
 	m      *metrics
 
-	k           *kafka.Consumer
-	runCtx      context.Context // Run's: ends polling
-	base        context.Context // batches': outlives runCtx by StopTimeout
-	parts       map[tpKey]*partition
-	prefixes    map[*schema.Table][]byte
-	fatal       error
-	joined      atomic.Bool
+	k        *kafka.Consumer
+	runCtx   context.Context // Run's: ends polling
+	base     context.Context // batches': outlives runCtx by StopTimeout
+	parts    map[tpKey]*partition
+	prefixes map[*schema.Table][]byte
+	fatal    error
+	joined   atomic.Bool
 
 	// Acknowledgements from the sink's goroutines, handed to run's.
 	mu   sync.Mutex
