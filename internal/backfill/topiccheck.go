@@ -174,12 +174,10 @@ func readTopicLimits(ctx context.Context, cfg *config.Config, log *slog.Logger) 
 	for i, t := range topics {
 		res[i] = kafka.ConfigResource{Type: kafka.ResourceTopic, Name: t}
 	}
-	dctx := ctx
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		dctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-	}
+	// A broker answers in milliseconds; librdkafka's mock cluster never
+	// does: fail in seconds, not at the caller's deadline.
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	out, err := ac.DescribeConfigs(dctx, res)
 	if err != nil {
 		return nil, fmt.Errorf("kafka: describe the configs of topics %s (backfill reads their retention and timestamp limits; --no-topic-check skips that, at the risk of records the topic deletes soon or refuses): %w", strings.Join(topics, ", "), err)
