@@ -1,0 +1,150 @@
+package consume_test
+
+import (
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dualwrite/ingest/internal/testenv"
+)
+
+// killCount is how many times TestKillNineExactlyOnce kills the consumer:
+// INGEST_CONSUME_KILLS, default 10.
+func killCount(t *testing.T) int {
+	if v := os.Getenv("INGEST_CONSUME_KILLS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("INGEST_CONSUME_KILLS=%q: want a positive integer", v)
+		}
+		return n
+	}
+	return 10
+}
+
+// backgroundProducer produces items 1..n and events 1..n in chunks while
+// the test runs, as a backfill would; wait returns its error.
+func backgroundProducer(t *testing.T, e *env, n int64) (wait func() error) {
+	pr := newProducer(t, e.kb.Bootstrap())
+	var wg sync.WaitGroup
+	var err error
+	stop := make(chan struct{})
+	now := time.Now()
+	wg.Go(func() {
+		const chunk = 100
+		for from := int64(1); from <= n; from += chunk {
+			var ms []msg
+			for i := from; i < from+chunk && i <= n; i++ {
+				ms = append(ms, item(e.items, i%101, i, now), event(e.events, i%101, i))
+			}
+			if _, err = pr.trySend(ms...); err != nil {
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(40 * time.Millisecond): // pace: about 5,000 messages/s
+			}
+		}
+	})
+	t.Cleanup(func() { close(stop); wg.Wait() })
+	return func() error { wg.Wait(); return err }
+}
+
+// The issue's first check: `ingest consume` killed with SIGKILL at random
+// points while messages are produced; in the end every message's row is in
+// PostgreSQL exactly once, in the table with an id column and in the one
+// without (where only the offsets committed with the rows prevent
+// duplicates).
+func TestKillNineExactlyOnce(t *testing.T) {
+	kills := killCount(t)
+	e := newEnv(t, 4, 40)
+	const n = 8000
+	wait := backgroundProducer(t, e, n)
+
+	var loadedAtKill []int64
+	for i := range kills {
+		c := startConsume(t, e, "--group", "kill")
+		// Kill once it loads: after at least one more row than at the
+		// last kill (a kill before assignment proves nothing), then at a
+		// random point within the next 1.5 s.
+		before := int64(-1)
+		if len(loadedAtKill) > 0 {
+			before = loadedAtKill[len(loadedAtKill)-1]
+		}
+		testenv.Eventually(t, 60*time.Second, func() bool {
+			a, err1 := tryInt(e.pg, "SELECT count(*) FROM items")
+			b, err2 := tryInt(e.pg, "SELECT count(*) FROM events")
+			return err1 == nil && err2 == nil && a+b > before && strings.Contains(c.log.String(), "partition assigned")
+		}, "kill %d: the consumer loads", i+1)
+		time.Sleep(time.Duration(rand.IntN(1500)) * time.Millisecond) // a random kill point, not synchronisation
+		c.kill()
+		a, _ := tryInt(e.pg, "SELECT count(*) FROM items")
+		b, _ := tryInt(e.pg, "SELECT count(*) FROM events")
+		loadedAtKill = append(loadedAtKill, a+b)
+	}
+	if err := wait(); err != nil {
+		t.Fatalf("producer: %v", err)
+	}
+	t.Logf("rows loaded at each of %d kills: %v", kills, loadedAtKill)
+
+	c := startConsume(t, e, "--group", "kill")
+	testenv.Eventually(t, 3*time.Minute, func() bool {
+		a, err1 := tryInt(e.pg, "SELECT count(*) FROM items")
+		b, err2 := tryInt(e.pg, "SELECT count(*) FROM events")
+		return err1 == nil && err2 == nil && a >= n && b >= n
+	}, "every message loaded after the last restart")
+	c.stop(t)
+	checkExactlyOnce(t, e.pg, n, n)
+	for _, topic := range []string{e.items, e.events} {
+		for p := range 4 {
+			if cp := checkpoint(t, e, "kill", topic, p); cp <= 0 {
+				t.Errorf("topic %s partition %d: checkpoint %d, want past the partition's messages", topic, p, cp)
+			}
+		}
+	}
+}
+
+// Two consumers in one group share the partitions; a third joins and one
+// of the first two is killed, while messages are produced: nothing is lost
+// or loaded twice, and each consumer loaded partitions at some point.
+func TestGroupRebalancesWhileLoading(t *testing.T) {
+	e := newEnv(t, 4, 40)
+	const n = 6000
+	wait := backgroundProducer(t, e, n)
+	loaded := func() int64 {
+		a, err1 := tryInt(e.pg, "SELECT count(*) FROM items")
+		b, err2 := tryInt(e.pg, "SELECT count(*) FROM events")
+		if err1 != nil || err2 != nil {
+			return -1
+		}
+		return a + b
+	}
+	assigned := func(c *child) bool { return strings.Contains(c.log.String(), "partition assigned") }
+
+	a := startConsume(t, e, "--group", "shared")
+	b := startConsume(t, e, "--group", "shared")
+	testenv.Eventually(t, 60*time.Second, func() bool { return assigned(a) && assigned(b) && loaded() > 0 },
+		"both consumers own partitions and load")
+	c := startConsume(t, e, "--group", "shared")
+	testenv.Eventually(t, 60*time.Second, func() bool { return assigned(c) }, "the third consumer gets partitions")
+	mark := loaded()
+	testenv.Eventually(t, 60*time.Second, func() bool { return loaded() > mark }, "loading goes on after the join")
+	a.kill()
+	mark = loaded()
+	testenv.Eventually(t, 60*time.Second, func() bool { return loaded() > mark }, "loading goes on after the kill")
+	if err := wait(); err != nil {
+		t.Fatalf("producer: %v", err)
+	}
+	testenv.Eventually(t, 3*time.Minute, func() bool { return loaded() == 2*n }, "every message loaded")
+	// The partitions of the killed member moved to the others.
+	if !strings.Contains(b.log.String()+c.log.String(), "partition assigned") {
+		t.Errorf("no reassignment logged")
+	}
+	b.stop(t)
+	c.stop(t)
+	checkExactlyOnce(t, e.pg, n, n)
+}
