@@ -296,7 +296,7 @@ func (b *Backfill) Progress() BackfillProgress {
 	for i, spec := range b.l.sinks {
 		name := spec.Sink.Name()
 		sp := BackfillSinkProgress{
-			Sink: name, LinesRead: int64(read[name]), Delivered: max(0, int64(acked[name]-rejected[name])),
+			Sink: name, LinesRead: int64(read[name]), Delivered: int64(acked[name]),
 			Filtered: b.run.filtered[name].Load(), NotRouted: b.run.notRouted[name].Load(),
 			Rejected: int64(rejected[name]), Complete: true,
 		}

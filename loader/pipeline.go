@@ -474,7 +474,9 @@ func (p *pipeline) handleAck(a ack) {
 		if p.saver != nil {
 			p.undurable = append(p.undurable, p.acked)
 		}
-		p.l.metrics.recordsAcked.WithLabelValues(p.st.name, p.name).Add(float64(len(f.b.Records)))
+		// Records the sink dead-lettered were not stored: they count as
+		// dead letters (ingest_lines_dead_lettered_total), not as acked.
+		p.l.metrics.recordsAcked.WithLabelValues(p.st.name, p.name).Add(float64(int64(len(f.b.Records)) - f.b.rejected.Load()))
 		p.l.metrics.batchesAcked.WithLabelValues(p.st.name, p.name).Inc()
 		p.spare.put(f)
 	}

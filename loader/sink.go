@@ -3,6 +3,7 @@ package loader
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/dualwrite/ingest/schema"
 )
@@ -53,7 +54,8 @@ type Batch struct {
 	// then), so a sink can tell a replay from a continuation.
 	Seq uint64
 
-	reject func(ctx context.Context, r *Record, reason, detail string) error
+	reject   func(ctx context.Context, r *Record, reason, detail string) error
+	rejected atomic.Int64 // records dead-lettered by the sink: not counted as acked
 }
 
 // Reject dead-letters record i, which the sink found it cannot store (e.g.
@@ -65,7 +67,11 @@ func (b *Batch) Reject(ctx context.Context, i int, reason, detail string) error 
 	if b.reject == nil {
 		return fmt.Errorf("loader: batch %d of %s has no dead-letter queue", b.Seq, b.Stream)
 	}
-	return b.reject(ctx, &b.Records[i], reason, detail)
+	if err := b.reject(ctx, &b.Records[i], reason, detail); err != nil {
+		return err
+	}
+	b.rejected.Add(1)
+	return nil
 }
 
 // NewBatch builds a batch outside the loader, for sink tests and tools.
