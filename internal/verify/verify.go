@@ -104,8 +104,10 @@ type PartitionRead struct {
 	// Fetched counts the messages the consumer delivered in the first
 	// pass: those of [Start, End), and any past End delivered before the
 	// partition was released (offsets skipped by compaction or transaction
-	// markers). librdkafka may have fetched ahead from the broker, at most
-	// one fetch response or 10,000 messages, dropped on release.
+	// markers). librdkafka may have fetched further ahead from the broker
+	// (up to about 10,000 messages plus one fetch response of at most
+	// max.partition.fetch.bytes, 1 MiB by default), dropped on release
+	// and not counted here.
 	Fetched int64 `json:"fetched"`
 	// PastEndFetched counts messages read in [End, HighWatermark) because
 	// records of checked accounts were missing in the window's offsets:
