@@ -60,10 +60,10 @@ func TestMain(m *testing.M) {
 func removeStaleBinaries() {
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binPrefix+"*"))
 	for _, d := range dirs {
-		pidStr, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), binPrefix), "-")
+		pidStr, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(d), binPrefix), "-")
 		pid, err := strconv.Atoi(pidStr)
-		if err != nil || pid <= 0 {
-			continue // not one of ours (or from before pids were in the name)
+		if !ok || err != nil || pid <= 0 {
+			continue // not named by this TestMain: whose it is is unknown
 		}
 		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
 			os.RemoveAll(d)
