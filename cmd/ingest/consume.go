@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
+	"time"
 
+	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/consume"
 	"github.com/urfave/cli/v2"
 )
@@ -58,6 +62,8 @@ SIGTERM/SIGINT let the batches in flight commit, then leave the group.`,
 			&cli.IntFlag{Name: "max-in-flight", Value: consume.DefaultMaxInFlight, Usage: "batches per partition handed to PostgreSQL before the partition pauses"},
 			&cli.StringSliceFlag{Name: "consumer-property", Usage: "librdkafka consumer property KEY=VALUE, repeatable (e.g. session.timeout.ms=10000)"},
 			&cli.IntFlag{Name: "db-pool", Value: 4, Usage: "PostgreSQL connections (partitions loading at once)"},
+			&cli.BoolFlag{Name: "status", Usage: "print the group's position per partition (checkpoint in PostgreSQL, Kafka's committed offset, end, lag) and exit"},
+			&cli.BoolFlag{Name: "json", Usage: "with --status: print JSON"},
 			debugFlag(),
 		}, overrideFlags()...),
 		Action: func(c *cli.Context) error {
@@ -96,6 +102,9 @@ SIGTERM/SIGINT let the batches in flight commit, then leave the group.`,
 			o.Since = w.Since
 			ctx, stop := signalContext()
 			defer stop()
+			if c.Bool("status") {
+				return consumeStatus(ctx, c, cfg, o)
+			}
 			err = consume.Run(ctx, cfg, o)
 			var ae *consume.ArgError
 			if errors.As(err, &ae) {
@@ -108,4 +117,28 @@ SIGTERM/SIGINT let the batches in flight commit, then leave the group.`,
 			return nil
 		},
 	}
+}
+
+// consumeStatus is `ingest consume --status`.
+func consumeStatus(ctx context.Context, c *cli.Context, cfg *config.Config, o consume.Options) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	sts, err := consume.Status(ctx, cfg, o)
+	var ae *consume.ArgError
+	if errors.As(err, &ae) {
+		return usageError{err}
+	}
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		enc := json.NewEncoder(c.App.Writer)
+		enc.SetIndent("", "  ")
+		return enc.Encode(sts)
+	}
+	group := o.Group
+	if group == "" {
+		group, _ = consume.DefaultGroup(cfg.DB.URL)
+	}
+	return consume.WriteStatus(c.App.Writer, group, sts)
 }

@@ -164,6 +164,28 @@ func TestPoisonMessagesDeadLettered(t *testing.T) {
 	if got := r.metric(t, "ingest_consume_dead_letters_total"); got != 4 {
 		t.Errorf("ingest_consume_dead_letters_total = %v, want 4", got)
 	}
+
+	sts, err := consume.Status(ctx, e.cfg, consume.Options{Group: "poison"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range sts {
+		want := consume.PartitionStatus{Topic: st.Topic, Checkpoint: -1, KafkaCommitted: -1}
+		if st.Topic == e.items {
+			want.Checkpoint, want.KafkaCommitted, want.End = 84, 84, 84
+		}
+		if st.KafkaCommitted == -1 && want.KafkaCommitted == 84 {
+			// Kafka's commit runs in the background (auto.commit.interval.ms)
+			// and may not have happened before the consumer left.
+			want.KafkaCommitted = -1
+		}
+		if st != want {
+			t.Errorf("status: %+v, want %+v", st, want)
+		}
+	}
+	if len(sts) != 2 {
+		t.Errorf("status: %d partitions, want 2 (one per topic)", len(sts))
+	}
 }
 
 // --since: a new group starts each partition at the first message at or

@@ -3,6 +3,8 @@ package consume_test
 import (
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,7 +36,7 @@ func backgroundProducer(t *testing.T, e *env, n int64) (wait func() error) {
 	stop := make(chan struct{})
 	now := time.Now()
 	wg.Go(func() {
-		const chunk = 100
+		const chunk = 50
 		for from := int64(1); from <= n; from += chunk {
 			var ms []msg
 			for i := from; i < from+chunk && i <= n; i++ {
@@ -46,7 +48,7 @@ func backgroundProducer(t *testing.T, e *env, n int64) (wait func() error) {
 			select {
 			case <-stop:
 				return
-			case <-time.After(40 * time.Millisecond): // pace: about 5,000 messages/s
+			case <-time.After(250 * time.Millisecond): // pace: 400 messages/s, so that production spans most kills
 			}
 		}
 	})
@@ -99,6 +101,10 @@ func TestKillNineExactlyOnce(t *testing.T) {
 	}, "every message loaded after the last restart")
 	c.stop(t)
 	checkExactlyOnce(t, e.pg, n, n)
+	out, err := exec.Command(binary, "consume", "--config", e.cfgPath, "--group", "kill", "--status").CombinedOutput()
+	if err != nil || !regexp.MustCompile(`(?m)^total lag\s+0$`).Match(out) {
+		t.Errorf("consume --status: %v, want total lag 0:\n%s", err, out)
+	}
 	for _, topic := range []string{e.items, e.events} {
 		for p := range 4 {
 			if cp := checkpoint(t, e, "kill", topic, p); cp <= 0 {
