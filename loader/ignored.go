@@ -96,7 +96,7 @@ func (s *stream) classify(e fs.DirEntry) (IgnoredFile, bool) {
 		f.Reason = IgnoredName
 		if s.cfg.Pattern == "" {
 			f.Detail = "not a rotatefile name (<seq>-<time>.<ext>) and the stream has no pattern"
-			f.Fix = fmt.Sprintf("set pattern: %q on stream %s (config streams[].pattern; `ingest backfill --pattern`) to load files named like this", SuggestPattern(name), s.name)
+			f.Fix = fmt.Sprintf("set pattern: %q on stream %s (config streams[].pattern) to load files named like this", SuggestPattern(name), s.name)
 		} else {
 			f.Detail = fmt.Sprintf("does not match the stream's pattern %q", s.cfg.Pattern)
 			f.Fix = fmt.Sprintf("widen the pattern (e.g. %q) or move the file out of the stream directory", SuggestPattern(name))

@@ -483,7 +483,7 @@ func (l *Loader) warnNothingRecognised(st *stream) {
 // names the loader does not take.
 func NothingRecognisedFix(stream, pattern, example string) string {
 	if pattern == "" {
-		return fmt.Sprintf("set pattern: %q on stream %s (config streams[].pattern, or ingest backfill --pattern) to load files named like %s",
+		return fmt.Sprintf("set pattern: %q on stream %s (config streams[].pattern) to load files named like %s",
 			SuggestPattern(example), stream, example)
 	}
 	return fmt.Sprintf("the pattern %q of stream %s matches none of them; e.g. %q matches %s", pattern, stream, SuggestPattern(example), example)

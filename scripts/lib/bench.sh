@@ -213,7 +213,7 @@ bench_append() {
 	[[ -n "${BENCH_OUT:-}" ]] || return 0
 	if [[ ! -s "$BENCH_OUT" ]]; then
 		mkdir -p "$(dirname "$BENCH_OUT")"
-		printf '# Benchmarks\n\nResults appended by the scripts/bench-* scripts (see docs/BENCHMARKS.md header).\n\n' >"$BENCH_OUT"
+		printf '# Benchmarks\n\nResults appended by the scripts/bench-* scripts (see docs/benchmark-log.md header).\n\n' >"$BENCH_OUT"
 	fi
 	cat "$1" >>"$BENCH_OUT"
 	log "appended to $BENCH_OUT"
