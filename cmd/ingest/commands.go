@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -48,6 +49,11 @@ func loadConfig(c *cli.Context) (*config.Config, error) {
 		return nil, usageError{err}
 	}
 	if v := c.String("spool-dir"); v != "" {
+		// A state dir the file left to its default follows the spool dir
+		// the operator named, as it would had the file said that dir.
+		if cfg.Spool.StateDir == filepath.Join(cfg.Spool.Dir, config.DefaultStateSubdir) {
+			cfg.Spool.StateDir = filepath.Join(v, config.DefaultStateSubdir)
+		}
 		cfg.Spool.Dir = v
 	}
 	if v := c.String("state-dir"); v != "" {
