@@ -4,6 +4,11 @@
 // batch-shaped binding in internal/rdk), and acknowledges a batch only once
 // Kafka has it (SPEC section 6).
 //
+// Builds: the default (confluent-kafka-go's bundled static librdkafka),
+// -tags musl (its bundled musl build) and -tags dynamic (the system's
+// librdkafka 2.11.1 or later, through pkg-config, compiled against that
+// librdkafka's own header); see internal/rdk's package doc.
+//
 // # How it fits
 //
 // The CLI builds a [Config] from the config file's kafka section (brokers,

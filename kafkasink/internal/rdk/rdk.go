@@ -1,10 +1,20 @@
 package rdk
 
 /*
-#cgo CFLAGS: -DLIBRDKAFKA_STATICLIB
 #include <stdlib.h>
 #include <string.h>
-#include "rdkafka.h"
+#ifdef RDK_DYNAMIC
+// -tags dynamic (link_dynamic.go): the system's librdkafka and its own
+// header, found by pkg-config, as confluent-kafka-go does with that tag.
+#include <librdkafka/rdkafka.h>
+#if RD_KAFKA_VERSION < 0x020b0100
+#error "kafkasink/internal/rdk: -tags dynamic needs librdkafka 2.11.1 or later (the version confluent-kafka-go v2.11.1 requires); the system's is older"
+#endif
+#else
+// The librdkafka confluent-kafka-go bundles (and links): our declarations
+// of what this file uses, checked against its header by header_test.go.
+#include "rdk.h"
+#endif
 
 // One message of a batch: offsets into the batch's byte arena, so that the
 // Go memory handed to C holds no Go pointers.
