@@ -47,6 +47,10 @@ type pipeline struct {
 	// checkpoint the saver has not yet made durable: after a crash they
 	// are delivered again, so they count against MaxInFlight (plus one).
 	undurable []Position
+	// since is when the oldest line past the checkpoint was read (zero:
+	// none): ingest_lag_seconds. It survives a rewind, so a sink that keeps
+	// failing shows a growing lag rather than the age of the replay.
+	since time.Time
 	// spare holds memory of acknowledged batches for the next ones:
 	// fresh arena chunks cost a page fault and zeroing per 4 KB, which
 	// was a tenth of a backfill's CPU.
@@ -293,6 +297,9 @@ func (p *pipeline) fill(ctx context.Context, cfg settings) (caughtUp bool, err e
 		}
 		if b.empty() {
 			b.first = p.l.cfg.now()
+			if p.since.IsZero() {
+				p.since = b.first
+			}
 		}
 		b.end = it.end
 		b.covered += it.end.Offset - it.pos.Offset
@@ -420,10 +427,14 @@ func (p *pipeline) waitAck(ctx context.Context) {
 	if p.saver != nil {
 		saved = p.saver.saved
 	}
+	timer := time.NewTimer(lagRefresh)
+	defer timer.Stop()
 	select {
 	case a := <-p.acks:
 		p.handleAck(a)
 	case <-saved:
+	case <-timer.C:
+		p.updateLag()
 	case <-ctx.Done():
 	}
 }
@@ -481,6 +492,14 @@ func (p *pipeline) handleAck(a ack) {
 		p.spare.put(f)
 	}
 	if advanced {
+		switch {
+		case len(p.inflight) > 0:
+			p.since = p.inflight[0].read
+		case !p.cur.empty():
+			p.since = p.cur.first
+		default:
+			p.since = time.Time{}
+		}
 		p.backoff = 0
 		p.saveCheckpoint()
 		p.l.dl.forget(p.st.name, p.name, p.acked)
@@ -602,13 +621,15 @@ func (s *checkpointSaver) close() {
 
 func (p *pipeline) updateLag() {
 	age := 0.0
-	if len(p.inflight) > 0 {
-		age = p.l.cfg.now().Sub(p.inflight[0].read).Seconds()
-	} else if !p.cur.empty() {
-		age = p.l.cfg.now().Sub(p.cur.first).Seconds()
+	if !p.since.IsZero() {
+		age = max(0, p.l.cfg.now().Sub(p.since).Seconds())
 	}
 	p.l.metrics.lagSeconds.WithLabelValues(p.st.name, p.name).Set(age)
 }
+
+// lagRefresh is how often a pipeline that waits for acks (a sink that is
+// down) refreshes ingest_lag_seconds, which otherwise moves only on acks.
+const lagRefresh = time.Second
 
 // rewind goes back to the checkpoint after a failure, with back-off.
 func (p *pipeline) rewind(ctx context.Context) error {
@@ -616,10 +637,17 @@ func (p *pipeline) rewind(ctx context.Context) error {
 	p.log.Warn("sink failed; replaying from checkpoint", "err", p.failErr, "position", p.acked.String(), "retry_in", p.backoff)
 	timer := time.NewTimer(p.backoff)
 	defer timer.Stop()
-	select {
-	case <-timer.C:
-	case <-ctx.Done():
-		return nil // run sees ctx and shuts down
+	tick := time.NewTicker(lagRefresh)
+	defer tick.Stop()
+	for waiting := true; waiting; {
+		p.updateLag()
+		select {
+		case <-timer.C:
+			waiting = false
+		case <-tick.C:
+		case <-ctx.Done():
+			return nil // run sees ctx and shuts down
+		}
 	}
 	if err := p.tail.seek(p.acked); err != nil {
 		ue, unreadable := isUnreadable(err)
