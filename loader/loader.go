@@ -28,6 +28,8 @@ type Loader struct {
 	streams   map[string]*stream
 	positions map[string]map[string]Position // stream -> sink -> checkpoint
 	kick      chan struct{}                  // wakes the janitor
+
+	rootReported map[string]string // spool dir entries logged as not loaded, by name: reason
 }
 
 // settings are what may change while running, at a batch boundary.
@@ -245,6 +247,7 @@ func (l *Loader) discover() []*stream {
 		for _, s := range l.cfg.Streams {
 			names = append(names, s.Name)
 		}
+		l.reportRoot()
 	} else {
 		entries, err := os.ReadDir(l.cfg.Dir)
 		if err != nil {
@@ -252,6 +255,7 @@ func (l *Loader) discover() []*stream {
 			return nil
 		}
 		stateDir, _ := filepath.Abs(l.cfg.StateDir)
+		l.reportRootEntries(entries)
 		for _, e := range entries {
 			if !e.IsDir() || e.Name()[0] == '.' {
 				continue
@@ -487,4 +491,55 @@ func NothingRecognisedFix(stream, pattern, example string) string {
 			SuggestPattern(example), stream, example)
 	}
 	return fmt.Sprintf("the pattern %q of stream %s matches none of them; e.g. %q matches %s", pattern, stream, SuggestPattern(example), example)
+}
+
+// reportRoot lists the spool dir for reportRootEntries when the config
+// names the streams (otherwise discover lists it anyway).
+func (l *Loader) reportRoot() {
+	entries, err := os.ReadDir(l.cfg.Dir)
+	if err != nil {
+		return // Run and discover report an unreadable spool dir
+	}
+	l.reportRootEntries(entries)
+}
+
+// reportRootEntries logs, once per entry and reason, what sits directly in
+// the spool dir and is never loaded: files (streams are sub-directories),
+// and, when the config lists the streams, directories it does not list.
+func (l *Loader) reportRootEntries(entries []os.DirEntry) {
+	configured := map[string]bool{}
+	for _, s := range l.cfg.Streams {
+		configured[s.Name] = true
+	}
+	stateDir, _ := filepath.Abs(l.cfg.StateDir)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rootReported == nil {
+		l.rootReported = map[string]string{}
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if name[0] == '.' {
+			continue
+		}
+		var reason, fix string
+		switch {
+		case !e.IsDir():
+			reason = "file in the spool dir"
+			fix = "the spool dir holds one sub-directory per stream: move the file into " + filepath.Join(l.cfg.Dir, "<stream>") + " (or point spool.dir at its directory's parent)"
+		case len(configured) > 0 && !configured[name]:
+			if abs, _ := filepath.Abs(filepath.Join(l.cfg.Dir, name)); abs == stateDir {
+				continue
+			}
+			reason = "directory not a configured stream"
+			fix = "add it to streams in the config to load it, or move it out of the spool dir"
+		default:
+			continue
+		}
+		if l.rootReported[name] == reason {
+			continue
+		}
+		l.rootReported[name] = reason
+		l.cfg.Logger.Warn("spool entry not loaded", "file", filepath.Join(l.cfg.Dir, name), "reason", reason, "fix", fix)
+	}
 }
