@@ -37,8 +37,8 @@ func ExampleReport_WriteText() {
 		Table: "raw_item", DBTable: "raw_item", Topic: "raw_item", Window: "[2026-04-01T00:00:00Z, 2026-04-02T00:00:00Z)",
 		Partitions: 2, StartOffsets: verify.StartByTimestamp, EndOffsets: verify.EndByTimestamp, Messages: 5, Checked: 2, Mismatched: []string{"9"},
 		Reads: []verify.PartitionRead{
-			{Partition: 0, Start: 1200, End: 1203, HighWatermark: 4100, Fetched: 3},
-			{Partition: 1, Start: 980, End: 982, HighWatermark: 3900, Fetched: 2},
+			{Partition: 0, Start: 1200, End: 1203, HighWatermark: 4100, Read: 3, Fetched: 120},
+			{Partition: 1, Start: 980, End: 982, HighWatermark: 3900, Read: 2, Fetched: -1},
 		},
 		Accounts: []verify.Account{
 			{Account: "7", RoutedDB: true, RoutedKafka: true, Checked: true, Agree: true, Duplicates: 1,
@@ -53,9 +53,9 @@ func ExampleReport_WriteText() {
 	// Output:
 	// verify raw_item: postgres raw_item vs kafka topic raw_item (2 partitions, start offsets by-timestamp, end offsets by-timestamp), window [2026-04-01T00:00:00Z, 2026-04-02T00:00:00Z)
 	// kafka messages read: 5
-	// PARTITION  START  END   HIGH WATERMARK  FETCHED  PAST END
-	// 0          1200   1203  4100            3        0
-	// 1          980    982   3900            2        0
+	// PARTITION  START  END   HIGH WATERMARK  READ  FETCHED  READ PAST END
+	// 0          1200   1203  4100            3     120      0
+	// 1          980    982   3900            2     ?        0
 	//
 	// ACCOUNT  ROUTED TO  DB ROWS  DB DIGEST         KAFKA IDS  KAFKA DIGEST      KAFKA DUPLICATES  RESULT
 	// 7        db+kafka   2        1b2c3d4e5f607182  2          1b2c3d4e5f607182  1                 ok

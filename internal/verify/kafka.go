@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,10 @@ type kafkaReader struct {
 	prefix    []byte // `{"table":"<name>","row":`
 	toEnd     bool
 
+	// rx is librdkafka's cumulative rxmsgs per partition at the end of
+	// the last scan.
+	rx map[int32]int64
+
 	keyType, idType schema.Type
 }
 
@@ -63,12 +68,18 @@ type prange struct {
 
 type scanStats struct {
 	messages, otherTables, undecodable int64
-	// fetched counts, per partition, the messages the consumer delivered,
-	// those past the range's end included.
-	fetched map[int32]int64
+	// delivered counts, per partition, the messages of the range read;
+	// received those the consumer got from the broker (librdkafka's
+	// rxmsgs), prefetched ones past the range included; nil when its
+	// statistics did not come.
+	delivered, received map[int32]int64
 }
 
 var groupSeq atomic.Int64
+
+// statsInterval is how often librdkafka reports its statistics; a scan
+// ends by waiting for two reports (see received).
+const statsInterval = 200 * time.Millisecond
 
 // consumerProperties are the prefixes of kafka.properties that a consumer
 // takes too (connection, security, client identity); the rest are the
@@ -89,10 +100,15 @@ func openKafka(ctx context.Context, cfg *config.Config, t *schema.Table, o Optio
 		"enable.auto.commit":   false,
 		"enable.partition.eof": true,
 		"auto.offset.reset":    "earliest",
-		// librdkafka prefetches up to 100,000 messages per partition by
-		// default: past a window's end, all of them fetched in vain.
-		// 10,000 still keeps several fetches' worth in the queue.
-		"queued.min.messages": 10000,
+		// librdkafka prefetches ahead of what it hands over, up to 64 MiB
+		// by default, and what lies past a window's end is fetched in vain
+		// until the partition is released. 16 MiB keeps reads streaming.
+		// It is a loose bound: on the window test (2 KB rows) it fetched
+		// 700-900 messages per partition past the end whatever these
+		// limits; the report counts them (PartitionRead.Fetched).
+		"queued.max.messages.kbytes": 16 << 10,
+		// rxmsgs per partition, for the report's count of what was fetched.
+		"statistics.interval.ms": int(statsInterval.Milliseconds()),
 	}
 	for k, v := range cfg.Kafka.Properties {
 		for _, p := range consumerProperties {
@@ -108,7 +124,7 @@ func openKafka(ctx context.Context, cfg *config.Config, t *schema.Table, o Optio
 	}
 	prefix, _ := json.Marshal(t.Name)
 	r := &kafkaReader{
-		c: c, table: t, schema: sch, window: o.Window, log: log, toEnd: o.ReadToEnd,
+		c: c, table: t, schema: sch, window: o.Window, log: log, toEnd: o.ReadToEnd, rx: map[int32]int64{},
 		prefix:  append(append([]byte(`{"table":`), prefix...), `,"row":`...),
 		keyType: columnType(t, t.Key), idType: columnType(t, t.ID),
 	}
@@ -268,7 +284,7 @@ func (r *kafkaReader) readsPastEnd() []prange {
 // table whose row time is in the window. A partition is released as soon
 // as its range is read, so the consumer stops fetching it.
 func (r *kafkaReader) scan(ctx context.Context, ranges []prange, visit func(account, id string)) (scanStats, error) {
-	st := scanStats{fetched: map[int32]int64{}}
+	st := scanStats{delivered: map[int32]int64{}}
 	topic := r.table.Topic
 	var assign []kafka.TopicPartition
 	pending := map[int32]kafka.Offset{} // partition -> end
@@ -315,7 +331,6 @@ func (r *kafkaReader) scan(ctx context.Context, ranges []prange, visit func(acco
 			if !ok {
 				continue // queued before the partition was released
 			}
-			st.fetched[p]++
 			if off >= end-1 {
 				if err := release(p); err != nil {
 					return st, err
@@ -324,6 +339,7 @@ func (r *kafkaReader) scan(ctx context.Context, ranges []prange, visit func(acco
 			if off >= end {
 				continue // past the range (offsets skipped: compaction, transaction markers)
 			}
+			st.delivered[p]++
 			st.messages++
 			r.message(ev, &st, visit)
 		case kafka.PartitionEOF:
@@ -339,7 +355,47 @@ func (r *kafkaReader) scan(ctx context.Context, ranges []prange, visit func(acco
 			r.log.Debug("kafka consumer", "err", ev)
 		}
 	}
+	st.received = r.received(ctx)
 	return st, nil
+}
+
+// received returns what librdkafka got from the broker per partition since
+// the last call (its rxmsgs), from the second statistics report after the
+// partitions were released: the first may predate the release, and the
+// second also counts a fetch that was in flight then.
+func (r *kafkaReader) received(ctx context.Context) map[int32]int64 {
+	var last *kafka.Stats
+	deadline := time.Now().Add(5 * statsInterval)
+	for n := 0; n < 2 && ctx.Err() == nil && time.Now().Before(deadline); {
+		if ev, ok := r.c.Poll(int(statsInterval.Milliseconds())).(*kafka.Stats); ok {
+			last, n = ev, n+1
+		}
+	}
+	if last == nil {
+		r.log.Debug("kafka: no consumer statistics; fetched counts unknown")
+		return nil
+	}
+	var js struct {
+		Topics map[string]struct {
+			Partitions map[string]struct {
+				RxMsgs int64 `json:"rxmsgs"`
+			} `json:"partitions"`
+		} `json:"topics"`
+	}
+	if err := json.Unmarshal([]byte(last.String()), &js); err != nil {
+		r.log.Debug("kafka: consumer statistics", "err", err)
+		return nil
+	}
+	out := map[int32]int64{}
+	for id, p := range js.Topics[r.table.Topic].Partitions {
+		n, err := strconv.ParseInt(id, 10, 32)
+		if err != nil || n < 0 { // "-1" is librdkafka's unassigned-partition placeholder
+			continue
+		}
+		out[int32(n)] = p.RxMsgs - r.rx[int32(n)]
+		r.rx[int32(n)] = p.RxMsgs
+	}
+	return out
 }
 
 // message finds the account, id and time of a message the way the loader

@@ -3,6 +3,7 @@ package verify
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,16 +24,20 @@ func (r *Report) WriteText(w io.Writer) error {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	if len(r.Reads) > 0 {
-		fmt.Fprintln(tw, "PARTITION\tSTART\tEND\tHIGH WATERMARK\tFETCHED\tPAST END")
+		fmt.Fprintln(tw, "PARTITION\tSTART\tEND\tHIGH WATERMARK\tREAD\tFETCHED\tREAD PAST END")
 		for _, p := range r.Reads {
-			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\n", p.Partition, p.Start, p.End, p.HighWatermark, p.Fetched, p.PastEndFetched)
+			fetched := strconv.FormatInt(p.Fetched, 10)
+			if p.Fetched < 0 {
+				fetched = "?"
+			}
+			fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%s\t%d\n", p.Partition, p.Start, p.End, p.HighWatermark, p.Read, fetched, p.PastEndRead)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
 		}
 	}
 	if r.PastEnd {
-		fmt.Fprintln(w, "records missing in the window's offsets were looked for up to the high watermarks (PAST END): messages produced out of time order sit there")
+		fmt.Fprintln(w, "records missing in the window's offsets were looked for up to the high watermarks (READ PAST END): messages produced out of time order sit there")
 	}
 	if r.Empty {
 		if r.OK {

@@ -79,7 +79,7 @@ type Report struct {
 	Undecodable int64 `json:"undecodable"`
 	// PastEnd is set when records of checked accounts were missing from
 	// the window's offsets and the partitions were read on to their high
-	// watermarks for them (see [PartitionRead.PastEndFetched]).
+	// watermarks for them (see [PartitionRead.PastEndRead]).
 	PastEnd bool `json:"read_past_end"`
 	// Empty: neither side holds a record in the window.
 	Empty bool `json:"nothing_to_compare"`
@@ -101,19 +101,20 @@ type PartitionRead struct {
 	Start         int64 `json:"start_offset"`
 	End           int64 `json:"end_offset"`
 	HighWatermark int64 `json:"high_watermark"`
-	// Fetched counts the messages the consumer delivered in the first
-	// pass: those of [Start, End), and any past End delivered before the
-	// partition was released (offsets skipped by compaction or transaction
-	// markers). librdkafka may have fetched further ahead from the broker
-	// (up to about 10,000 messages plus one fetch response of at most
-	// max.partition.fetch.bytes, 1 MiB by default), dropped on release
-	// and not counted here.
+	// Read counts the messages of [Start, End) read in the first pass
+	// (fewer when offsets were skipped: compaction, transaction markers).
+	Read int64 `json:"read"`
+	// Fetched counts the messages the consumer received from the broker
+	// for the partition in the first pass (librdkafka's rxmsgs): Read plus
+	// what librdkafka prefetched past End before the partition was
+	// released (it fetches ahead of what it hands over: up to a few MiB
+	// per partition). -1 when its statistics did not come.
 	Fetched int64 `json:"fetched"`
-	// PastEndFetched counts messages read in [End, HighWatermark) because
+	// PastEndRead counts messages read in [End, HighWatermark) because
 	// records of checked accounts were missing in the window's offsets:
 	// records whose timestamps are out of order (history backfilled after
 	// newer records) sit there.
-	PastEndFetched int64 `json:"past_end_fetched,omitempty"`
+	PastEndRead int64 `json:"past_end_read,omitempty"`
 }
 
 // Account is one account's comparison.
@@ -210,7 +211,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
 	}
 	rep.Messages, rep.OtherTables, rep.Undecodable = stats.messages, stats.otherTables, stats.undecodable
 	for i := range rep.Reads {
-		rep.Reads[i].Fetched = stats.fetched[rep.Reads[i].Partition]
+		p := &rep.Reads[i]
+		p.Read = stats.delivered[p.Partition]
+		p.Fetched = -1
+		if stats.received != nil {
+			p.Fetched = stats.received[p.Partition]
+		}
 	}
 	if stats.undecodable > 0 {
 		log.Warn("messages whose value the table's schema does not accept; used their headers and key", "count", stats.undecodable)
@@ -276,7 +282,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
 			}
 			rep.PastEnd = true
 			for i := range rep.Reads {
-				rep.Reads[i].PastEndFetched = st.fetched[rep.Reads[i].Partition]
+				p := &rep.Reads[i]
+				p.PastEndRead = st.delivered[p.Partition]
 			}
 		}
 	}

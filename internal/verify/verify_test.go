@@ -36,6 +36,7 @@ type env struct {
 	spool     string
 	archive   string
 	lines     []line
+	body      string // of every row; default "x"
 }
 
 type line struct {
@@ -47,7 +48,7 @@ var t0 = time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
 
 const configTmpl = `spool: {dir: %q}
 batch: {max_records: 100, linger: 5ms}
-kafka: {brokers: %q}
+kafka: {brokers: %q, properties: {batch.num.messages: "100"}}
 db: {url: %q}
 tables:
   raw_item:
@@ -119,7 +120,11 @@ func (e *env) writeLines(tb testing.TB, stream string, base time.Time, n, accoun
 		if i%10 == 0 {
 			written = strings.ToUpper(written)
 		}
-		fmt.Fprintf(&b, `{"table":"raw_item","row":{"project_id":%s,"timestamp":%d,"body":"x","uuid":%q}}`+"\n", l.account, l.time.Unix(), written)
+		body := e.body
+		if body == "" {
+			body = "x"
+		}
+		fmt.Fprintf(&b, `{"table":"raw_item","row":{"project_id":%s,"timestamp":%d,"body":%q,"uuid":%q}}`+"\n", l.account, l.time.Unix(), body, written)
 		if (i+1)%200 == 0 || i == n-1 {
 			name := rotatefile.FileName(uint64(i/200+1), base, ".ndjson")
 			if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o640); err != nil {
