@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
@@ -354,15 +355,15 @@ func TestHostileIdentifiers(t *testing.T) {
 	}
 	f := newLineFile("000001", lines)
 	stream := `s'; DROP TABLE victim; --`
-	dl := &deadLetters{}
-	if err := submit(t, ctx, s, loader.NewBatch(stream, f.pos[0], f.pos[3], f.decode(t, sch, 0, 3), dl.reject)); err != nil {
+	dl := &loadertest.Rejects{}
+	if err := submit(t, ctx, s, loader.NewBatch(stream, f.pos[0], f.pos[3], f.decode(t, sch, 0, 3), dl.Reject)); err != nil {
 		t.Fatalf("ack: %v", err)
 	}
-	if d := dl.all(); len(d) > 0 {
+	if d := dl.All(); len(d) > 0 {
 		t.Fatalf("rejected: %+v", d)
 	}
 	// Replaying adds nothing.
-	if err := submit(t, ctx, s, loader.NewBatch(stream, f.pos[0], f.pos[3], f.decode(t, sch, 0, 3), dl.reject)); err != nil {
+	if err := submit(t, ctx, s, loader.NewBatch(stream, f.pos[0], f.pos[3], f.decode(t, sch, 0, 3), dl.Reject)); err != nil {
 		t.Fatalf("ack: %v", err)
 	}
 	if n := queryInt(t, conn, `SELECT count(*) FROM victim`); n != 1 {

@@ -1,17 +1,14 @@
 package dbsink
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
@@ -38,7 +35,7 @@ func newSink(tb testing.TB, srv *pgserver.Server, sch *schema.Schema, migrate bo
 		Schema:     sch,
 		MinBackoff: 20 * time.Millisecond,
 		MaxBackoff: 200 * time.Millisecond,
-		Logger:     testLogger(tb),
+		Logger:     loadertest.Logger(tb),
 	}
 	for _, m := range mod {
 		m(&cfg)
@@ -54,22 +51,6 @@ func newSink(tb testing.TB, srv *pgserver.Server, sch *schema.Schema, migrate bo
 		}
 	}
 	return s
-}
-
-// testLogger logs through tb only when -v is on, so that retry warnings
-// are visible while debugging but do not flood normal runs.
-func testLogger(tb testing.TB) *slog.Logger {
-	if !testing.Verbose() {
-		return nil
-	}
-	return slog.New(slog.NewTextHandler(tbWriter{tb}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type tbWriter struct{ tb testing.TB }
-
-func (w tbWriter) Write(p []byte) (int, error) {
-	w.tb.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
 }
 
 // lineFile lays out lines as one offline file would: each record's
@@ -112,30 +93,6 @@ func rawRecord(t *schema.Table, pos loader.Position, row string) loader.Record {
 	return loader.Record{Record: schema.Record{Table: t, Row: []byte(row)}, Pos: pos, Line: []byte(row)}
 }
 
-// deadLetters records what a batch rejected.
-type deadLetters struct {
-	mu   sync.Mutex
-	list []deadLetter
-}
-
-type deadLetter struct {
-	Pos            loader.Position
-	Reason, Detail string
-}
-
-func (d *deadLetters) reject(_ context.Context, r *loader.Record, reason, detail string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.list = append(d.list, deadLetter{r.Pos, reason, detail})
-	return nil
-}
-
-func (d *deadLetters) all() []deadLetter {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]deadLetter(nil), d.list...)
-}
-
 // submit runs Submit and returns what ack got, once it came.
 func submit(tb testing.TB, ctx context.Context, s *Sink, b *loader.Batch) error {
 	tb.Helper()
@@ -152,35 +109,12 @@ func submit(tb testing.TB, ctx context.Context, s *Sink, b *loader.Batch) error 
 	}
 }
 
-func connect(tb testing.TB, srv *pgserver.Server) *pgx.Conn {
-	tb.Helper()
-	ctx := testenv.Context(tb, 30*time.Second)
-	conn, err := pgx.Connect(ctx, srv.URL())
-	if err != nil {
-		tb.Fatalf("connect: %v", err)
-	}
-	tb.Cleanup(func() { conn.Close(context.Background()) })
-	if _, err := conn.Exec(ctx, "SET TimeZone = 'UTC'"); err != nil {
-		tb.Fatalf("set time zone: %v", err)
-	}
-	return conn
-}
-
-func exec(tb testing.TB, conn *pgx.Conn, sql string, args ...any) {
-	tb.Helper()
-	if _, err := conn.Exec(context.Background(), sql, args...); err != nil {
-		tb.Fatalf("%s: %v", sql, err)
-	}
-}
-
-func queryInt(tb testing.TB, conn *pgx.Conn, sql string, args ...any) int64 {
-	tb.Helper()
-	var n int64
-	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		tb.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
+// The package's tests' names for the shared PostgreSQL helpers.
+var (
+	connect  = loadertest.Connect
+	exec     = loadertest.Exec
+	queryInt = loadertest.QueryInt
+)
 
 func checkpointOf(tb testing.TB, s *Sink, stream string) loader.Position {
 	tb.Helper()

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dualwrite/ingest/dbsink"
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
 )
@@ -41,7 +42,7 @@ func TestLoaderCrashAtRandomPointsExactlyOnce(t *testing.T) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	ctx := testenv.Context(t, 3*time.Minute)
-	logs, log := ltNewLog(t)
+	logs, log := loadertest.NewLog(t)
 
 	spool := t.TempDir()
 	feed := ltOpenFeed(t, spool, 32<<10, "crash")
@@ -185,7 +186,7 @@ func TestLoaderCrashAtRandomPointsExactlyOnce(t *testing.T) {
 	if cp, ok, err := db.Checkpoint(ctx, ltStream); err != nil || !ok {
 		t.Fatalf("checkpoint before the final run: %v, %v, %v", cp, ok, err)
 	} else {
-		t.Logf("checkpoint before the final run: %v (stream ends at %v)", cp, ltStreamEnd(t, spool))
+		t.Logf("checkpoint before the final run: %v (stream ends at %v)", cp, loadertest.StreamEnd(t, spool, ltStream))
 	}
 	done := make(chan error, 1)
 	runCtx, cancel := context.WithCancel(ctx)
@@ -198,12 +199,12 @@ func TestLoaderCrashAtRandomPointsExactlyOnce(t *testing.T) {
 		}
 	}()
 	testenv.Eventually(t, 60*time.Second, func() bool { return ltCount(srv) >= len(want) },
-		"the final run loads everything (%v of %d rows)", ltLazy(func() string { return fmt.Sprint(ltCount(srv)) }), len(want))
+		"the final run loads everything (%v of %d rows)", loadertest.Lazy(func() string { return fmt.Sprint(ltCount(srv)) }), len(want))
 	// And passes the trailing lines the sink never sees: its checkpoint
 	// reaches the end of the last file.
-	end := ltStreamEnd(t, spool)
+	end := loadertest.StreamEnd(t, spool, ltStream)
 	testenv.Eventually(t, 10*time.Second, func() bool { return l.Positions()[ltStream]["db"] == end },
-		"the final run reaches the end %v (at %v)", end, ltLazy(func() string { return l.Positions()[ltStream]["db"].String() }))
+		"the final run reaches the end %v (at %v)", end, loadertest.Lazy(func() string { return l.Positions()[ltStream]["db"].String() }))
 	cancel()
 	finalStopped = true
 	if err := <-done; err != nil {
@@ -214,10 +215,10 @@ func TestLoaderCrashAtRandomPointsExactlyOnce(t *testing.T) {
 		len(want), restarts, startCancels, kills.Load(), time.Since(started).Round(time.Millisecond))
 
 	t.Logf("%d batches cut off in flight by a cancellation; log: %d transient errors retried, %d replayed batches found already committed",
-		failedBatches, logs.count("dbsink: transient error, retrying"), logs.count("dbsink: batch already committed, skipping"))
+		failedBatches, logs.Count("dbsink: transient error, retrying"), logs.Count("dbsink: batch already committed, skipping"))
 
 	ltCheckTables(t, srv, want)
-	dls := ltDeadLetters(t, filepath.Join(spool, ".ingest"))
+	dls := loadertest.DeadLetters(t, filepath.Join(spool, ".ingest"), ltStream)
 	seen := map[string]bool{}
 	for _, d := range dls {
 		if d.Reason != "unknown_table" || d.Line == nil {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
 )
@@ -29,9 +30,9 @@ import (
 func TestLoaderUnknownAndHostileTablesAreDeadLettered(t *testing.T) {
 	t.Parallel()
 	srv := testenv.Postgres(t)
-	conn := ltConnect(t, srv)
-	ltExec(t, conn, `CREATE TABLE unrelated (x int)`)
-	ltExec(t, conn, `INSERT INTO unrelated VALUES (42)`)
+	conn := loadertest.Connect(t, srv)
+	loadertest.Exec(t, conn, `CREATE TABLE unrelated (x int)`)
+	loadertest.Exec(t, conn, `INSERT INTO unrelated VALUES (42)`)
 	sch := ltSchema(t)
 	ltMigrate(t, srv, sch)
 
@@ -73,12 +74,12 @@ func TestLoaderUnknownAndHostileTablesAreDeadLettered(t *testing.T) {
 	// lines share a batch.
 	appendRound()
 	testenv.Eventually(t, 10*time.Second, func() bool { return ltSpoolBytes(t, spool) == feed.size },
-		"round one on disk (%v of %d bytes)", ltLazy(func() string { return fmt.Sprint(ltSpoolBytes(t, spool)) }), feed.size)
+		"round one on disk (%v of %d bytes)", loadertest.Lazy(func() string { return fmt.Sprint(ltSpoolBytes(t, spool)) }), feed.size)
 
-	_, log := ltNewLog(t)
+	_, log := loadertest.NewLog(t)
 	db := ltDBSink(t, srv, sch, log)
-	kafka := &ltMemSink{name: "kafka"}
-	run := ltRunLoader(t, loader.Config{
+	kafka := loadertest.NewMemSink("kafka")
+	run := loadertest.Start(t, loader.Config{
 		Dir:    spool,
 		Schema: sch,
 		Batch:  loader.BatchConfig{Linger: 5 * time.Millisecond},
@@ -86,19 +87,19 @@ func TestLoaderUnknownAndHostileTablesAreDeadLettered(t *testing.T) {
 	}, loader.SinkSpec{Sink: db}, loader.SinkSpec{Sink: kafka})
 	round1 := feed.count()
 	testenv.Eventually(t, 30*time.Second, func() bool { return ltCount(srv) >= round1 },
-		"round one loaded (%v of %d rows)", ltLazy(func() string { return fmt.Sprint(ltCount(srv)) }), round1)
+		"round one loaded (%v of %d rows)", loadertest.Lazy(func() string { return fmt.Sprint(ltCount(srv)) }), round1)
 
 	// Round two is tailed from the active file while the loader runs.
 	appendRound()
 	want := feed.all()
-	testenv.Eventually(t, 30*time.Second, func() bool { return ltCount(srv) >= len(want) && kafka.count() >= len(want) },
-		"round two loaded (%v of %d)", ltLazy(func() string { return fmt.Sprintf("db %d, kafka %d", ltCount(srv), kafka.count()) }), len(want))
-	if err := run.stop(); err != nil {
+	testenv.Eventually(t, 30*time.Second, func() bool { return ltCount(srv) >= len(want) && kafka.Count() >= len(want) },
+		"round two loaded (%v of %d)", loadertest.Lazy(func() string { return fmt.Sprintf("db %d, kafka %d", ltCount(srv), kafka.Count()) }), len(want))
+	if err := run.Stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 
 	ltCheckTables(t, srv, want)
-	kafka.checkInOrder(t, want)
+	ltCheckInOrder(t, kafka, want)
 
 	// Every table is intact, and nothing else appeared.
 	rows, err := conn.Query(t.Context(), `SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`)
@@ -119,19 +120,19 @@ func TestLoaderUnknownAndHostileTablesAreDeadLettered(t *testing.T) {
 	if wantTables := []string{"ingest_checkpoints", "raw_event", "raw_item", "unrelated"}; !slices.Equal(tables, wantTables) {
 		t.Errorf("public tables %v, want %v", tables, wantTables)
 	}
-	if n := ltQueryInt(t, conn, `SELECT count(*) FROM unrelated WHERE x = 42`); n != 1 {
+	if n := loadertest.QueryInt(t, conn, `SELECT count(*) FROM unrelated WHERE x = 42`); n != 1 {
 		t.Errorf("unrelated holds %d rows with x = 42, want 1", n)
 	}
-	if n := ltQueryInt(t, conn, `SELECT count(*) FROM unrelated`); n != 1 {
+	if n := loadertest.QueryInt(t, conn, `SELECT count(*) FROM unrelated`); n != 1 {
 		t.Errorf("unrelated holds %d rows, want 1", n)
 	}
-	if n := ltQueryInt(t, conn, `SELECT (SELECT count(*) FROM raw_item WHERE seq < 0 OR body = 'hostile') + (SELECT count(*) FROM raw_event WHERE seq < 0 OR body = 'hostile')`); n != 0 {
+	if n := loadertest.QueryInt(t, conn, `SELECT (SELECT count(*) FROM raw_item WHERE seq < 0 OR body = 'hostile') + (SELECT count(*) FROM raw_event WHERE seq < 0 OR body = 'hostile')`); n != 0 {
 		t.Errorf("%d rows of hostile lines were stored", n)
 	}
 
 	// Each bad line is dead-lettered once, as unknown_table, with its bytes
 	// and where it was.
-	dls := ltDeadLetters(t, filepath.Join(spool, ".ingest"))
+	dls := loadertest.DeadLetters(t, filepath.Join(spool, ".ingest"), ltStream)
 	if len(dls) != len(feed.bad) {
 		for _, d := range dls {
 			t.Logf("dead letter: %+v", d)

@@ -3,14 +3,13 @@ package dbsink_test
 // Helpers for the loader-level tests of the PostgreSQL sink: the real
 // loader, the real dbsink, a throwaway PostgreSQL server and lines appended
 // by the rotatefile writer. Nothing here fakes pgx; the only stand-in is
-// ltMemSink, the "Kafka side" of the loader, which the issue asks for.
+// loadertest.MemSink, the "Kafka side" of the loader, which the issue asks for.
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -23,9 +22,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/dualwrite/ingest/dbsink"
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
-	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/rotatefile"
 	"github.com/dualwrite/ingest/schema"
 )
@@ -168,111 +167,46 @@ func (f *ltFeed) run(stop <-chan struct{}, n int, tick time.Duration, perTick, b
 	}
 }
 
-// ltMemSink is the in-test "Kafka side" of the loader: an in-memory sink
-// that acknowledges every batch at once and does not own its checkpoint,
-// so the loader keeps it in its file store (StateDir/checkpoints).
-type ltMemSink struct {
-	name string
-
-	mu   sync.Mutex
-	ids  []string
-	pos  []loader.Position
-	errs []error
-}
-
-func (s *ltMemSink) Name() string { return s.name }
-
-func (s *ltMemSink) Submit(_ context.Context, b *loader.Batch, ack func(error)) error {
-	s.mu.Lock()
-	for _, r := range b.Records {
-		var row struct {
-			ID string `json:"id"`
-		}
-		if err := json.Unmarshal(r.Row, &row); err != nil {
-			s.errs = append(s.errs, fmt.Errorf("row at %v: %w", r.Pos, err))
-			continue
-		}
-		s.ids = append(s.ids, row.ID)
-		s.pos = append(s.pos, r.Pos)
+// ltRowID is the id column of a row the feed appended.
+func ltRowID(row []byte) (string, error) {
+	var r struct {
+		ID string `json:"id"`
 	}
-	s.mu.Unlock()
-	ack(nil)
-	return nil
+	err := json.Unmarshal(row, &r)
+	return r.ID, err
 }
 
-func (s *ltMemSink) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.ids)
+// ltHas reports whether the in-memory sink received line i of the feed
+// (assuming it received lines in order, which ltCheckInOrder verifies at
+// the end).
+func ltHas(s *loadertest.MemSink, i int, id string) bool {
+	r, ok := s.At(i)
+	if !ok {
+		return false
+	}
+	got, err := ltRowID(r.Row)
+	return err == nil && got == id
 }
 
-// has reports whether the sink received line i of the feed (assuming it
-// received lines in order, which check verifies at the end).
-func (s *ltMemSink) has(i int, id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return i < len(s.ids) && s.ids[i] == id
-}
-
-// position is where the i-th record received starts; i must be below count.
-func (s *ltMemSink) position(i int) loader.Position {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.pos[i]
-}
-
-// checkInOrder fails unless the sink received exactly the feed's rows,
-// once each, in append order.
-func (s *ltMemSink) checkInOrder(tb testing.TB, want []ltRow) {
+// ltCheckInOrder fails unless the in-memory sink received exactly the
+// feed's rows, once each, in append order.
+func ltCheckInOrder(tb testing.TB, s *loadertest.MemSink, want []ltRow) {
 	tb.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.errs) > 0 {
-		tb.Errorf("%s sink: %v", s.name, errors.Join(s.errs...))
+	recs := s.Records()
+	if len(recs) != len(want) {
+		tb.Errorf("%s sink received %d records, want %d", s.Name(), len(recs), len(want))
 	}
-	if len(s.ids) != len(want) {
-		tb.Errorf("%s sink received %d records, want %d", s.name, len(s.ids), len(want))
-	}
-	for i := range min(len(s.ids), len(want)) {
-		if s.ids[i] != want[i].ID {
-			tb.Errorf("%s sink: record %d is %s, want %s (seq %d): lost, repeated or reordered", s.name, i, s.ids[i], want[i].ID, want[i].Seq)
+	for i := range min(len(recs), len(want)) {
+		id, err := ltRowID(recs[i].Row)
+		if err != nil {
+			tb.Errorf("%s sink: row at %v: %v", s.Name(), recs[i].Pos, err)
+			return
+		}
+		if id != want[i].ID {
+			tb.Errorf("%s sink: record %d is %s, want %s (seq %d): lost, repeated or reordered", s.Name(), i, id, want[i].ID, want[i].Seq)
 			return
 		}
 	}
-}
-
-// ltLog collects the loader's and the sink's logs.
-type ltLog struct{ testenv.SyncBuffer }
-
-// count returns how many log lines contain every one of parts.
-func (l *ltLog) count(parts ...string) int {
-	n := 0
-	for _, line := range strings.Split(l.String(), "\n") {
-		ok := line != ""
-		for _, p := range parts {
-			ok = ok && strings.Contains(line, p)
-		}
-		if ok {
-			n++
-		}
-	}
-	return n
-}
-
-// ltNewLog returns a log for the test; if the test fails, its last lines
-// are printed.
-func ltNewLog(tb testing.TB) (*ltLog, *slog.Logger) {
-	l := &ltLog{}
-	tb.Cleanup(func() {
-		if tb.Failed() {
-			s := l.String()
-			if len(s) > 8<<10 {
-				s = "...\n" + s[len(s)-8<<10:]
-			}
-			tb.Logf("log (tail):\n%s", s)
-		}
-	})
-	return l, slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 // ltDBSink opens a dbsink on srv with fast retries (the backoff is capped
@@ -303,61 +237,6 @@ func ltMigrate(tb testing.TB, srv *pgserver.Server, sch *schema.Schema) {
 	s.Close()
 }
 
-// ltRunning is a loader running in the background.
-type ltRunning struct {
-	l    *loader.Loader
-	done chan struct{}
-	err  error // valid once done is closed
-	stop func() error
-}
-
-// running reports whether Run has not returned yet.
-func (r *ltRunning) running() bool {
-	select {
-	case <-r.done:
-		return false
-	default:
-		return true
-	}
-}
-
-// position is the loader's checkpoint of the named sink for ltStream.
-func (r *ltRunning) position(sink string) loader.Position {
-	return r.l.Positions()[ltStream][sink]
-}
-
-// ltRunLoader runs a loader until stop (or cleanup) cancels it; stop
-// returns Run's error.
-func ltRunLoader(tb testing.TB, cfg loader.Config, sinks ...loader.SinkSpec) *ltRunning {
-	tb.Helper()
-	l, err := loader.New(cfg, sinks...)
-	if err != nil {
-		tb.Fatalf("loader.New: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &ltRunning{l: l, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		r.err = l.Run(ctx)
-	}()
-	var once sync.Once
-	var stopErr error
-	r.stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case <-r.done:
-				stopErr = r.err
-			case <-time.After(90 * time.Second):
-				stopErr = errors.New("loader did not stop within 90 s")
-			}
-		})
-		return stopErr
-	}
-	tb.Cleanup(func() { r.stop() })
-	return r
-}
-
 // ltCount returns the number of rows in the tables of ltSchema, or -1 when
 // the server cannot be asked right now (it may be down): for polling.
 func ltCount(srv *pgserver.Server) int {
@@ -375,39 +254,12 @@ func ltCount(srv *pgserver.Server) int {
 	return n
 }
 
-func ltConnect(tb testing.TB, srv *pgserver.Server) *pgx.Conn {
-	tb.Helper()
-	ctx := testenv.Context(tb, 30*time.Second)
-	conn, err := pgx.Connect(ctx, srv.URL())
-	if err != nil {
-		tb.Fatalf("connect: %v", err)
-	}
-	tb.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
-}
-
-func ltExec(tb testing.TB, conn *pgx.Conn, sql string) {
-	tb.Helper()
-	if _, err := conn.Exec(context.Background(), sql); err != nil {
-		tb.Fatalf("%s: %v", sql, err)
-	}
-}
-
-func ltQueryInt(tb testing.TB, conn *pgx.Conn, sql string, args ...any) int64 {
-	tb.Helper()
-	var n int64
-	if err := conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
-		tb.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
-
 // ltCheckTables fails unless the tables hold exactly the rows of want: the
 // row count per table, and per id: present once, in the right table, with
 // the right seq; nothing else.
 func ltCheckTables(tb testing.TB, srv *pgserver.Server, want []ltRow) {
 	tb.Helper()
-	conn := ltConnect(tb, srv)
+	conn := loadertest.Connect(tb, srv)
 	byID := make(map[string]ltRow, len(want))
 	perTable := map[string]int{}
 	for _, r := range want {
@@ -420,7 +272,7 @@ func ltCheckTables(tb testing.TB, srv *pgserver.Server, want []ltRow) {
 	seen := make(map[string]int, len(want))
 	var missing, dup, unexpected, wrong []string
 	for _, table := range ltTables {
-		if n := ltQueryInt(tb, conn, `SELECT count(*) FROM `+pgx.Identifier{table}.Sanitize()); n != int64(perTable[table]) {
+		if n := loadertest.QueryInt(tb, conn, `SELECT count(*) FROM `+pgx.Identifier{table}.Sanitize()); n != int64(perTable[table]) {
 			tb.Errorf("%s holds %d rows, want %d", table, n, perTable[table])
 		}
 		rows, err := conn.Query(context.Background(), `SELECT id::text, seq FROM `+pgx.Identifier{table}.Sanitize())
@@ -460,22 +312,6 @@ func ltCheckTables(tb testing.TB, srv *pgserver.Server, want []ltRow) {
 	}
 }
 
-// ltDeadLetters returns every dead letter of ltStream under stateDir.
-func ltDeadLetters(tb testing.TB, stateDir string) []loader.DeadLetter {
-	tb.Helper()
-	dls, err := loader.ReadDeadLetters(stateDir, ltStream)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return dls
-}
-
-// ltLazy is formatted by calling it, so that a message passed to
-// testenv.Eventually shows the state when it gave up, not when it began.
-type ltLazy func() string
-
-func (f ltLazy) String() string { return f() }
-
 // ltSpoolBytes is the size of the stream's data files in spool.
 func ltSpoolBytes(tb testing.TB, spool string) int64 {
 	tb.Helper()
@@ -493,42 +329,4 @@ func ltSpoolBytes(tb testing.TB, spool string) int64 {
 		}
 	}
 	return n
-}
-
-// ltStreamEnd is the position after the last byte of the stream's last
-// file, where every sink's checkpoint ends once the writer is closed and
-// everything is loaded.
-func ltStreamEnd(tb testing.TB, spool string) loader.Position {
-	tb.Helper()
-	entries, err := os.ReadDir(filepath.Join(spool, ltStream))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var end loader.Position
-	for _, e := range entries {
-		key, _ := strings.CutSuffix(e.Name(), rotatefile.ActiveSuffix)
-		if _, ok := rotatefile.ParseName(key); !ok || key < end.File {
-			continue
-		}
-		info, err := e.Info()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		end = loader.Position{File: key, Offset: info.Size()}
-	}
-	return end
-}
-
-// ltEnvDuration reads a duration from the environment, for shortening the
-// long tests while iterating.
-func ltEnvDuration(tb testing.TB, name string, def time.Duration) time.Duration {
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		tb.Fatalf("%s=%q: want a positive duration such as 20s", name, v)
-	}
-	return d
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
 )
@@ -28,17 +29,17 @@ import (
 //     order.
 func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 	t.Parallel()
-	outage := ltEnvDuration(t, "INGEST_DB_LOADER_OUTAGE", 20*time.Second)
+	outage := loadertest.EnvDuration(t, "INGEST_DB_LOADER_OUTAGE", 20*time.Second)
 	srv := testenv.Postgres(t)
 	sch := ltSchema(t)
 	ltMigrate(t, srv, sch)
-	logs, log := ltNewLog(t)
+	logs, log := loadertest.NewLog(t)
 	db := ltDBSink(t, srv, sch, log)
-	kafka := &ltMemSink{name: "kafka"}
+	kafka := loadertest.NewMemSink("kafka")
 
 	spool := t.TempDir()
 	feed := ltOpenFeed(t, spool, 256<<10, "outage")
-	run := ltRunLoader(t, loader.Config{
+	run := loadertest.Start(t, loader.Config{
 		Dir:             spool,
 		Schema:          sch,
 		Batch:           loader.BatchConfig{MaxRecords: 500, Linger: 5 * time.Millisecond},
@@ -59,8 +60,8 @@ func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 	}()
 
 	testenv.Eventually(t, 30*time.Second, func() bool {
-		return ltCount(srv) >= 200 && kafka.count() >= 200
-	}, "both sinks loading before the outage (%v)", ltLazy(func() string { return fmt.Sprintf("db %d, kafka %d rows", ltCount(srv), kafka.count()) }))
+		return ltCount(srv) >= 200 && kafka.Count() >= 200
+	}, "both sinks loading before the outage (%v)", loadertest.Lazy(func() string { return fmt.Sprintf("db %d, kafka %d rows", ltCount(srv), kafka.Count()) }))
 
 	ctx := testenv.Context(t, outage+3*time.Minute)
 	if err := srv.Stop(ctx); err != nil {
@@ -76,24 +77,28 @@ func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 	time.Sleep(outage / 2)
 	rows = feed.all()
 	mid := len(rows)
-	testenv.Eventually(t, 15*time.Second, func() bool { return kafka.has(mid-1, rows[mid-1].ID) },
-		"kafka side receives the lines appended during the outage (has %v of %d)", ltLazy(func() string { return fmt.Sprint(kafka.count()) }), mid)
-	dbMid := run.position("db")
+	testenv.Eventually(t, 15*time.Second, func() bool { return ltHas(kafka, mid-1, rows[mid-1].ID) },
+		"kafka side receives the lines appended during the outage (has %v of %d)", loadertest.Lazy(func() string { return fmt.Sprint(kafka.Count()) }), mid)
+	dbMid := run.Position(ltStream, "db")
 	if remaining := outage - time.Since(stoppedAt); remaining > 0 {
 		time.Sleep(remaining)
 	}
 	rows = feed.all()
 	last := len(rows)
-	testenv.Eventually(t, 15*time.Second, func() bool { return kafka.has(last-1, rows[last-1].ID) },
-		"kafka side receives every line appended during the outage before postgres is back (has %v of %d)", ltLazy(func() string { return fmt.Sprint(kafka.count()) }), last)
+	testenv.Eventually(t, 15*time.Second, func() bool { return ltHas(kafka, last-1, rows[last-1].ID) },
+		"kafka side receives every line appended during the outage before postgres is back (has %v of %d)", loadertest.Lazy(func() string { return fmt.Sprint(kafka.Count()) }), last)
 	if srv.PID() != 0 {
 		t.Fatal("postgres is running before the test started it")
 	}
-	if !run.running() {
-		t.Fatalf("the loader stopped during the outage: %v", run.err)
+	if !run.Alive() {
+		t.Fatalf("the loader stopped during the outage: %v", run.Err())
 	}
-	dbEnd := run.position("db")
-	firstDuringOutage := kafka.position(first)
+	dbEnd := run.Position(ltStream, "db")
+	firstRec, ok := kafka.At(first)
+	if !ok {
+		t.Fatalf("the kafka side has %d records, fewer than the %d before the outage's first line", kafka.Count(), first+1)
+	}
+	firstDuringOutage := firstRec.Pos
 	if dbEnd != dbMid {
 		t.Errorf("db checkpoint moved from %v to %v while postgres was down", dbMid, dbEnd)
 	}
@@ -111,7 +116,7 @@ func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 	}
 	restartedAt := time.Now()
 	testenv.Eventually(t, 60*time.Second, func() bool { return ltCount(srv) >= last },
-		"the run resumes by itself and stores the outage's lines (%v of %d rows)", ltLazy(func() string { return fmt.Sprint(ltCount(srv)) }), last)
+		"the run resumes by itself and stores the outage's lines (%v of %d rows)", loadertest.Lazy(func() string { return fmt.Sprint(ltCount(srv)) }), last)
 	t.Logf("db caught up with the %d lines of the outage %v after the restart", last, time.Since(restartedAt).Round(time.Millisecond))
 
 	// Keep appending for a moment after the restart, then stop and seal.
@@ -125,28 +130,30 @@ func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 		t.Fatalf("close writer: %v", err)
 	}
 	want := feed.all()
-	testenv.Eventually(t, 60*time.Second, func() bool { return ltCount(srv) >= len(want) && kafka.count() >= len(want) },
-		"both sinks take every line (%v of %d)", ltLazy(func() string { return fmt.Sprintf("db %d, kafka %d", ltCount(srv), kafka.count()) }), len(want))
-	testenv.Eventually(t, 10*time.Second, func() bool { return run.position("db") == run.position("kafka") },
-		"both checkpoints at the end of the data (%v)", ltLazy(func() string { return fmt.Sprintf("db %v, kafka %v", run.position("db"), run.position("kafka")) }))
-	if !run.running() {
-		t.Fatalf("the loader stopped: %v", run.err)
+	testenv.Eventually(t, 60*time.Second, func() bool { return ltCount(srv) >= len(want) && kafka.Count() >= len(want) },
+		"both sinks take every line (%v of %d)", loadertest.Lazy(func() string { return fmt.Sprintf("db %d, kafka %d", ltCount(srv), kafka.Count()) }), len(want))
+	testenv.Eventually(t, 10*time.Second, func() bool { return run.Position(ltStream, "db") == run.Position(ltStream, "kafka") },
+		"both checkpoints at the end of the data (%v)", loadertest.Lazy(func() string {
+			return fmt.Sprintf("db %v, kafka %v", run.Position(ltStream, "db"), run.Position(ltStream, "kafka"))
+		}))
+	if !run.Alive() {
+		t.Fatalf("the loader stopped: %v", run.Err())
 	}
-	if err := run.stop(); err != nil {
+	if err := run.Stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 
 	ltCheckTables(t, srv, want)
-	kafka.checkInOrder(t, want)
-	if cp, ok, err := db.Checkpoint(testenv.Context(t, 30*time.Second), ltStream); err != nil || !ok || cp != run.position("kafka") {
-		t.Errorf("db checkpoint in the database = %v, %v, %v; want %v", cp, ok, err, run.position("kafka"))
+	ltCheckInOrder(t, kafka, want)
+	if cp, ok, err := db.Checkpoint(testenv.Context(t, 30*time.Second), ltStream); err != nil || !ok || cp != run.Position(ltStream, "kafka") {
+		t.Errorf("db checkpoint in the database = %v, %v, %v; want %v", cp, ok, err, run.Position(ltStream, "kafka"))
 	}
 	// The database sink waited the outage out itself: it logged retries and
 	// never failed a batch back to the loader (which would replay it).
-	if n := logs.count("dbsink: transient error, retrying"); n == 0 {
+	if n := logs.Count("dbsink: transient error, retrying"); n == 0 {
 		t.Errorf("no retries logged by the db sink during a %v outage", down)
 	}
-	if n := logs.count("sink failed; replaying from checkpoint", "sink=db"); n != 0 {
+	if n := logs.Count("sink failed; replaying from checkpoint", "sink=db"); n != 0 {
 		t.Errorf("the db sink failed %d batches back to the loader during the outage", n)
 	}
 	t.Logf("%d lines in total, %d appended during the %v outage", len(want), last-first, down.Round(time.Millisecond))

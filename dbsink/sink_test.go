@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/schema"
@@ -79,12 +80,12 @@ func TestRoundTripEveryType(t *testing.T) {
 				lines = append(lines, `{"table":"`+table+`","row":`+r.row+`}`)
 			}
 			f := newLineFile("000001", lines)
-			dl := &deadLetters{}
-			b := loader.NewBatch(table, f.pos[0], f.pos[len(lines)], f.decode(t, sch, 0, len(lines)), dl.reject)
+			dl := &loadertest.Rejects{}
+			b := loader.NewBatch(table, f.pos[0], f.pos[len(lines)], f.decode(t, sch, 0, len(lines)), dl.Reject)
 			if err := submit(t, ctx, s, b); err != nil {
 				t.Fatalf("ack: %v", err)
 			}
-			if got := dl.all(); len(got) > 0 {
+			if got := dl.All(); len(got) > 0 {
 				t.Fatalf("rejected: %+v", got)
 			}
 			res, err := conn.Query(ctx, `SELECT k::text, u::text, i::text, s::text, t, b::text, d::text, n::text, j::text, ts::text, extra::text
@@ -175,11 +176,11 @@ func TestValueThatDoesNotConvertIsRejected(t *testing.T) {
 		}
 	}
 	end := loader.Position{File: "000001", Offset: 5000}
-	dl := &deadLetters{}
-	if err := submit(t, ctx, s, loader.NewBatch("types", recs[0].Pos, end, recs, dl.reject)); err != nil {
+	dl := &loadertest.Rejects{}
+	if err := submit(t, ctx, s, loader.NewBatch("types", recs[0].Pos, end, recs, dl.Reject)); err != nil {
 		t.Fatalf("ack: %v", err)
 	}
-	got := dl.all()
+	got := dl.All()
 	if len(got) != len(want) {
 		t.Errorf("%d rejected, want %d: %+v", len(got), len(want), got)
 	}
@@ -254,12 +255,12 @@ func TestConstraintViolationRejectsOnlyThatRow(t *testing.T) {
 		}
 	}
 	f := newLineFile("000001", lines)
-	dl := &deadLetters{}
-	b := loader.NewBatch("mixed", f.pos[0], f.pos[len(lines)], f.decode(t, sch, 0, len(lines)), dl.reject)
+	dl := &loadertest.Rejects{}
+	b := loader.NewBatch("mixed", f.pos[0], f.pos[len(lines)], f.decode(t, sch, 0, len(lines)), dl.Reject)
 	if err := submit(t, ctx, s, b); err != nil {
 		t.Fatalf("ack: %v", err)
 	}
-	got := dl.all()
+	got := dl.All()
 	if len(got) != len(want) {
 		t.Fatalf("rejected %d rows, want %d: %+v", len(got), len(want), got)
 	}
@@ -269,7 +270,7 @@ func TestConstraintViolationRejectsOnlyThatRow(t *testing.T) {
 		if line >= n {
 			tbl, i = "no_id", line-n
 		}
-		var found *deadLetter
+		var found *loadertest.Rejected
 		for k := range got {
 			if got[k].Pos == f.pos[line] {
 				found = &got[k]

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/dualwrite/ingest/internal/kafkaserver"
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
@@ -95,36 +95,18 @@ func (g *gen) records(table string, keys ...string) []loader.Record {
 }
 
 // batch wraps records into a batch with seq; rejects go to dl.
-func (g *gen) batch(seq uint64, recs []loader.Record, dl *deadLetters) *loader.Batch {
+func (g *gen) batch(seq uint64, recs []loader.Record, dl *loadertest.Rejects) *loader.Batch {
 	start := loader.Position{File: g.file}
 	if len(recs) > 0 {
 		start = recs[0].Pos
 	}
 	var reject func(context.Context, *loader.Record, string, string) error
 	if dl != nil {
-		reject = dl.reject
+		reject = dl.Reject
 	}
 	b := loader.NewBatch(g.stream, start, loader.Position{File: g.file, Offset: g.offset}, recs, reject)
 	b.Seq = seq
 	return b
-}
-
-// deadLetters records Batch.Reject calls.
-type deadLetters struct {
-	mu      sync.Mutex
-	reasons map[int64]string // by record offset
-	details map[int64]string
-}
-
-func (d *deadLetters) reject(_ context.Context, r *loader.Record, reason, detail string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.reasons == nil {
-		d.reasons, d.details = map[int64]string{}, map[int64]string{}
-	}
-	d.reasons[r.Pos.Offset] = reason
-	d.details[r.Pos.Offset] = detail
-	return nil
 }
 
 // acks collects the outcome of submitted batches.
@@ -210,7 +192,7 @@ func newSinkAt(tb testing.TB, brokers string, cfg kafkasink.Config) *kafkasink.S
 	tb.Helper()
 	cfg.Brokers = brokers
 	if cfg.Logger == nil {
-		cfg.Logger = testLogger(tb)
+		cfg.Logger = loadertest.Logger(tb)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -329,38 +311,6 @@ func seqs(tb testing.TB, recs ...[]loader.Record) map[int]bool {
 		}
 	}
 	return m
-}
-
-// testLogger logs to the test log at Info and above
-// (INGEST_TEST_LOG=debug for librdkafka's debug lines too). Lines that
-// arrive after the test ended are dropped: testing panics on them.
-func testLogger(tb testing.TB) *slog.Logger {
-	w := &tbWriter{tb: tb}
-	tb.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	level := slog.LevelInfo
-	if os.Getenv("INGEST_TEST_LOG") == "debug" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
-
-type tbWriter struct {
-	mu   sync.Mutex
-	tb   testing.TB
-	done bool
-}
-
-func (w *tbWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.tb.Log(strings.TrimSuffix(string(p), "\n"))
-	}
-	return len(p), nil
 }
 
 // keys returns n account keys "acct-0".."acct-<n-1>", repeated to length l.

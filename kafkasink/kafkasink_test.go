@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/dualwrite/ingest/internal/kafkaserver"
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
@@ -214,20 +214,6 @@ func TestPerKeyOrderAcrossBatches(t *testing.T) {
 	checkOrderedOnce(t, consume(t, c, topic, batches*perBatch), seqs(t, all...))
 }
 
-// brokerOutage is how long TestLeaderKilledNothingLostOrReordered keeps
-// submitting after the partition leader was killed (at least until
-// leadership has moved): INGEST_KAFKA_OUTAGE=30s go test -run LeaderKilled ./kafkasink/
-var brokerOutage = envDuration("INGEST_KAFKA_OUTAGE", 3*time.Second)
-
-func envDuration(name string, def time.Duration) time.Duration {
-	if v := os.Getenv(name); v != "" {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-	}
-	return def
-}
-
 // The leader of some partitions is killed (kill -9) while batches keep
 // coming. Kafka elects a new leader among the in-sync replicas
 // (replication 3, min.insync.replicas 2), and librdkafka, idempotent,
@@ -238,6 +224,10 @@ func envDuration(name string, def time.Duration) time.Duration {
 // only on a real cluster.
 func TestLeaderKilledNothingLostOrReordered(t *testing.T) {
 	t.Parallel()
+	// How long the test keeps submitting after the partition leader was
+	// killed (at least until leadership has moved):
+	// INGEST_KAFKA_OUTAGE=30s go test -run LeaderKilled ./kafkasink/
+	brokerOutage := loadertest.EnvDuration(t, "INGEST_KAFKA_OUTAGE", 3*time.Second)
 	const partitions = 6
 	c := testenv.Cluster(t, 3, nil)
 	topic := testenv.Topic(t, c, kafkaserver.TopicSpec{Partitions: partitions, Replication: 3})
@@ -343,7 +333,7 @@ func TestOversizedRecordIsDeadLettered(t *testing.T) {
 	g.body = "small"
 	recs = append(append(recs, big...), g.records("events", "a", "c")...)
 
-	dl := &deadLetters{}
+	dl := &loadertest.Rejects{}
 	a := newAcks()
 	if err := s.Submit(t.Context(), g.batch(1, recs, dl), a.fn(1)); err != nil {
 		t.Fatal(err)
@@ -352,12 +342,11 @@ func TestOversizedRecordIsDeadLettered(t *testing.T) {
 	a.checkAllOK(t, 1)
 
 	bigPos := big[0].Pos.Offset
-	dl.mu.Lock()
-	reasons, detail := dl.reasons, dl.details[bigPos]
-	dl.mu.Unlock()
-	if len(reasons) != 1 || reasons[bigPos] != "too_large" {
-		t.Fatalf("dead letters %v, want only offset %d too_large", reasons, bigPos)
+	rejected := dl.ByOffset()
+	if len(rejected) != 1 || rejected[bigPos].Reason != "too_large" {
+		t.Fatalf("dead letters %+v, want only offset %d too_large", rejected, bigPos)
 	}
+	detail := rejected[bigPos].Detail
 	if !strings.Contains(detail, "message.max.bytes=1000000") {
 		t.Errorf("detail %q does not name the limit", detail)
 	}
@@ -379,7 +368,7 @@ func TestMissingTopicFailsStart(t *testing.T) {
 	absent := "absent_" + present
 	ctx := testenv.Context(t, 20*time.Second)
 	_, err := kafkasink.New(ctx, kafkasink.Config{Brokers: c.Bootstrap(), Topics: []string{present, absent},
-		Logger: testLogger(t)})
+		Logger: loadertest.Logger(t)})
 	var mt *kafkasink.MissingTopicError
 	if !errors.As(err, &mt) {
 		t.Fatalf("New = %v, want a MissingTopicError", err)
@@ -489,7 +478,7 @@ func TestCloseIsBoundedWhenBrokersDown(t *testing.T) {
 			sch := testSchema(t, map[string]string{"events": topic})
 			ctx := testenv.Context(t, 60*time.Second)
 			s, err := kafkasink.New(ctx, kafkasink.Config{Brokers: c.Bootstrap(), Topics: []string{topic},
-				ShutdownTimeout: tc.shutdown, Logger: testLogger(t)})
+				ShutdownTimeout: tc.shutdown, Logger: loadertest.Logger(t)})
 			if err != nil {
 				t.Fatal(err)
 			}

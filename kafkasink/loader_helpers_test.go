@@ -7,12 +7,8 @@ package kafkasink_test
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -148,90 +144,6 @@ func (lw *lineWriter) finish() int {
 		lw.tb.Errorf("close writer: %v", err)
 	}
 	return lw.appended()
-}
-
-// streamEnd is the position after the last line of a stream whose writer
-// is closed: the end of its newest file (the loader never deletes the file
-// its checkpoints are in).
-func streamEnd(tb testing.TB, spool string) loader.Position {
-	tb.Helper()
-	dir := filepath.Join(spool, loaderStream)
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	var last os.DirEntry
-	for _, e := range entries {
-		n, ok := rotatefile.ParseName(e.Name())
-		if !ok {
-			continue
-		}
-		if n.Active {
-			tb.Fatalf("stream end: %s is still active", e.Name())
-		}
-		if last == nil || e.Name() > last.Name() {
-			last = e
-		}
-	}
-	if last == nil {
-		tb.Fatalf("stream end: no file in %s", dir)
-	}
-	fi, err := last.Info()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return loader.Position{File: last.Name(), Offset: fi.Size()}
-}
-
-// fileCheckpoint reads a sink's checkpoint from the loader's file store
-// (<spool>/.ingest/checkpoints/<sink>/<stream>.json); ok is false when it
-// does not exist yet.
-func fileCheckpoint(tb testing.TB, spool, sink string) (pos loader.Position, ok bool) {
-	tb.Helper()
-	data, err := os.ReadFile(filepath.Join(spool, ".ingest", "checkpoints", sink, loaderStream+".json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return pos, false
-	}
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := json.Unmarshal(data, &pos); err != nil {
-		tb.Fatalf("checkpoint %q: %v", data, err)
-	}
-	return pos, true
-}
-
-// position returns the loader's checkpoint of sink on the test stream.
-func position(l *loader.Loader, sink string) loader.Position {
-	return l.Positions()[loaderStream][sink]
-}
-
-// startLoader runs a loader in the background; stop cancels its context
-// and returns Run's error (cleanup stops it too).
-func startLoader(tb testing.TB, cfg loader.Config, sinks ...loader.SinkSpec) (l *loader.Loader, stop func() error) {
-	tb.Helper()
-	l, err := loader.New(cfg, sinks...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- l.Run(ctx) }()
-	var once sync.Once
-	var runErr error
-	stop = func() error {
-		once.Do(func() {
-			cancel()
-			select {
-			case runErr = <-done:
-			case <-time.After(90 * time.Second):
-				runErr = errors.New("loader did not stop within 90 s")
-			}
-		})
-		return runErr
-	}
-	tb.Cleanup(func() { _ = stop() })
-	return l, stop
 }
 
 // topicSize is the number of messages in a topic: the sum of its

@@ -9,10 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
@@ -156,17 +158,17 @@ func TestLoaderKillDashNine(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = cmd.Wait() // "signal: killed"
-		cp, _ := fileCheckpoint(t, spool, kafkasink.DefaultName)
+		cp, _ := loadertest.FileCheckpoint(t, filepath.Join(spool, ".ingest"), kafkasink.DefaultName, loaderStream)
 		ends = append(ends, runEnd{size: settledTopicSize(t, c, killTopic), cp: cp, ran: d})
 	}
 	kills := len(ends)
 	written := lw.finish()
-	end := streamEnd(t, spool)
+	end := loadertest.StreamEnd(t, spool, loaderStream)
 
 	// A last, graceful run takes the rest and must exit 0 on SIGTERM.
 	cmd := start()
 	testenv.Eventually(t, 60*time.Second, func() bool {
-		cp, _ := fileCheckpoint(t, spool, kafkasink.DefaultName)
+		cp, _ := loadertest.FileCheckpoint(t, filepath.Join(spool, ".ingest"), kafkasink.DefaultName, loaderStream)
 		return !cp.Before(end)
 	}, "kafka checkpoint at the stream end %s", end)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -175,7 +177,7 @@ func TestLoaderKillDashNine(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("graceful stop: %v", err)
 	}
-	cp, _ := fileCheckpoint(t, spool, kafkasink.DefaultName)
+	cp, _ := loadertest.FileCheckpoint(t, filepath.Join(spool, ".ingest"), kafkasink.DefaultName, loaderStream)
 	ends = append(ends, runEnd{size: settledTopicSize(t, c, killTopic), cp: cp})
 
 	total := ends[len(ends)-1].size

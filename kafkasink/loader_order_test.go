@@ -3,9 +3,11 @@ package kafkasink_test
 import (
 	"context"
 	"math/rand/v2"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
@@ -37,7 +39,7 @@ func TestLoaderPerAccountOrderAcrossRotationsAndRestarts(t *testing.T) {
 	lw := startLineWriter(t, spool, table, 4<<10, writerPace{max: n, burst: 40, pause: 10 * time.Millisecond, accts: 40, body: 24})
 
 	cfg := loader.Config{
-		Dir: spool, Schema: sch, Logger: testLogger(t),
+		Dir: spool, Schema: sch, Logger: loadertest.Logger(t),
 		// Small batches, several in flight: a stop always finds some.
 		Batch: loader.BatchConfig{MaxRecords: 50, Linger: 2 * time.Millisecond},
 	}
@@ -48,16 +50,16 @@ func TestLoaderPerAccountOrderAcrossRotationsAndRestarts(t *testing.T) {
 	start := time.Now()
 	for runs < restarts || !lw.isDone() {
 		runs++
-		l, stop := startLoader(t, cfg, loader.SinkSpec{Sink: sink, MaxInFlight: 4})
+		run := loadertest.Start(t, cfg, loader.SinkSpec{Sink: sink, MaxInFlight: 4})
 		time.Sleep(time.Duration(20+rng.IntN(250)) * time.Millisecond) // the stop point
-		if err := stop(); err != nil {
+		if err := run.Stop(); err != nil {
 			t.Fatalf("run %d: %v", runs, err)
 		}
-		cp := position(l, sink.Name())
+		cp := run.Position(loaderStream, sink.Name())
 		if cp.Before(prev) {
 			t.Fatalf("run %d: checkpoint moved back from %s to %s", runs, prev, cp)
 		}
-		if disk, _ := fileCheckpoint(t, spool, sink.Name()); disk != cp {
+		if disk, _ := loadertest.FileCheckpoint(t, filepath.Join(spool, ".ingest"), sink.Name(), loaderStream); disk != cp {
 			t.Fatalf("run %d: checkpoint file says %s, loader %s", runs, disk, cp)
 		}
 		t.Logf("run %d stopped at %s (%d lines appended)", runs, cp, lw.appended())
@@ -74,13 +76,13 @@ func TestLoaderPerAccountOrderAcrossRotationsAndRestarts(t *testing.T) {
 		}
 	}
 	written := lw.finish()
-	end := streamEnd(t, spool)
+	end := loadertest.StreamEnd(t, spool, loaderStream)
 
 	// A last run takes the rest.
-	l, stop := startLoader(t, cfg, loader.SinkSpec{Sink: sink, MaxInFlight: 4})
-	testenv.Eventually(t, 60*time.Second, func() bool { return !position(l, sink.Name()).Before(end) },
+	run := loadertest.Start(t, cfg, loader.SinkSpec{Sink: sink, MaxInFlight: 4})
+	testenv.Eventually(t, 60*time.Second, func() bool { return !run.Position(loaderStream, sink.Name()).Before(end) },
 		"kafka checkpoint at the stream end %s", end)
-	if err := stop(); err != nil {
+	if err := run.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%d lines, %d loader runs (%d restarts), all delivered after %v", written, runs+1, runs, time.Since(start).Round(time.Millisecond))

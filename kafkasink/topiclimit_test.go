@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dualwrite/ingest/internal/kafkaserver"
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
@@ -76,7 +77,7 @@ func TestTopicLimitRecordDeadLetteredRestDelivered(t *testing.T) {
 	after := g.records("events", keys(3, 30)...)
 	recs := append(append(append([]loader.Record{}, before...), big...), after...)
 
-	dl := &deadLetters{}
+	dl := &loadertest.Rejects{}
 	a := newAcks()
 	if err := s.Submit(t.Context(), g.batch(1, recs, dl), a.fn(1)); err != nil {
 		t.Fatal(err)
@@ -85,12 +86,11 @@ func TestTopicLimitRecordDeadLetteredRestDelivered(t *testing.T) {
 	a.checkAllOK(t, 1)
 
 	bigPos := big[0].Pos.Offset
-	dl.mu.Lock()
-	reasons, detail := dl.reasons, dl.details[bigPos]
-	dl.mu.Unlock()
-	if len(reasons) != 1 || reasons[bigPos] != "too_large" {
-		t.Fatalf("dead letters %v, want only offset %d too_large", reasons, bigPos)
+	rejected := dl.ByOffset()
+	if len(rejected) != 1 || rejected[bigPos].Reason != "too_large" {
+		t.Fatalf("dead letters %+v, want only offset %d too_large", rejected, bigPos)
 	}
+	detail := rejected[bigPos].Detail
 	t.Logf("dead letter: %s", detail)
 	checkRefusalDetail(t, detail, len(big[0].Row))
 	want := seqs(t, before, after)
@@ -152,7 +152,7 @@ func TestTopicLimitOnlyLargeLinesDeadLettered(t *testing.T) {
 	}
 	t.Logf("line sizes: %d and %d bytes", len(all[0].Line), len(all[every/2].Line))
 
-	dl := &deadLetters{}
+	dl := &loadertest.Rejects{}
 	a := newAcks()
 	batches := lines / perBatch
 	for n := 1; n <= batches; n++ {
@@ -163,26 +163,24 @@ func TestTopicLimitOnlyLargeLinesDeadLettered(t *testing.T) {
 	a.wait(t, batches, 60*time.Second)
 	a.checkAllOK(t, batches)
 
-	dl.mu.Lock()
-	for off, reason := range dl.reasons {
-		if _, ok := bigs[off]; !ok || reason != "too_large" {
-			t.Errorf("record at offset %d dead-lettered (%s: %s); only the %d large lines should be", off, reason, dl.details[off], len(bigs))
+	rejected := dl.ByOffset()
+	for off, r := range rejected {
+		if _, ok := bigs[off]; !ok || r.Reason != "too_large" {
+			t.Errorf("record at offset %d dead-lettered (%s: %s); only the %d large lines should be", off, r.Reason, r.Detail, len(bigs))
 		}
 	}
 	for off, size := range bigs {
-		if _, ok := dl.reasons[off]; !ok {
+		r, ok := rejected[off]
+		if !ok {
 			t.Errorf("large line at offset %d (%d bytes) not dead-lettered", off, size)
 			continue
 		}
-		checkRefusalDetail(t, dl.details[off], size)
+		checkRefusalDetail(t, r.Detail, size)
 	}
-	if len(dl.details) > 0 {
-		for _, d := range dl.details {
-			t.Logf("a dead letter's detail: %s", d)
-			break
-		}
+	for _, r := range rejected {
+		t.Logf("a dead letter's detail: %s", r.Detail)
+		break
 	}
-	dl.mu.Unlock()
 
 	want := map[int]bool{}
 	for _, r := range all {
@@ -233,7 +231,7 @@ func TestTopicLimitLoweredWhileRunning(t *testing.T) {
 	// batches of up to 2000 records, which librdkafka packs into ~1 MB
 	// record batches.
 	lw := startLineWriter(t, spool, table, 4<<20, writerPace{max: 9000, burst: 1500, pause: 300 * time.Millisecond, accts: 40, body: 600, random: true})
-	l, stop := startLoader(t, loader.Config{Dir: spool, Schema: testSchema(t, map[string]string{table: topic}), Logger: testLogger(t)},
+	run := loadertest.Start(t, loader.Config{Dir: spool, Schema: testSchema(t, map[string]string{table: topic}), Logger: loadertest.Logger(t)},
 		loader.SinkSpec{Sink: sink, MaxInFlight: 4})
 	testenv.Eventually(t, 60*time.Second, func() bool { return sink.Stats().Delivered >= 1500 }, "the first burst delivered")
 
@@ -252,10 +250,10 @@ func TestTopicLimitLoweredWhileRunning(t *testing.T) {
 		"a burst appended after the change")
 
 	written := lw.finish()
-	end := streamEnd(t, spool)
-	testenv.Eventually(t, 2*time.Minute, func() bool { return !position(l, sink.Name()).Before(end) },
+	end := loadertest.StreamEnd(t, spool, loaderStream)
+	testenv.Eventually(t, 2*time.Minute, func() bool { return !run.Position(loaderStream, sink.Name()).Before(end) },
 		"kafka checkpoint at the stream end %s", end)
-	if err := stop(); err != nil {
+	if err := run.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	st := sink.Stats()
