@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dualwrite/ingest/internal/testenv"
 )
 
 // rejectOdd stores the even seqs and dead-letters the odd ones, as a sink
@@ -54,10 +56,10 @@ func TestRejectedRecordsAreNotCountedAsAcked(t *testing.T) {
 	sink := rejectOdd{newMemSink(t, "mem", false)}
 	l, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 7, Linger: time.Millisecond}},
 		SinkSpec{Sink: sink, MaxInFlight: 2})
-	eventually(t, 10*time.Second, func() bool { return sink.count() == 50 }, "50 even records stored (%d)", sink.count())
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 50 }, "50 even records stored (%d)", sink.count())
 	acked := l.metrics.recordsAcked.WithLabelValues("api", "mem")
 	rejected := l.metrics.deadLetters.WithLabelValues("api", "mem", "test_reject")
-	eventually(t, 10*time.Second, func() bool { return counterValue(t, acked) == 50 && counterValue(t, rejected) == 50 },
+	testenv.Eventually(t, 10*time.Second, func() bool { return counterValue(t, acked) == 50 && counterValue(t, rejected) == 50 },
 		"acked %v (want 50, what the sink stored), dead-lettered %v (want 50)", counterValue(t, acked), counterValue(t, rejected))
 	if err := stop(); err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
 	"github.com/dualwrite/ingest/schema"
 )
@@ -168,7 +169,7 @@ func TestBackfillInterruptedResumes(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
-	eventually(t, 10*time.Second, func() bool { return own.count() > 300 && files.count() > 300 }, "backfill under way")
+	testenv.Eventually(t, 10*time.Second, func() bool { return own.count() > 300 && files.count() > 300 }, "backfill under way")
 	cancel()
 	if err := <-done; !errors.Is(err, ErrBackfillIncomplete) {
 		t.Fatalf("interrupted Run: %v, want ErrBackfillIncomplete", err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
 )
 
@@ -66,7 +67,7 @@ func TestBadInputIsDeadLetteredAndGoodLinesLoad(t *testing.T) {
 	a := newMemSink(t, "a", true)
 	b := newMemSink(t, "b", false)
 	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), MaxLineBytes: maxLine}, a.spec(), b.spec())
-	eventually(t, 20*time.Second, func() bool { return a.count() == seq && b.count() == seq }, "good lines loaded (%d, %d of %d)", a.count(), b.count(), seq)
+	testenv.Eventually(t, 20*time.Second, func() bool { return a.count() == seq && b.count() == seq }, "good lines loaded (%d, %d of %d)", a.count(), b.count(), seq)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -124,10 +125,10 @@ func TestLegacyFilesSealAfterQuietPeriod(t *testing.T) {
 	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t),
 		Streams: []StreamConfig{{Name: "legacy", Pattern: "offline-*.json", SealAfter: 200 * time.Millisecond}},
 		Batch:   BatchConfig{Linger: time.Millisecond}}, sink.spec())
-	eventually(t, 10*time.Second, func() bool { return sink.count() == 2 }, "lines of the first legacy file")
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 2 }, "lines of the first legacy file")
 	write("offline-001.json", 2) // still growing: it is the newest file
 	write("offline-002.json", 3)
-	eventually(t, 10*time.Second, func() bool { return sink.count() == 4 }, "the loader moves on once the older file is quiet")
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 4 }, "the loader moves on once the older file is quiet")
 	stop()
 	checkExactlyOnceInOrder(t, "mem", sink.records(), 4)
 	if _, err := os.Stat(filepath.Join(stream, "ignored.txt")); err != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dualwrite/ingest/internal/testenv"
 )
 
 // Bad lines are dead-lettered once per line, although the stream reads
@@ -46,9 +48,9 @@ func TestDeadLettersWrittenOncePerLine(t *testing.T) {
 	sink.failing.Store(true)
 	l, stop := runLoader(t, cfg, sink.spec())
 	failed := func() float64 { return counterValue(t, l.metrics.batchFailed.WithLabelValues("api", "mem")) }
-	eventually(t, 30*time.Second, func() bool { return failed() >= 3 }, "three failed batches (%v)", failed())
+	testenv.Eventually(t, 30*time.Second, func() bool { return failed() >= 3 }, "three failed batches (%v)", failed())
 	sink.failing.Store(false)
-	eventually(t, 30*time.Second, func() bool { return sink.count() == good }, "every good line once the sink works (%d of %d)", sink.count(), good)
+	testenv.Eventually(t, 30*time.Second, func() bool { return sink.count() == good }, "every good line once the sink works (%d of %d)", sink.count(), good)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +64,7 @@ func TestDeadLettersWrittenOncePerLine(t *testing.T) {
 	}
 	again := newMemSink(t, "mem", false)
 	_, stop = runLoader(t, cfg, again.spec())
-	eventually(t, 30*time.Second, func() bool { return again.count() == good }, "every good line after the restart (%d of %d)", again.count(), good)
+	testenv.Eventually(t, 30*time.Second, func() bool { return again.count() == good }, "every good line after the restart (%d of %d)", again.count(), good)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -232,17 +232,6 @@ func runLoader(tb testing.TB, cfg Config, sinks ...SinkSpec) (l *Loader, stop fu
 	return l, stop
 }
 
-func eventually(tb testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v: "+format, append([]any{timeout}, args...)...)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // spoolFiles lists the data files left in a stream directory.
 func spoolFiles(tb testing.TB, dir string) []string {
 	tb.Helper()

@@ -160,14 +160,14 @@ func TestIgnoredEntriesReported(t *testing.T) {
 		}
 		return m.GetGauge().GetValue()
 	}
-	eventually(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		return gauge(IgnoredName) == 1 && gauge(IgnoredNotRegular) == 2 && gauge(IgnoredDirectory) == 1 && gauge(IgnoredUnreadable) == 1
 	}, "gauge counts every ignored entry by reason (name %v, not regular %v, dir %v, unreadable %v)",
 		gauge(IgnoredName), gauge(IgnoredNotRegular), gauge(IgnoredDirectory), gauge(IgnoredUnreadable))
 
 	// Every line before the unreadable file is in; none after it.
 	st := l.stream("api")
-	eventually(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		recs := sink.records()
 		return len(recs) > 0 && recs[len(recs)-1].Pos.File < locked && sink.count() == before
 	}, "lines before the unreadable file loaded")
@@ -220,9 +220,9 @@ func TestIgnoredEntriesReported(t *testing.T) {
 	} else if err := os.Chmod(filepath.Join(dir, locked), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() bool { return sink.count() == 60 }, "all 60 lines after the file became readable (%d)", sink.count())
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 60 }, "all 60 lines after the file became readable (%d)", sink.count())
 	checkExactlyOnceInOrder(t, "mem", sink.records(), 60)
-	eventually(t, 5*time.Second, func() bool { return gauge(IgnoredUnreadable) == 0 }, "unreadable gauge back to 0")
+	testenv.Eventually(t, 5*time.Second, func() bool { return gauge(IgnoredUnreadable) == 0 }, "unreadable gauge back to 0")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestForeignNamesNeedPattern(t *testing.T) {
 	sink := newMemSink(t, "mem", true)
 	cfg := Config{Dir: spool, Schema: testSchema(t), Logger: logs.logger()}
 	_, stop := runLoader(t, cfg, sink.spec())
-	eventually(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		return len(logs.with(t, "ERROR", "stream directory holds files but none the loader recognises: nothing will be loaded")) == 1
 	}, "one ERROR at start-up")
 	m := logs.with(t, "ERROR", "stream directory holds files but none the loader recognises: nothing will be loaded")[0]
@@ -307,7 +307,7 @@ func TestForeignNamesNeedPattern(t *testing.T) {
 		Streams: []StreamConfig{{Name: "api", Pattern: "*.ndjson"}}, Batch: BatchConfig{Linger: time.Millisecond}}
 	sink2 := newMemSink(t, "mem2", true)
 	_, stop2 := runLoader(t, cfg2, sink2.spec())
-	eventually(t, 10*time.Second, func() bool { return sink2.count() == 30 }, "every line with the pattern (%d)", sink2.count())
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink2.count() == 30 }, "every line with the pattern (%d)", sink2.count())
 	if err := stop2(); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
 )
 
@@ -32,7 +33,7 @@ func TestFailingSinkDoesNotStallHealthyOne(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 30*time.Second, func() bool { return healthy.count() == n }, "healthy sink gets every line while the other fails (has %d)", healthy.count())
+	testenv.Eventually(t, 30*time.Second, func() bool { return healthy.count() == n }, "healthy sink gets every line while the other fails (has %d)", healthy.count())
 	if failing.count() != 0 {
 		t.Fatalf("failing sink stored %d records while down", failing.count())
 	}
@@ -43,11 +44,11 @@ func TestFailingSinkDoesNotStallHealthyOne(t *testing.T) {
 	}
 
 	failing.failing.Store(false)
-	eventually(t, 60*time.Second, func() bool { return failing.count() >= n }, "failing sink catches up after recovery (has %d)", failing.count())
+	testenv.Eventually(t, 60*time.Second, func() bool { return failing.count() >= n }, "failing sink catches up after recovery (has %d)", failing.count())
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, func() bool { return len(spoolFiles(t, stream)) <= 1 }, "files retired once both sinks passed them: %v", spoolFiles(t, stream))
+	testenv.Eventually(t, 10*time.Second, func() bool { return len(spoolFiles(t, stream)) <= 1 }, "files retired once both sinks passed them: %v", spoolFiles(t, stream))
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +89,7 @@ func TestSlowSinkDoesNotSlowTheOther(t *testing.T) {
 	w.Close()
 	start := time.Now()
 	_, stop := runLoader(t, cfg, fast.spec(), slow.spec())
-	eventually(t, 30*time.Second, func() bool { return fast.count() == n }, "fast sink done")
+	testenv.Eventually(t, 30*time.Second, func() bool { return fast.count() == n }, "fast sink done")
 	fastDone := time.Since(start)
 	// Had the slow sink held the fast one back, they would finish together.
 	// Counting, not timing, keeps this stable on a loaded machine: the slow
@@ -97,7 +98,7 @@ func TestSlowSinkDoesNotSlowTheOther(t *testing.T) {
 	if slowAtFastDone > n*6/10 {
 		t.Fatalf("the slow sink had %d of %d records when the fast one finished (%v): the fast one was held back", slowAtFastDone, n, fastDone)
 	}
-	eventually(t, 60*time.Second, func() bool { return slow.count() == n }, "slow sink done")
+	testenv.Eventually(t, 60*time.Second, func() bool { return slow.count() == n }, "slow sink done")
 	stop()
 	t.Logf("fast sink done after %v, the slow one then had %d of %d and finished after %v", fastDone, slowAtFastDone, n, time.Since(start))
 	checkExactlyOnceInOrder(t, "fast", fast.records(), n)
@@ -159,7 +160,7 @@ func TestCancelAtRandomPointsExactlyOnce(t *testing.T) {
 	<-written
 	// One last run to pick up whatever the final cancel left.
 	_, stop := runLoader(t, cfg, sink.spec())
-	eventually(t, 30*time.Second, func() bool { return sink.count() >= n }, "final run completes")
+	testenv.Eventually(t, 30*time.Second, func() bool { return sink.count() >= n }, "final run completes")
 	stop()
 	t.Logf("%d restarts", restarts)
 	if restarts < 20 {
@@ -185,9 +186,9 @@ func TestSubmitErrorIsRetriedFromCheckpoint(t *testing.T) {
 	for i := range n {
 		w.Append([]byte(evLine(i%7, i, "r")))
 	}
-	eventually(t, 30*time.Second, func() bool { return healthy.count() == n }, "healthy sink loads while the other refuses")
+	testenv.Eventually(t, 30*time.Second, func() bool { return healthy.count() == n }, "healthy sink loads while the other refuses")
 	refusing.refuse.Store(false)
-	eventually(t, 30*time.Second, func() bool { return refusing.count() >= n }, "refusing sink catches up once it accepts (has %d)", refusing.count())
+	testenv.Eventually(t, 30*time.Second, func() bool { return refusing.count() >= n }, "refusing sink catches up once it accepts (has %d)", refusing.count())
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

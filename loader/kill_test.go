@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
 )
 
@@ -182,7 +183,7 @@ func TestKillDashNineExactlyOnce(t *testing.T) {
 	// A last, graceful run: SIGTERM must exit 0 once everything is in.
 	cmd := start()
 	t.Cleanup(func() { cmd.Process.Kill() }) // if the test fails before the SIGTERM
-	eventually(t, 60*time.Second, func() bool {
+	testenv.Eventually(t, 60*time.Second, func() bool {
 		_, entries, err := readLog(logPath, false)
 		if err != nil {
 			t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
 )
 
@@ -35,7 +36,7 @@ func TestTailsRotatingWriterExactlyOnceInOrder(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}
-	eventually(t, 60*time.Second, func() bool { return sink.count() >= n && files.count() >= n }, "all %d lines at both sinks (have %d, %d)", n, sink.count(), files.count())
+	testenv.Eventually(t, 60*time.Second, func() bool { return sink.count() >= n && files.count() >= n }, "all %d lines at both sinks (have %d, %d)", n, sink.count(), files.count())
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +79,7 @@ func TestStartsFromCheckpointAfterRestart(t *testing.T) {
 		w.Append([]byte(evLine(1, i, "a")))
 	}
 	_, stop := runLoader(t, cfg, sink.spec())
-	eventually(t, 10*time.Second, func() bool { return sink.count() == 300 }, "first run loads 300")
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 300 }, "first run loads 300")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +87,7 @@ func TestStartsFromCheckpointAfterRestart(t *testing.T) {
 		w.Append([]byte(evLine(1, i, "b")))
 	}
 	_, stop = runLoader(t, cfg, sink.spec())
-	eventually(t, 10*time.Second, func() bool { return sink.count() >= 600 }, "second run loads the rest")
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() >= 600 }, "second run loads the rest")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +141,7 @@ func TestPollingFallbackWithoutFileEvents(t *testing.T) {
 	for i := range 500 {
 		w.Append([]byte(evLine(1, i, "poll")))
 	}
-	eventually(t, 10*time.Second, func() bool { return sink.count() == 500 }, "polling alone delivers every line (%d)", sink.count())
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 500 }, "polling alone delivers every line (%d)", sink.count())
 	// A stream created after start is found by the periodic rescan.
 	w2, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "late"})
 	if err != nil {
@@ -148,7 +149,7 @@ func TestPollingFallbackWithoutFileEvents(t *testing.T) {
 	}
 	defer w2.Close()
 	w2.Append([]byte(evLine(2, 500, "late")))
-	eventually(t, 10*time.Second, func() bool { return sink.count() == 501 }, "a stream created later is discovered")
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 501 }, "a stream created later is discovered")
 	stop()
 }
 
@@ -167,15 +168,15 @@ func TestRetentionArchivesThenPurges(t *testing.T) {
 	var clock skewClock
 	cfg := Config{Dir: spool, Schema: testSchema(t), Retention: time.Hour, now: clock.now}
 	_, stop := runLoader(t, cfg, sink.spec())
-	eventually(t, 10*time.Second, func() bool { return sink.count() == 100 }, "loaded")
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 100 }, "loaded")
 	archive := filepath.Join(spool, ".ingest", "archive", "api")
-	eventually(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		entries, _ := os.ReadDir(archive)
 		return len(entries) == len(sealed)-1
 	}, "all files but the one the checkpoint points into archived")
 	// Two hours later the archive is purged.
 	clock.skip(2 * time.Hour)
-	eventually(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, func() bool {
 		entries, _ := os.ReadDir(archive)
 		return len(entries) == 0
 	}, "archive purged after the retention period")

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dualwrite/ingest/internal/testenv"
 )
 
 // gatedStore is a file store whose saves wait while the gate is closed: a
@@ -50,7 +52,7 @@ func TestAckedPastDurableCheckpointIsBounded(t *testing.T) {
 	cfg := Config{Dir: spool, StateDir: state, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: perBatch, Linger: time.Millisecond}}
 	_, stop := runLoader(t, cfg, SinkSpec{Sink: sink, MaxInFlight: inFlight, Store: store})
 
-	eventually(t, 10*time.Second, func() bool { return sink.batches.Load() >= inFlight+1 }, "the sink gets %d batches", inFlight+1)
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.batches.Load() >= inFlight+1 }, "the sink gets %d batches", inFlight+1)
 	// Watch for a while: with saves stalled the pipeline must hold there.
 	deadline := time.Now().Add(500 * time.Millisecond)
 	for time.Now().Before(deadline) {
@@ -60,7 +62,7 @@ func TestAckedPastDurableCheckpointIsBounded(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	close(store.gate)
-	eventually(t, 20*time.Second, func() bool { return sink.count() == lines }, "every line once saves go through (%d)", sink.count())
+	testenv.Eventually(t, 20*time.Second, func() bool { return sink.count() == lines }, "every line once saves go through (%d)", sink.count())
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

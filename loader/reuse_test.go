@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
 )
 
@@ -78,7 +79,7 @@ func TestBatchMemoryReusedOnlyAfterAck(t *testing.T) {
 	defer func() { close(s.pending); <-s.done }()
 	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 100, Linger: time.Millisecond}},
 		SinkSpec{Sink: s, MaxInFlight: 4})
-	eventually(t, 60*time.Second, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.lines >= n }, "all %d lines acked", n)
+	testenv.Eventually(t, 60*time.Second, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.lines >= n }, "all %d lines acked", n)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}

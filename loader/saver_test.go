@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
 )
 
@@ -52,7 +53,7 @@ func TestSlowCheckpointSavesDoNotHoldThePipeline(t *testing.T) {
 	spec.Store = store
 	start := time.Now()
 	l, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 10, Linger: time.Millisecond}}, spec)
-	eventually(t, 60*time.Second, func() bool { return sink.count() >= n }, "all %d lines at the sink", n)
+	testenv.Eventually(t, 60*time.Second, func() bool { return sink.count() >= n }, "all %d lines at the sink", n)
 	took := time.Since(start)
 	if err := stop(); err != nil {
 		t.Fatal(err)
