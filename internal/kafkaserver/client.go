@@ -134,7 +134,7 @@ func (c *Cluster) CreateTopic(ctx context.Context, name string, spec TopicSpec) 
 					ready = ready && p.Leader >= 1 && p.Error.Code() == kafka.ErrNoError
 				}
 				if ready {
-					return nil
+					return c.waitServing(ctx, name, spec.Partitions)
 				}
 			}
 		}
@@ -144,6 +144,32 @@ func (c *Cluster) CreateTopic(ctx context.Context, name string, spec TopicSpec) 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// waitServing returns once every partition's leader answers a watermark
+// query: metadata names a leader a moment before that leader serves the
+// partition, and a test reading right after creating the topic would get
+// NOT_LEADER_OR_FOLLOWER.
+func (c *Cluster) waitServing(ctx context.Context, topic string, partitions int) error {
+	cons, err := c.consumer()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = cons.Close() }()
+	for p := range int32(partitions) {
+		for {
+			_, _, err := cons.QueryWatermarkOffsets(topic, p, timeoutMs(ctx, 5*time.Second))
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("kafkaserver: topic %s[%d] created but not served: %v (%w)", topic, p, err, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // metadata of one topic (must exist) from a fresh admin client.
