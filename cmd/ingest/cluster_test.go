@@ -422,7 +422,9 @@ func TestRunThroughLeaderKillAndTwoBrokersDown(t *testing.T) {
 	lr := startLoad(t, e, 300)
 	ctx := testenv.Context(t, 10*time.Minute)
 
-	cp := lr.kafkaMoves(loader.Position{}, time.Minute, "loading started")
+	// A fresh cluster may take a while to hand out idempotent producer
+	// ids ("coordinator load in progress"), hence the generous bound.
+	cp := lr.kafkaMoves(loader.Position{}, 2*time.Minute, "loading started")
 
 	// (1) The leader of the busiest partition dies.
 	p := busiestPartition(t, c, e.topic)
@@ -485,7 +487,7 @@ func TestRunThroughWholeClusterDown(t *testing.T) {
 		Partitions: 4, Replication: 3, Configs: map[string]string{"min.insync.replicas": "2"},
 	})
 	lr := startLoad(t, e, 300)
-	cp := lr.kafkaMoves(loader.Position{}, time.Minute, "loading started")
+	cp := lr.kafkaMoves(loader.Position{}, 2*time.Minute, "loading started")
 
 	killAll(t, c, c.IDs())
 	lr.outage(down, "the whole cluster down")
