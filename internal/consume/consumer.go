@@ -202,14 +202,18 @@ func (c *consumer) setFatal(err error) {
 }
 
 // pollTimeout is the longest Poll may block: until the oldest batch being
-// filled lingers out, at most 100 ms, so that acknowledgements are seen
-// promptly.
+// filled lingers out, 5 ms while a batch commits, at most 100 ms.
 func (c *consumer) pollTimeout() int {
 	d := 100 * time.Millisecond
 	linger := c.cfg.Batch.Linger
 	for _, p := range c.parts {
-		if p.cur != nil {
+		if p.cur != nil && len(p.flights) == 0 {
 			d = min(d, time.Until(p.cur.created.Add(linger)))
+		}
+		if len(p.flights) > 0 {
+			// An acknowledgement does not wake Poll: look again soon, so
+			// that the batch filling behind a commit follows it promptly.
+			d = min(d, 5*time.Millisecond)
 		}
 	}
 	return int(max(d, time.Millisecond) / time.Millisecond)
@@ -247,15 +251,37 @@ func (c *consumer) rebalance(k *kafka.Consumer, ev kafka.Event) error {
 	case kafka.AssignedPartitions:
 		c.m.rebalances.WithLabelValues("assigned").Inc()
 		c.joined.Store(true)
+		if c.runCtx.Err() != nil {
+			// Stopping (a signal arrived during this Poll, or Close is
+			// leaving the group): take the partitions without loading
+			// them; leaving the group hands them on.
+			c.log.Info("partitions assigned while stopping: not loading them", "partitions", len(e.Partitions))
+			var err error
+			if cooperative {
+				err = k.IncrementalAssign(e.Partitions)
+			} else {
+				err = k.Assign(e.Partitions)
+			}
+			if err != nil {
+				c.log.Warn("kafka: assign while stopping", "err", err)
+			}
+			return nil
+		}
 		starts, err := c.startOffsets(e.Partitions)
+		load := err == nil
 		if err != nil {
-			// Assign nothing of ours: loop stops at the fatal error, before
-			// a message of these partitions is loaded.
-			c.setFatal(err)
-			starts = nil
+			// Take the partitions without state, so that no message of
+			// them is loaded; the loop stops at the fatal error (unless a
+			// stop interrupted the checkpoint read: no error then).
+			if c.runCtx.Err() == nil {
+				c.setFatal(err)
+			}
+			starts = e.Partitions
 		}
 		for _, tp := range starts {
-			c.addPartition(tp)
+			if load {
+				c.addPartition(tp)
+			}
 		}
 		if cooperative {
 			err = k.IncrementalAssign(starts)
@@ -543,11 +569,16 @@ func (c *consumer) decode(msg *kafka.Message, key tpKey, off int64) (rec loader.
 	return loader.Record{Record: sr, RecordID: recordID, Pos: loader.Position{Offset: off}, Line: msg.Value}, "", ""
 }
 
-// flushLingering submits batches older than batch.linger.
+// flushLingering submits batches older than batch.linger, but only when
+// their partition has no batch in flight: while one commits, the next
+// keeps filling (up to batch.max_records), so that a consumer catching up
+// commits full batches instead of one small transaction per linger, and
+// a partition that is not behind still commits within a commit's time
+// plus the linger.
 func (c *consumer) flushLingering() {
 	now := time.Now()
 	for _, p := range c.parts {
-		if p.cur != nil && now.Sub(p.cur.created) >= c.cfg.Batch.Linger {
+		if p.cur != nil && len(p.flights) == 0 && now.Sub(p.cur.created) >= c.cfg.Batch.Linger {
 			if err := c.flush(p); err != nil {
 				c.setFatal(err)
 			}
