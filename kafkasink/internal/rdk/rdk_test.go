@@ -245,7 +245,7 @@ func benchProduce(b *testing.B, headers int) {
 	}()
 	b.SetBytes(int64(len(value)))
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), processCPU(b)
 	var batch rdk.Batch
 	var id, src [32]byte
 	for i := 0; i < b.N; {
@@ -270,6 +270,7 @@ func benchProduce(b *testing.B, headers int) {
 	}
 	<-done
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	b.ReportMetric(float64(processCPU(b)-cpu0)/float64(b.N), "cpu-ns/msg")
 }
 
 // HasController tells a real cluster, whose controller is one of its
