@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -27,8 +28,9 @@ type Options struct {
 	// With 3 or more, internal topics get replication 3 and min ISR 2, as
 	// in production; with fewer, replication 1.
 	Nodes int
-	// Dir is the parent of the nodes' directories; default a new
-	// temporary directory removed by Close.
+	// Dir is where the cluster's directory (nodes' data and logs) is made
+	// and left after Close; default the system's temporary directory, and
+	// Close removes it.
 	Dir string
 	// Heap is the JVM's -Xmx (default "512m").
 	Heap string
@@ -77,8 +79,23 @@ type process struct {
 }
 
 // Start resolves the class path, formats and starts opts.Nodes nodes and
-// waits until a metadata request lists every broker.
+// waits until a metadata request lists every broker. A node that cannot
+// bind its port (taken between choosing and binding it, e.g. by another
+// test binary's broker) makes Start try again with new ports, up to three
+// times.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var c *Cluster
+		c, err = start(ctx, opts)
+		if err == nil || !strings.Contains(err.Error(), "Address already in use") {
+			return c, err
+		}
+	}
+	return nil, err
+}
+
+func start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Nodes <= 0 {
 		opts.Nodes = 1
 	}
@@ -96,12 +113,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{opts: opts, classpath: cp, java: java, dir: opts.Dir}
-	if c.dir == "" {
-		if c.dir, err = os.MkdirTemp("", "kafkaserver-"); err != nil {
-			return nil, fmt.Errorf("kafkaserver: %w", err)
-		}
-		c.ownDir = true
+	// A directory of its own each time, also under a caller's Dir: a
+	// retry must not meet the nodes of the attempt before.
+	c := &Cluster{opts: opts, classpath: cp, java: java, ownDir: opts.Dir == ""}
+	if c.dir, err = os.MkdirTemp(opts.Dir, "kafkaserver-"); err != nil {
+		return nil, fmt.Errorf("kafkaserver: %w", err)
 	}
 	if c.clusterID, err = newClusterID(); err != nil {
 		return nil, err
@@ -433,8 +449,13 @@ func newClusterID() (string, error) {
 	}
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago.
+// freePorts returns n distinct loopback ports that were free a moment ago,
+// drawn below the kernel's ephemeral range: a port from that range (what
+// listening on :0 hands out) can be taken by any client's outgoing
+// connection while a killed node is down, and the node then cannot come
+// back on it.
 func freePorts(n int) ([]int, error) {
+	lo, hi := 10000, ephemeralLow()-1
 	var ls []net.Listener
 	defer func() {
 		for _, l := range ls {
@@ -442,15 +463,33 @@ func freePorts(n int) ([]int, error) {
 		}
 	}()
 	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			return nil, fmt.Errorf("kafkaserver: no free port in %d-%d", lo, hi)
+		}
+		port := lo + mrand.IntN(hi-lo+1)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
-			return nil, fmt.Errorf("kafkaserver: free port: %w", err)
+			continue
 		}
 		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, port)
 	}
 	return ports, nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux
+// default 32768).
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(data)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 11000 {
+				return v
+			}
+		}
+	}
+	return 32768
 }
 
 var errNotReady = errors.New("not ready")
