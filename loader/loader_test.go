@@ -51,10 +51,10 @@ func TestTailsRotatingWriterExactlyOnceInOrder(t *testing.T) {
 			lat = append(lat, r.Stored.Sub(time.Unix(0, r.At)))
 		}
 		slices.Sort(lat)
+		// Logged, not asserted: a wall-clock bound in a unit test fails on a
+		// loaded machine (a CI run saw a p99 of 18 s with every package
+		// testing at once). The latency target is scripts/bench-latency's.
 		t.Logf("%s: append-to-sink latency while tailing: p50 %v p99 %v max %v", s.name, lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1])
-		if lat[len(lat)/2] > 100*time.Millisecond {
-			t.Errorf("%s: median append-to-sink latency %v, want under 100 ms", s.name, lat[len(lat)/2])
-		}
 	}
 	if rot := w.Stats().Rotations; rot < 20 {
 		t.Fatalf("only %d rotations; the test wants many", rot)

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -71,6 +73,9 @@ func Status(ctx context.Context, cfg Config, sinks map[string]CheckpointFunc) ([
 		for _, f := range files {
 			// What ingest run would find unreadable: try each file.
 			fh, err := st.open(f.key)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // retired by a running loader since the listing
+			}
 			if err != nil {
 				ss.Ignored = append(ss.Ignored, unreadableEntry(st, f.key, err))
 				continue
