@@ -2,7 +2,7 @@
 // produces every routed record to its table's topic, keyed by account, with
 // librdkafka (the build bundled by confluent-kafka-go, driven through the
 // batch-shaped binding in internal/rdk), and acknowledges a batch only once
-// Kafka has it (SPEC section 6).
+// Kafka has it (acks=all, idempotent; docs/operations.md, "The guarantees, in short").
 //
 // Builds: the default (confluent-kafka-go's bundled static librdkafka),
 // -tags musl (its bundled musl build) and -tags dynamic (the system's

@@ -1,7 +1,7 @@
 // Package backfill is `ingest backfill`: it replays sealed or archived
 // offline files into the sinks of a config, for the accounts and the time
 // window asked, without touching the live loader's checkpoints, and can be
-// interrupted and resumed (SPEC section 8).
+// interrupted and resumed (docs/operations.md, "ingest backfill").
 //
 // # How the pieces fit
 //

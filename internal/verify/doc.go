@@ -1,6 +1,6 @@
 // Package verify is `ingest verify`: it proves, per account, that
 // PostgreSQL and Kafka hold the same records of a table over a time window
-// before the old database path is turned off (SPEC section 8).
+// before the old database path is turned off (docs/config.md, "The cutover, step by step").
 //
 // # How it works
 //
