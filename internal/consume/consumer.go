@@ -175,7 +175,9 @@ func (c *consumer) loop(ctx context.Context) error {
 				c.log.Warn("kafka: fetch error", "topic", *e.TopicPartition.Topic, "partition", e.TopicPartition.Partition, "err", e.TopicPartition.Error)
 				break
 			}
-			if err := c.message(ctx, e); err != nil {
+			if err := c.message(ctx, e); err != nil && ctx.Err() == nil {
+				// (A dead letter interrupted by a stop is no failure: the
+				// message's offset did not move, it is read again.)
 				c.setFatal(err)
 			}
 		case kafka.Error:
