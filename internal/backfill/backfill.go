@@ -439,7 +439,7 @@ func (p *plan) sinks(ctx context.Context, job *job, guard *topicGuard, log *slog
 			specs = append(specs, loader.SinkSpec{Sink: db, Route: routes[runner.SinkDB], MaxInFlight: 2})
 		case runner.SinkKafka:
 			ks, err := kafkasink.New(ctx, kafkasink.Config{
-				Brokers: p.cfg.Kafka.Brokers, Properties: p.cfg.Kafka.Properties, Topics: runner.KafkaTopics(p.cfg),
+				Brokers: p.cfg.Kafka.Brokers, Properties: p.cfg.Kafka.Properties, Topics: p.cfg.KafkaTopics(),
 				Name: name, Logger: log,
 			})
 			if err != nil {

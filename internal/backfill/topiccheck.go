@@ -18,7 +18,6 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/dualwrite/ingest/internal/config"
-	"github.com/dualwrite/ingest/internal/runner"
 	"github.com/dualwrite/ingest/loader"
 )
 
@@ -144,7 +143,7 @@ type topicGuard struct {
 // it; any other failure is an error: without the configs the backfill
 // cannot know it is safe.
 func readTopicLimits(ctx context.Context, cfg *config.Config, log *slog.Logger) (map[string]*topicLimits, error) {
-	topics := runner.KafkaTopics(cfg)
+	topics := cfg.KafkaTopics()
 	if len(topics) == 0 {
 		return nil, nil
 	}

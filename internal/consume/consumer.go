@@ -15,6 +15,7 @@ import (
 
 	"github.com/dualwrite/ingest/dbsink"
 	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/health"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/schema"
@@ -139,9 +140,9 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		k.Close()
 		return fmt.Errorf("kafka: subscribe to %v: %w", topics, err)
 	}
-	addr, stopHTTP, err := serveMetrics(c.cfg.Metrics.Listen, c.o.Registry, []readiness{
-		{"db", c.db.Ping},
-		{"kafka", func(context.Context) error {
+	addr, stopHTTP, err := health.Serve(c.cfg.Metrics.Listen, c.o.Registry, []health.Check{
+		{Name: "db", Check: c.db.Ping},
+		{Name: "kafka", Check: func(context.Context) error {
 			if !c.joined.Load() {
 				return errors.New("not yet a member of group " + c.o.Group)
 			}

@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -20,6 +18,7 @@ import (
 
 	"github.com/dualwrite/ingest/dbsink"
 	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/internal/health"
 	"github.com/dualwrite/ingest/internal/mockkafka"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
@@ -27,7 +26,6 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Sink names, which are also the checkpoint keys and metric labels.
@@ -93,7 +91,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			closers[i]()
 		}
 	}()
-	var ready []readiness
+	var ready []health.Check
 	wrap := func(s loader.Sink) loader.Sink {
 		if o.WrapSink != nil {
 			return o.WrapSink(s)
@@ -108,7 +106,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			return &StartupError{fmt.Errorf("db sink (db.url): %w", err)}
 		}
 		closers = append(closers, db.Close)
-		ready = append(ready, readiness{SinkDB, db.Ping})
+		ready = append(ready, health.Check{Name: SinkDB, Check: db.Ping})
 		specs = append(specs, loader.SinkSpec{Sink: wrap(db), MaxInFlight: 1})
 	}
 	if cfg.KafkaEnabled() {
@@ -129,10 +127,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			log.Warn("kafka.brokers is embedded: messages go to an in-process mock cluster and vanish on exit (development only)", "bootstrap", brokers)
 		}
 		ks = startKafka(ctx, kafkasink.Config{
-			Brokers: brokers, Properties: cfg.Kafka.Properties, Topics: kafkaTopics(cfg),
+			Brokers: brokers, Properties: cfg.Kafka.Properties, Topics: cfg.KafkaTopics(),
 			CreateTopics: createTopics, Name: SinkKafka, Logger: log,
 		}, log)
-		ready = append(ready, readiness{SinkKafka, ks.ready})
+		ready = append(ready, health.Check{Name: SinkKafka, Check: ks.ready})
 		closers = append(closers, func() {
 			cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 			defer cancel()
@@ -161,7 +159,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	rm := newRouteMetrics(reg)
 	rm.set(cfg)
 
-	addr, stopHTTP, err := serveMetrics(cfg.Metrics.Listen, reg, ready, log)
+	addr, stopHTTP, err := health.Serve(cfg.Metrics.Listen, reg, ready, log)
 	if err != nil {
 		return &StartupError{fmt.Errorf("metrics.listen: %w", err)}
 	}
@@ -206,31 +204,6 @@ func sinkNames(specs []loader.SinkSpec) string {
 	return strings.Join(names, ",")
 }
 
-// KafkaTopics lists the topics of the tables whose Kafka selector can
-// select anything, sorted: what a Kafka sink built from cfg must find.
-// Backfill uses it to build its own sink the way Run does.
-func KafkaTopics(cfg *config.Config) []string { return kafkaTopics(cfg) }
-
-// kafkaTopics lists the topics of tables whose Kafka selector can select
-// anything now; a table routed later is checked by the sink when first used.
-func kafkaTopics(cfg *config.Config) []string {
-	seen := map[string]bool{}
-	var topics []string
-	for _, t := range cfg.Tables {
-		topic := t.Topic
-		if topic == "" {
-			topic = t.Name
-		}
-		if t.Kafka.IsNone() || seen[topic] {
-			continue
-		}
-		seen[topic] = true
-		topics = append(topics, topic)
-	}
-	sort.Strings(topics)
-	return topics
-}
-
 // LoaderConfig maps the config file onto the loader's Config.
 func LoaderConfig(cfg *config.Config, sch *schema.Schema, log *slog.Logger, reg prometheus.Registerer) loader.Config {
 	var streams []loader.StreamConfig
@@ -262,79 +235,6 @@ func Routes(cfg *config.Config) map[string]loader.RouteFunc {
 			return tc != nil && tc.Kafka.Match(key)
 		},
 	}
-}
-
-// readiness is one enabled sink's answer to /readyz.
-type readiness struct {
-	sink  string
-	check func(context.Context) error
-}
-
-// readyTimeout bounds /readyz: every sink is asked at once, and one that
-// has not answered by then is not ready.
-const readyTimeout = 2 * time.Second
-
-// serveMetrics serves /metrics, /healthz and /readyz; listen "" or "off"
-// disables it. /healthz is 200 while the process serves: restart it when
-// that fails. /readyz is 200 only while every enabled sink answers, else
-// 503 with a line per sink saying which does not and why: for alerting
-// and load balancers, never for restarts, since the loader rides out a
-// sink's outage by itself and catches up from its checkpoint.
-func serveMetrics(listen string, reg *prometheus.Registry, ready []readiness, log *slog.Logger) (string, func(), error) {
-	if listen == "" || listen == "off" {
-		return "", func() {}, nil
-	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return "", nil, err
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
-		defer cancel()
-		// At once: a sink that waits for its timeout (a broker that does
-		// not answer) must not use up the others' time.
-		errs := make([]error, len(ready))
-		var wg sync.WaitGroup
-		for i, rd := range ready {
-			wg.Go(func() { errs[i] = rd.check(ctx) })
-		}
-		wg.Wait()
-		var b strings.Builder
-		code := http.StatusOK
-		for i, rd := range ready {
-			if errs[i] != nil {
-				code = http.StatusServiceUnavailable
-				fmt.Fprintf(&b, "%s: not ready: %v\n", rd.sink, errs[i])
-			} else {
-				fmt.Fprintf(&b, "%s: ready\n", rd.sink)
-			}
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		w.WriteHeader(code)
-		if code == http.StatusOK {
-			fmt.Fprint(w, "ready\n", b.String())
-		} else {
-			fmt.Fprint(w, "not ready\n", b.String())
-		}
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server", "err", err)
-		}
-	}()
-	return ln.Addr().String(), func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	}, nil
 }
 
 // routeMetrics publish the route configuration: per table and sink, the
