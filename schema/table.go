@@ -66,7 +66,7 @@ type Table struct {
 	// compresses and moves out of line every row over ~2 KB, which for
 	// incompressible payloads (base64 bodies) costs CPU and a second
 	// table's writes for nothing: it loaded ~2 KB raw_item rows 30-40 %
-	// slower (docs/BENCHMARKS.md).
+	// slower (docs/benchmark-log.md).
 	DBStorage map[string]string `yaml:"db_storage,omitempty"`
 
 	c *compiled // set by New
