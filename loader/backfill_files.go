@@ -45,6 +45,35 @@ var ErrActiveFile = errors.New("active file (still being written)")
 // of the stream would be ambiguous. Streams come back sorted by name, their
 // files in creation order.
 func ResolveBackfill(paths []string, stream string) (streams []BackfillStream, skipped []string, err error) {
+	streams, notRead, err := ResolveBackfillFiles(paths, stream)
+	for _, f := range notRead {
+		if f.Reason == NotReadActive {
+			skipped = append(skipped, f.Path)
+		}
+	}
+	return streams, skipped, err
+}
+
+// Why a backfill does not read an entry it met in a directory or glob.
+const (
+	NotReadActive    = "active file: still being written (backfill it once sealed)"
+	NotReadDirectory = "directory: backfill does not recurse (name it as a path of its own)"
+	NotReadSymlink   = "symlink: not followed (name its target)"
+	NotReadIrregular = "not a regular file"
+)
+
+// NotRead is an entry of a given directory or glob that the backfill does
+// not read, and why: nothing it skips goes unreported.
+type NotRead struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+}
+
+// ResolveBackfillFiles is [ResolveBackfill] reporting every entry it does
+// not read (active files, sub-directories, symlinks, other non-regular
+// files) with the reason. When nothing is left to read, the error says
+// what was found instead.
+func ResolveBackfillFiles(paths []string, stream string) (streams []BackfillStream, notRead []NotRead, err error) {
 	if len(paths) == 0 {
 		return nil, nil, errors.New("no file, directory or glob given")
 	}
@@ -69,7 +98,7 @@ func ResolveBackfill(paths []string, stream string) (streams []BackfillStream, s
 			if explicit {
 				return fmt.Errorf("%s: %w; backfill reads sealed files only (the loader seals it on rotation, or rotatefile.Open seals it after a crash)", path, ErrActiveFile)
 			}
-			skipped = append(skipped, abs)
+			notRead = append(notRead, NotRead{abs, NotReadActive})
 			return nil
 		}
 		fi, err := os.Stat(abs)
@@ -80,6 +109,7 @@ func ResolveBackfill(paths []string, stream string) (streams []BackfillStream, s
 			if explicit {
 				return fmt.Errorf("%s: not a regular file", path)
 			}
+			notRead = append(notRead, NotRead{abs, NotReadIrregular})
 			return nil
 		}
 		name := stream
@@ -114,7 +144,19 @@ func ResolveBackfill(paths []string, stream string) (streams []BackfillStream, s
 					return nil, nil, err
 				}
 				for _, e := range entries {
-					if strings.HasPrefix(e.Name(), ".") || !e.Type().IsRegular() {
+					if strings.HasPrefix(e.Name(), ".") {
+						continue // locks and temporaries
+					}
+					if t := e.Type(); !t.IsRegular() {
+						reason := NotReadIrregular
+						switch {
+						case t.IsDir():
+							reason = NotReadDirectory
+						case t&fs.ModeSymlink != 0:
+							reason = NotReadSymlink
+						}
+						abs, _ := filepath.Abs(filepath.Join(m, e.Name()))
+						notRead = append(notRead, NotRead{abs, reason})
 						continue
 					}
 					if err := add(filepath.Join(m, e.Name()), false); err != nil {
@@ -146,7 +188,18 @@ func ResolveBackfill(paths []string, stream string) (streams []BackfillStream, s
 		keys[f.key] = f.path
 	}
 	if len(byStream) == 0 {
-		return nil, skipped, errors.New("no sealed file found in the given paths")
+		if len(notRead) == 0 {
+			return nil, nil, errors.New("no sealed file found in the given paths: they hold no file")
+		}
+		var why []string
+		for _, f := range notRead[:min(len(notRead), 5)] {
+			why = append(why, fmt.Sprintf("%s (%s)", f.Path, f.Reason))
+		}
+		more := ""
+		if len(notRead) > 5 {
+			more = fmt.Sprintf(" and %d more", len(notRead)-5)
+		}
+		return nil, notRead, fmt.Errorf("no sealed file found in the given paths; not read: %s%s", strings.Join(why, "; "), more)
 	}
 	for name, keys := range byStream {
 		bs := BackfillStream{Name: name}
@@ -161,8 +214,8 @@ func ResolveBackfill(paths []string, stream string) (streams []BackfillStream, s
 		streams = append(streams, bs)
 	}
 	sort.Slice(streams, func(i, j int) bool { return streams[i].Name < streams[j].Name })
-	sort.Strings(skipped)
-	return streams, skipped, nil
+	sort.Slice(notRead, func(i, j int) bool { return notRead[i].Path < notRead[j].Path })
+	return streams, notRead, nil
 }
 
 // fixedFile is a file of a backfill stream.

@@ -397,6 +397,13 @@ func TestBackfillCommandUsage(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "c.yaml")
 	os.WriteFile(cfg, []byte("spool: {dir: /tmp}\ndb: {url: 'postgres://x@127.0.0.1:1/x'}\ntables:\n  t:\n    key: k\n    columns: {k: bigint}\n"), 0o640)
+	emptyDir := filepath.Join(dir, "empty")
+	nested := filepath.Join(dir, "nested")
+	for _, d := range []string{emptyDir, filepath.Join(nested, "api")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -407,6 +414,10 @@ func TestBackfillCommandUsage(t *testing.T) {
 		{[]string{"backfill", "--config", cfg, "--since", "2026-01-02", "--until", "2026-01-01", "/tmp"}, "--since"},
 		{[]string{"backfill", "--config", cfg, "--progress", "fancy", "/tmp"}, "--progress"},
 		{[]string{"backfill", "--config", cfg, filepath.Join(dir, "x.ndjson.open")}, "active file"},
+		// A directory holding nothing to read: exit 2 saying so, not
+		// "done, 0 lines".
+		{[]string{"backfill", "--config", cfg, emptyDir}, "no sealed file found"},
+		{[]string{"backfill", "--config", cfg, nested}, "directory: backfill does not recurse"},
 	} {
 		out, code := ingest(t, tc.args...)
 		if code != 2 || !strings.Contains(out, tc.want) {

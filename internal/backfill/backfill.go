@@ -109,8 +109,11 @@ type Summary struct {
 	Files      int      `json:"files"`
 	Bytes      int64    `json:"bytes"`
 	Skipped    []string `json:"skipped_active_files,omitempty"`
-	Window     string   `json:"window,omitempty"`
-	Accounts   []string `json:"accounts,omitempty"`
+	// NotRead is every entry of the given directories and globs that the
+	// job does not read (active files included), with the reason.
+	NotRead  []loader.NotRead `json:"not_read,omitempty"`
+	Window   string           `json:"window,omitempty"`
+	Accounts []string         `json:"accounts,omitempty"`
 	// DoneBytes is what every sink has acknowledged, this run and earlier.
 	DoneBytes int64         `json:"done_bytes"`
 	Elapsed   time.Duration `json:"elapsed_ns"`
@@ -159,8 +162,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, s := range plan.skipped {
-		log.Warn("skipping active file: it is still being written; backfill it once sealed", "file", s)
+	for _, f := range plan.notRead {
+		log.Warn("backfill does not read this entry", "file", f.Path, "reason", f.Reason)
 	}
 	for _, w := range plan.warnings {
 		log.Warn(w)
@@ -192,7 +195,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	}
 	defer job.close()
 	sum := &Summary{
-		Job: job.id, Generation: job.Generation, StateDir: job.dir(), Skipped: plan.skipped,
+		Job: job.id, Generation: job.Generation, StateDir: job.dir(), Skipped: plan.skipped, NotRead: plan.notRead,
 		Accounts: plan.key.Accounts, DeadLetterDir: filepath.Join(job.dir(), "deadletter"),
 	}
 	if !o.Window.IsZero() {
@@ -265,6 +268,7 @@ type plan struct {
 	schema    *schema.Schema
 	streams   []loader.BackfillStream
 	skipped   []string
+	notRead   []loader.NotRead
 	warnings  []string
 	sinkKinds []string          // db, kafka
 	kindOf    map[string]string // checkpoint name -> kind
@@ -314,10 +318,17 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 		p.sinkKinds = append(p.sinkKinds, k)
 	}
 
-	streams, skipped, err := loader.ResolveBackfill(o.Paths, o.Stream)
+	streams, notRead, err := loader.ResolveBackfillFiles(o.Paths, o.Stream)
 	if err != nil {
 		return nil, &ArgError{"PATH", err.Error()}
 	}
+	var skipped []string
+	for _, f := range notRead {
+		if f.Reason == loader.NotReadActive {
+			skipped = append(skipped, f.Path)
+		}
+	}
+	p.notRead = notRead
 	for i := range streams {
 		streams[i].DefaultTable = cfg.StreamFor(streams[i].Name).DefaultTable
 	}

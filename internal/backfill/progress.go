@@ -207,8 +207,8 @@ func (s *Summary) WriteText(w io.Writer) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(s.Skipped) > 0 {
-		fmt.Fprintf(w, "skipped %d active (.open) file(s): still being written\n", len(s.Skipped))
+	for _, f := range s.NotRead {
+		fmt.Fprintf(w, "not read: %s: %s\n", f.Path, f.Reason)
 	}
 	if s.DeadLettersTotal > 0 {
 		fmt.Fprintf(w, "not delivered: %d line(s), see %s\n", s.DeadLettersTotal, s.DeadLetterDir)
