@@ -20,6 +20,13 @@ var ErrCorruptCheckpoint = errors.New("corrupt checkpoint")
 // Dir/<sink>/<stream>.json. A save writes a temporary file, syncs it,
 // renames it over the old one and syncs the directory, so a crash leaves
 // either the old or the new checkpoint, never a torn one.
+//
+// Beside it, Dir/<sink>/<stream>.live.json is renamed into place at every
+// acknowledgement without waiting for an fsync ([FileStore.SaveLive]): it
+// survives a crash of the process (the page cache does), so a kill -9
+// repeats only the batches in flight, while the pipeline never waits for a
+// disk busy with other writes. After a power loss it may be older than the
+// synced file, or torn: Load takes whichever valid one is further.
 type FileStore struct {
 	Dir string
 }
@@ -28,9 +35,48 @@ func (s FileStore) path(sink, stream string) string {
 	return filepath.Join(s.Dir, sink, stream+".json")
 }
 
-// Load implements [CheckpointStore].
-func (s FileStore) Load(_ context.Context, sink, stream string) (Position, bool, error) {
-	path := s.path(sink, stream)
+func (s FileStore) livePath(sink, stream string) string {
+	return filepath.Join(s.Dir, sink, stream+".live.json")
+}
+
+// Load implements [CheckpointStore]: the further of the synced checkpoint
+// and the live one; a live one that does not parse (torn by a power loss)
+// is passed over, since the synced one is never ahead of it.
+func (s FileStore) Load(ctx context.Context, sink, stream string) (Position, bool, error) {
+	pos, ok, err := s.loadFile(s.path(sink, stream))
+	if err != nil {
+		return pos, ok, err
+	}
+	if live, lok, lerr := s.loadFile(s.livePath(sink, stream)); lerr == nil && lok && (!ok || pos.Before(live)) {
+		return live, true, nil
+	}
+	return pos, ok, nil
+}
+
+// SaveLive renames pos into place as the live checkpoint without syncing
+// anything: what a process crash cannot undo, at the cost of a write and
+// a rename.
+func (s FileStore) SaveLive(sink, stream string, pos Position) error {
+	path := s.livePath(sink, stream)
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("save live checkpoint: %w", err)
+	}
+	data, err := json.Marshal(pos)
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o640); err != nil {
+		return fmt.Errorf("save live checkpoint: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("save live checkpoint: %w", err)
+	}
+	return nil
+}
+
+func (s FileStore) loadFile(path string) (Position, bool, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Position{}, false, nil

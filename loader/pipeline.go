@@ -439,8 +439,14 @@ func (p *pipeline) waitAck(ctx context.Context) {
 	}
 }
 
-// notDurable counts the acknowledged batches whose checkpoint is not yet
-// durable, forgetting those that are.
+// liveSaver is a checkpoint store that can also save a checkpoint that
+// survives a process crash without an fsync ([FileStore.SaveLive]).
+type liveSaver interface {
+	SaveLive(sink, stream string, pos Position) error
+}
+
+// notDurable counts the acknowledged batches whose checkpoint would not
+// survive a crash of the process yet, forgetting those that would.
 func (p *pipeline) notDurable() int {
 	if p.saver == nil || len(p.undurable) == 0 {
 		return 0
@@ -490,6 +496,17 @@ func (p *pipeline) handleAck(a ack) {
 		p.l.metrics.recordsAcked.WithLabelValues(p.st.name, p.name).Add(float64(int64(len(f.b.Records)) - f.b.rejected.Load()))
 		p.l.metrics.batchesAcked.WithLabelValues(p.st.name, p.name).Inc()
 		p.spare.put(f)
+	}
+	if advanced && p.saver != nil {
+		// A live checkpoint bounds what a process crash repeats to the
+		// batches in flight without waiting for the synced save below.
+		if ls, ok := p.store.(liveSaver); ok {
+			if err := ls.SaveLive(p.name, p.st.name, p.acked); err == nil {
+				p.undurable = p.undurable[:0]
+			} else {
+				p.log.Warn("save live checkpoint; the synced save still runs", "err", err)
+			}
+		}
 	}
 	if advanced {
 		switch {

@@ -10,7 +10,6 @@ package loadertest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -107,22 +106,16 @@ func DeadLetters(tb testing.TB, stateDir, stream string) []loader.DeadLetter {
 }
 
 // FileCheckpoint reads a sink's checkpoint of stream from the loader's
-// file store (<stateDir>/checkpoints/<sink>/<stream>.json), where the
-// loader keeps the checkpoints of sinks that do not own theirs; ok is false
-// while there is none.
+// file store under <stateDir>/checkpoints, where the loader keeps the
+// checkpoints of sinks that do not own theirs: the position a restart
+// resumes from (loader.FileStore.Load); ok is false while there is none.
 func FileCheckpoint(tb testing.TB, stateDir, sink, stream string) (pos loader.Position, ok bool) {
 	tb.Helper()
-	data, err := os.ReadFile(filepath.Join(stateDir, "checkpoints", sink, stream+".json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return pos, false
-	}
+	pos, ok, err := loader.FileStore{Dir: filepath.Join(stateDir, "checkpoints")}.Load(context.Background(), sink, stream)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := json.Unmarshal(data, &pos); err != nil {
-		tb.Fatalf("checkpoint %q: %v", data, err)
-	}
-	return pos, true
+	return pos, ok
 }
 
 // StreamEnd is the position after the last byte of the newest file of a
