@@ -48,6 +48,15 @@ type Config struct {
 	// batches, and then how long it waits for librdkafka to shut down
 	// (default 10s).
 	ShutdownTimeout time.Duration
+	// RetentionMargin: a record whose event time (the message timestamp)
+	// the topic's retention.ms would let the broker delete within this
+	// long of producing it is dead-lettered instead (reason "retention"),
+	// as is one the topic refuses for its timestamp
+	// (message.timestamp.before/after.max.ms, reason
+	// "timestamp_refused"); see [TopicConfig.CheckTime] for the exact
+	// bound. 0 means [DefaultRetentionMargin]. It applies only where the
+	// topic's config could be read.
+	RetentionMargin time.Duration
 	// Logger receives the sink's and librdkafka's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -160,6 +169,9 @@ func (c Config) validate() (*validated, error) {
 	if v.Logger == nil {
 		v.Logger = slog.New(slog.DiscardHandler)
 	}
+	if v.RetentionMargin == 0 {
+		v.RetentionMargin = DefaultRetentionMargin
+	}
 
 	switch b := strings.TrimSpace(c.Brokers); {
 	case b == "":
@@ -176,6 +188,9 @@ func (c Config) validate() (*validated, error) {
 	}
 	if c.ShutdownTimeout < 0 {
 		bad("ShutdownTimeout", "must not be negative, got %s", c.ShutdownTimeout)
+	}
+	if c.RetentionMargin < 0 {
+		bad("RetentionMargin", "must not be negative, got %s", c.RetentionMargin)
 	}
 	if c.CreatePartitions < 0 {
 		bad("CreatePartitions", "must not be negative, got %d", c.CreatePartitions)

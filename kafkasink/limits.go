@@ -2,14 +2,10 @@ package kafkasink
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"maps"
 	"slices"
 	"strconv"
 	"time"
-
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/dualwrite/ingest/loader"
 )
@@ -27,9 +23,10 @@ import (
 // already over batch.size). See generation.refused for what happens when
 // a batch is refused anyway.
 
-// describeTimeout bounds the DescribeConfigs admin request. librdkafka's
-// mock cluster (`kafka.brokers: embedded`) does not implement it; there the
-// request fails at once or times out, and the sink keeps its batch.size.
+// describeTimeout bounds the DescribeConfigs admin request
+// ([ReadTopicConfigs]). librdkafka's mock cluster (`kafka.brokers:
+// embedded`) does not implement it; there the request fails at once or
+// times out, and the sink keeps its batch.size.
 var describeTimeout = 5 * time.Second
 
 // minBatchSize is as low as the sink takes batch.size when it shrinks it
@@ -77,89 +74,65 @@ func (s *Sink) topicLimit(topic string) int {
 	return s.limits[topic]
 }
 
-// learnLimits reads the max.message.bytes of topics whose limit is not
-// known yet. The value a broker describes for a topic is the one it
-// enforces: the topic's own setting, or else the broker's
-// message.max.bytes (or Kafka's default, 1048588). A failure (no
-// DescribeConfigs permission, the mock cluster) is logged and leaves the
-// producer's batch.size as it is: refused batches then shrink it
-// (generation.refused).
-func (s *Sink) learnLimits(ctx context.Context, topics []string) {
-	var ask []kafka.ConfigResource
+// learnLimits reads the configs of topics (DescribeConfigs, with
+// [ReadTopicConfigs]): max.message.bytes, which bounds the producer's
+// batch.size, and the retention and timestamp bounds, which decide the
+// records send dead-letters instead of producing. With all false only the
+// topics whose max.message.bytes is not known are read (after a refusal
+// forgot one); the topic check reads them all, so a config changed on the
+// broker is picked up when topics are re-checked. A failure (no
+// DescribeConfigs permission, the mock cluster) is logged and keeps what
+// was known: batch.size stays as it is (refused batches then shrink it,
+// generation.refused), and records are produced whatever their event time.
+func (s *Sink) learnLimits(ctx context.Context, topics []string, all bool) {
+	var ask []string
 	s.topicsMu.Lock()
 	for _, t := range topics {
-		if _, ok := s.limits[t]; !ok {
-			ask = append(ask, kafka.ConfigResource{Type: kafka.ResourceTopic, Name: t})
+		if _, ok := s.limits[t]; all || !ok {
+			ask = append(ask, t)
 		}
 	}
 	s.topicsMu.Unlock()
 	if len(ask) == 0 {
 		return
 	}
-	limits, err := s.describeLimits(ctx, ask)
+	configs, err := ReadTopicConfigs(ctx, s.cfg.Brokers, s.cfg.Properties, ask)
 	if err != nil {
-		s.log.Warn("kafkasink: cannot read the topics' max.message.bytes; batch.size stays as configured, and batches the broker refuses as too large shrink it",
-			"topics", topics, "batch_size", s.wantBatchSize(), "err", err)
+		s.log.Warn("kafkasink: cannot read the topics' configs; batch.size stays as configured (batches the broker refuses as too large shrink it), and records are produced whatever their event time",
+			"topics", ask, "batch_size", s.wantBatchSize(), "err", err)
 	}
-	if len(limits) == 0 {
+	if len(configs) == 0 {
 		return
 	}
 	s.topicsMu.Lock()
-	for t, l := range limits {
-		s.limits[t] = l
+	for t, c := range configs {
+		if c.MaxMessageBytes > 0 {
+			s.limits[t] = c.MaxMessageBytes
+		}
+		s.configs[t] = c
 	}
 	want := s.wantBatchSizeLocked()
 	s.topicsMu.Unlock()
-	for t, l := range limits {
-		if fitBatch(l) < s.cfg.batchSize {
-			s.log.Info("kafkasink: topic limits the producer's batch size", "topic", t, "max.message.bytes", l, "batch_size", want)
+	for t, c := range configs {
+		if c.MaxMessageBytes > 0 && fitBatch(c.MaxMessageBytes) < s.cfg.batchSize {
+			s.log.Info("kafkasink: topic limits the producer's batch size", "topic", t, "max.message.bytes", c.MaxMessageBytes, "batch_size", want)
+		}
+		if c.Retention > 0 || c.TimestampBefore > 0 || c.TimestampAfter > 0 {
+			s.log.Debug("kafkasink: topic time limits", "topic", t, "append_time", c.AppendTime, "retention", c.Retention,
+				"timestamp_before_max", c.TimestampBefore, "timestamp_after_max", c.TimestampAfter, "retention_margin", s.cfg.RetentionMargin)
 		}
 	}
 }
 
-// describeLimits asks the brokers for the topics' max.message.bytes.
-func (s *Sink) describeLimits(ctx context.Context, res []kafka.ConfigResource) (map[string]int, error) {
-	conf := kafka.ConfigMap{}
-	for k, v := range s.cfg.conf {
-		conf[k] = v
+// topicConfig is what the sink read of topic's config, or nil.
+func (s *Sink) topicConfig(topic string) *TopicConfig {
+	s.topicsMu.Lock()
+	defer s.topicsMu.Unlock()
+	c, ok := s.configs[topic]
+	if !ok {
+		return nil
 	}
-	// The admin client is a librdkafka producer underneath: an idempotent
-	// one would ask the cluster for a producer id it never uses.
-	conf["enable.idempotence"] = false
-	ac, err := kafka.NewAdminClient(&conf)
-	if err != nil {
-		return nil, fmt.Errorf("admin client: %w", err)
-	}
-	defer ac.Close()
-	dctx, cancel := context.WithTimeout(ctx, describeTimeout)
-	defer cancel()
-	results, err := ac.DescribeConfigs(dctx, res)
-	if err != nil {
-		return nil, fmt.Errorf("describe topic configs: %w", err)
-	}
-	limits := map[string]int{}
-	var errs []error
-	for _, r := range results {
-		if r.Error.Code() != kafka.ErrNoError {
-			errs = append(errs, fmt.Errorf("topic %s: %w", r.Name, r.Error))
-			continue
-		}
-		e, ok := r.Config["max.message.bytes"]
-		if !ok {
-			errs = append(errs, fmt.Errorf("topic %s: no max.message.bytes in its config", r.Name))
-			continue
-		}
-		n, err := strconv.Atoi(e.Value)
-		if err != nil || n <= 0 {
-			errs = append(errs, fmt.Errorf("topic %s: max.message.bytes %q", r.Name, e.Value))
-			continue
-		}
-		limits[r.Name] = n
-	}
-	if len(errs) > 0 {
-		return limits, fmt.Errorf("describe topic configs: %w", errors.Join(errs...))
-	}
-	return limits, nil
+	return &c
 }
 
 // headerBytes is the size of a record's header keys and values as the

@@ -49,9 +49,10 @@ type Sink struct {
 	retiring sync.WaitGroup
 
 	topicsMu sync.Mutex
-	known    map[string]bool // topics seen to exist
-	limits   map[string]int  // topics' max.message.bytes, where known
-	batchCap int             // batch.size bound learnt from refused batches
+	known    map[string]bool        // topics seen to exist
+	limits   map[string]int         // topics' max.message.bytes, where known
+	configs  map[string]TopicConfig // topics' configs, where read
+	batchCap int                    // batch.size bound learnt from refused batches
 
 	noController sync.Once // logs that topic limits cannot be read
 
@@ -101,6 +102,7 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 		supDone:       make(chan struct{}),
 		known:         make(map[string]bool),
 		limits:        make(map[string]int),
+		configs:       make(map[string]TopicConfig),
 		batchCap:      v.batchSize,
 		streams:       make(map[string]*stream),
 		readyc:        make(chan struct{}, 1),
@@ -153,7 +155,7 @@ func (s *Sink) Name() string { return s.cfg.Name }
 // Stats are counters since New, for metrics.
 type Stats struct {
 	Delivered int64 // messages with a successful delivery report
-	Rejected  int64 // records dead-lettered as too large (never counted as delivered)
+	Rejected  int64 // records dead-lettered: too large, or an event time the topic deletes soon or refuses (never counted as delivered)
 	Rebuilds  int64 // producers replaced after a fatal error or a batch refused as too large
 }
 
@@ -165,7 +167,7 @@ func (s *Sink) Stats() Stats {
 // Submit produces every record of b and returns without waiting for
 // delivery. ack is called exactly once, from a goroutine of the sink, with
 // nil when every message of the batch has a successful delivery report
-// (acks=all) or was dead-lettered as too large, or with an error when the
+// (acks=all) or was dead-lettered, or with an error when the
 // batch will not be delivered and must be replayed from the checkpoint. The
 // acks of one stream come in Submit order, and after a failed one every
 // later batch of the stream fails too until the stream rewinds (Seq 1): the
@@ -182,7 +184,10 @@ func (s *Sink) Stats() Stats {
 // goroutine waits while librdkafka's queue is full; if ctx ends meanwhile,
 // the batch fails with ctx's error. A record larger than the producer's
 // message.max.bytes is dead-lettered through b.Reject with reason
-// "too_large" and left out. An error return means the same as a failed
+// "too_large" and left out, and so is a record whose event time its
+// topic's retention would delete within Config.RetentionMargin (reason
+// "retention") or the topic refuses (reason "timestamp_refused"; see
+// [TopicConfig.CheckTime]). An error return means the same as a failed
 // ack, and ack is then never called: ctx ended, the sink is closed, a
 // topic is missing, or an earlier batch of the stream failed. ack may run
 // before Submit returns.
@@ -277,19 +282,17 @@ func (s *Sink) send(ctx context.Context, t *tracker) error {
 	var (
 		table  *schema.Table
 		topic  rdk.Topic
+		tc     *TopicConfig // table's topic config, nil when not read
 		stream = b.Stream
-		dead   int    // records dead-lettered here as larger than message.max.bytes
-		detail string // the first one's
+		dead   sendRejects
 	)
-	defer func() {
-		if dead > 0 {
-			s.log.Warn("kafkasink: records dead-lettered: larger than the producer's message.max.bytes",
-				"stream", b.Stream, "batch", b.Seq, "count", dead, "reason", reasonTooLarge, "detail", detail)
-		}
-	}()
+	defer dead.warn(s.log, b)
 	for start := 0; start < len(b.Records); start += produceChunk {
 		end := min(start+produceChunk, len(b.Records))
 		sc.batch.Reset()
+		sc.idx = sc.idx[:0]
+		// Per chunk: send can wait for queue space through an outage.
+		now := time.Now()
 		for i := start; i < end; i++ {
 			r := &b.Records[i]
 			if table != r.Table {
@@ -297,11 +300,26 @@ func (s *Sink) send(ctx context.Context, t *tracker) error {
 				if topic, err = g.p.Topic(table.Topic); err != nil {
 					return fmt.Errorf("kafkasink: stream %s batch %d: topic %s: %w", b.Stream, b.Seq, table.Topic, err)
 				}
+				tc = s.topicConfig(table.Topic)
 			}
 			var ts time.Time
 			if r.Time.UnixMilli() > 0 {
 				ts = r.Time
+				// Produced, the record would be deleted soon after it
+				// arrives, or refused (which would fail the batch for
+				// good and stall the stream): it goes to the dead
+				// letters instead, like a record too large.
+				if lim := tc.CheckTime(ts, now, s.cfg.RetentionMargin); lim != nil {
+					reason, d := lim.reason(), lim.detail(table.Topic, ts, s.cfg.Brokers)
+					if rerr := b.Reject(ctx, i, reason, d); rerr != nil {
+						return fmt.Errorf("kafkasink: stream %s batch %d: dead-letter record at %s: %w", b.Stream, b.Seq, r.Pos, rerr)
+					}
+					s.rejected.Add(1)
+					dead.add(reason, d)
+					continue
+				}
 			}
+			sc.idx = append(sc.idx, i)
 			sc.batch.Add(topic, r.Key, r.Row, ts, uint64(t.id)<<32|uint64(i))
 			sc.batch.HeaderString(table.Name)
 			sc.batch.HeaderString(r.RecordID)
@@ -310,13 +328,13 @@ func (s *Sink) send(ctx context.Context, t *tracker) error {
 		}
 		// Counted before producing: a delivery report may come back
 		// before Produce returns.
-		t.pending.Add(int64(end - start))
+		t.pending.Add(int64(len(sc.idx)))
 		for from := 0; from < sc.batch.Len(); {
 			next, err := s.produce(ctx, g, t, &sc.batch, from)
 			if err == nil {
 				break
 			}
-			i := start + next
+			i := sc.idx[next]
 			r := &b.Records[i]
 			t.pending.Add(-1) // record i is not in librdkafka
 			switch {
@@ -327,9 +345,7 @@ func (s *Sink) send(ctx context.Context, t *tracker) error {
 					return fmt.Errorf("kafkasink: stream %s batch %d: dead-letter record at %s: %w", b.Stream, b.Seq, r.Pos, rerr)
 				}
 				s.rejected.Add(1)
-				if dead++; dead == 1 {
-					detail = d
-				}
+				dead.add(reasonTooLarge, d)
 				from = next + 1
 			case code(err) == kafka.ErrFatal:
 				// The fatal event also reaches drain; whoever is first
@@ -353,6 +369,38 @@ func (s *Sink) send(ctx context.Context, t *tracker) error {
 	return nil
 }
 
+// sendRejects counts the records one send dead-lettered, per reason: the
+// batch logs one WARN per reason with the count and the first detail.
+type sendRejects struct {
+	reasons []string // in the order first met
+	count   map[string]int
+	first   map[string]string
+}
+
+func (d *sendRejects) add(reason, detail string) {
+	if d.count == nil {
+		d.count, d.first = map[string]int{}, map[string]string{}
+	}
+	if d.count[reason] == 0 {
+		d.reasons = append(d.reasons, reason)
+		d.first[reason] = detail
+	}
+	d.count[reason]++
+}
+
+// rejectMessages are the WARN messages per dead-letter reason of send.
+var rejectMessages = map[string]string{
+	reasonTooLarge:  "kafkasink: records dead-lettered: larger than the producer's message.max.bytes",
+	reasonRetention: "kafkasink: records dead-lettered: the topic's retention would delete them (event time older than retention.ms less the margin)",
+	reasonTimestamp: "kafkasink: records dead-lettered: the topic refuses their timestamp (message.timestamp.before.max.ms or after.max.ms)",
+}
+
+func (d *sendRejects) warn(log *slog.Logger, b *loader.Batch) {
+	for _, r := range d.reasons {
+		log.Warn(rejectMessages[r], "stream", b.Stream, "batch", b.Seq, "count", d.count[r], "reason", r, "detail", d.first[r])
+	}
+}
+
 // produceChunk is how many messages cross into librdkafka per call: big
 // enough that the call's cost vanishes, small enough that the copy of keys,
 // values and headers it takes stays in cache.
@@ -361,6 +409,7 @@ const produceChunk = 256
 // scratch is Submit's reusable memory for a chunk of messages.
 type scratch struct {
 	batch rdk.Batch
+	idx   []int // the batch index of each message in batch: dead-lettered records leave gaps
 	src   []byte
 }
 
@@ -452,7 +501,7 @@ func (s *Sink) supervise() {
 				// not past the start of Close, which waits for us.
 				ctx, cancel := context.WithCancel(s.ctx)
 				stop := afterClose(s.closing, cancel)
-				s.learnLimits(ctx, s.knownTopics())
+				s.learnLimits(ctx, s.knownTopics(), false)
 				stop()
 				cancel()
 			}

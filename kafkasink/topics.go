@@ -141,7 +141,7 @@ func (s *Sink) checkTopics(ctx context.Context, topics []string) error {
 	case err != nil:
 		s.log.Warn("kafkasink: metadata for the controller; topic limits not read", "err", err)
 	case ok:
-		s.learnLimits(ctx, topics)
+		s.learnLimits(ctx, topics, true)
 	default:
 		s.noController.Do(func() {
 			s.log.Info("kafkasink: the brokers name no controller (librdkafka's mock cluster?): topic limits not read; batches refused as too large shrink batch.size")

@@ -1,9 +1,9 @@
 package backfill
 
-// The topic check belongs with the Kafka sink (kafkasink/topics.go reads
-// topic metadata at start-up and when a topic is first met); it lives here
-// until kafkasink exposes topic configs, and reads them with its own admin
-// client.
+// The topic configs come from kafkasink.ReadTopicConfigs and the
+// arithmetic from kafkasink.TopicConfig.CheckTime, which the live sink
+// uses too: a backfill differs only in stopping (exit 2) where the live
+// sink dead-letters the record, and in its longer default margin.
 
 import (
 	"context"
@@ -11,13 +11,12 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
 )
 
@@ -78,50 +77,21 @@ func (e *TopicError) what() string {
 	return "the record"
 }
 
-// topicLimits are what a topic does with a message's timestamp: delete it
-// after retention, refuse it before/after the bounds (zero: no limit).
+// topicLimits are a routed topic's config and the table it was met for.
 type topicLimits struct {
-	topic, table string
-	appendTime   bool // LogAppendTime: the broker's time, nothing to check
-	retention    time.Duration
-	before       time.Duration
-	after        time.Duration
+	kafkasink.TopicConfig
+	table string
 }
 
-// margin is the retention safety margin, at most half the retention so a
-// short one still takes recent records.
-func (l *topicLimits) margins(margin time.Duration) (ret, before time.Duration) {
-	return min(margin, l.retention/2), min(margin, l.before/2)
-}
-
-// check returns a *TopicError when a record of time t, produced now, would
-// be deleted soon or refused.
+// check returns a *TopicError when a record of time t, produced now,
+// would be deleted soon or refused.
 func (l *topicLimits) check(t, now time.Time, margin time.Duration, where, brokers string) *TopicError {
-	if l.appendTime || t.IsZero() {
+	lim := l.CheckTime(t, now, margin)
+	if lim == nil {
 		return nil
 	}
-	retMargin, beforeMargin := l.margins(margin)
-	e := &TopicError{Topic: l.topic, Table: l.table, Time: t, Where: where, Brokers: brokers}
-	if l.retention > 0 {
-		if oldest := now.Add(-l.retention + retMargin); t.Before(oldest) {
-			e.Setting, e.Limit, e.Oldest = "retention.ms", l.retention, oldest
-			return e
-		}
-	}
-	if l.before > 0 {
-		if oldest := now.Add(-l.before + beforeMargin); t.Before(oldest) {
-			e.Setting, e.Limit, e.Oldest = "message.timestamp.before.max.ms", l.before, oldest
-			return e
-		}
-	}
-	if l.after > 0 {
-		// A minute's margin: the record is produced a moment after the check.
-		if newest := now.Add(l.after - time.Minute); t.After(newest) {
-			e.Setting, e.Limit, e.Newest = "message.timestamp.after.max.ms", l.after, newest
-			return e
-		}
-	}
-	return nil
+	return &TopicError{Topic: l.Topic, Table: l.table, Setting: lim.Setting, Limit: lim.Limit,
+		Oldest: lim.Oldest, Newest: lim.Newest, Time: t, Where: where, Brokers: brokers}
 }
 
 // topicGuard holds the limits of the routed topics and the first record
@@ -158,58 +128,15 @@ func readTopicLimits(ctx context.Context, cfg *config.Config, log *slog.Logger) 
 			tableOf[topic] = name
 		}
 	}
-	cm := kafka.ConfigMap{"bootstrap.servers": cfg.Kafka.Brokers}
-	for k, v := range cfg.Kafka.Properties {
-		if connectionProperty(k) {
-			cm[k] = v
-		}
-	}
-	ac, err := kafka.NewAdminClient(&cm)
+	configs, err := kafkasink.ReadTopicConfigs(ctx, cfg.Kafka.Brokers, cfg.Kafka.Properties, topics)
 	if err != nil {
-		return nil, fmt.Errorf("kafka admin client (kafka.brokers, kafka.properties): %w", err)
-	}
-	defer ac.Close()
-	res := make([]kafka.ConfigResource, len(topics))
-	for i, t := range topics {
-		res[i] = kafka.ConfigResource{Type: kafka.ResourceTopic, Name: t}
-	}
-	// A broker answers in milliseconds; librdkafka's mock cluster never
-	// does: fail in seconds, not at the caller's deadline.
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := ac.DescribeConfigs(dctx, res)
-	if err != nil {
-		return nil, fmt.Errorf("kafka: describe the configs of topics %s (backfill reads their retention and timestamp limits; --no-topic-check skips that, at the risk of records the topic deletes soon or refuses): %w", strings.Join(topics, ", "), err)
+		return nil, fmt.Errorf("kafka: topics %s: backfill reads their retention and timestamp limits (grant DescribeConfigs on the topics, or --no-topic-check skips that, at the risk of records the topic deletes soon or refuses): %w", strings.Join(topics, ", "), err)
 	}
 	limits := map[string]*topicLimits{}
-	for _, r := range out {
-		switch r.Error.Code() {
-		case kafka.ErrNoError:
-		case kafka.ErrUnknownTopicOrPart:
-			continue
-		default:
-			return nil, fmt.Errorf("kafka: describe the configs of topic %s (backfill reads its retention and timestamp limits: grant DescribeConfigs on the topic, or --no-topic-check skips that, at the risk of records the topic deletes soon or refuses): %w", r.Name, r.Error)
-		}
-		l := &topicLimits{topic: r.Name, table: tableOf[r.Name], appendTime: r.Config["message.timestamp.type"].Value == "LogAppendTime"}
-		for key, dst := range map[string]*time.Duration{
-			"retention.ms": &l.retention, "message.timestamp.before.max.ms": &l.before, "message.timestamp.after.max.ms": &l.after,
-		} {
-			e, ok := r.Config[key]
-			if !ok {
-				continue
-			}
-			ms, err := strconv.ParseInt(e.Value, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("kafka: topic %s: %s=%q is not a number: %w", r.Name, key, e.Value, err)
-			}
-			// -1 (retention) is "forever"; Long.MAX (the bounds' default)
-			// overflows a Duration: both are no limit.
-			if ms > 0 && ms < int64(1<<63-1)/int64(time.Millisecond) {
-				*dst = time.Duration(ms) * time.Millisecond
-			}
-		}
-		log.Debug("kafka topic limits", "topic", l.topic, "append_time", l.appendTime, "retention", l.retention, "before_max", l.before, "after_max", l.after)
-		limits[r.Name] = l
+	for name, c := range configs {
+		l := &topicLimits{TopicConfig: c, table: tableOf[name]}
+		log.Debug("kafka topic limits", "topic", name, "append_time", c.AppendTime, "retention", c.Retention, "before_max", c.TimestampBefore, "after_max", c.TimestampAfter)
+		limits[name] = l
 	}
 	return limits, nil
 }
@@ -272,16 +199,4 @@ func (s guardedSink) Submit(ctx context.Context, b *loader.Batch, ack func(error
 		return e
 	}
 	return s.Sink.Submit(ctx, b, ack)
-}
-
-// connectionProperty: kafka.properties an admin client takes too
-// (connection, security, client identity); the producer's tuning would
-// only draw librdkafka warnings.
-func connectionProperty(k string) bool {
-	for _, p := range []string{"security.", "sasl.", "ssl.", "ssl_", "enable.ssl", "socket.", "broker.", "api.version", "client.", "reconnect.", "retry.backoff", "connections.max.idle.ms"} {
-		if strings.HasPrefix(k, p) {
-			return true
-		}
-	}
-	return false
 }
