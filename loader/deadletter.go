@@ -2,10 +2,12 @@ package loader
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -44,6 +46,7 @@ type deadLetters struct {
 	dir     string
 	now     func() time.Time
 	metrics *metrics
+	log     *slog.Logger // nil: discard
 
 	mu    sync.Mutex
 	files map[string]*dlFile // by stream
@@ -213,9 +216,16 @@ func (d *deadLetters) fileLocked(stream string, t time.Time) (*dlFile, error) {
 		return nil, fmt.Errorf("dead letters: %w", err)
 	}
 	path := filepath.Join(dir, day+".ndjson")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("dead letters: %w", err)
+	}
+	if cut, err := dropTornTail(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("dead letters %s: drop a torn last entry: %w", path, err)
+	} else if cut > 0 && d.log != nil {
+		d.log.Warn("dead letters: dropped the torn last entry a crash left; its line is dead-lettered again when read again",
+			"file", path, "bytes", cut)
 	}
 	if err := syncDir(dir); err != nil {
 		f.Close()
@@ -224,6 +234,41 @@ func (d *deadLetters) fileLocked(stream string, t time.Time) (*dlFile, error) {
 	df = &dlFile{day: day, f: f, w: bufio.NewWriterSize(f, 64<<10)}
 	d.files[stream] = df
 	return df, nil
+}
+
+// dropTornTail cuts what follows the last newline of f: an entry a kill
+// left half written (the buffered writer flushes whatever fills its
+// buffer, so a burst of dead letters reaches the file in pieces before
+// the sync). Appending after it would glue the next entry onto it, a line
+// no reader parses. The cut entry was never synced, so no checkpoint
+// passed its line: that line is read and dead-lettered again. It returns
+// how many bytes it cut.
+func dropTornTail(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	end := fi.Size()
+	buf := make([]byte, 64<<10)
+	keep := end
+	for keep > 0 {
+		n := min(int64(len(buf)), keep)
+		if _, err := f.ReadAt(buf[:n], keep-n); err != nil {
+			return 0, err
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			keep += int64(i) + 1 - n
+			break
+		}
+		keep -= n
+	}
+	if keep == end {
+		return 0, nil
+	}
+	if err := f.Truncate(keep); err != nil {
+		return 0, err
+	}
+	return end - keep, nil
 }
 
 // sync makes every entry written so far durable.

@@ -71,6 +71,7 @@ func New(cfg Config, sinks ...SinkSpec) (*Loader, error) {
 	}
 	l.settings.Store(&settings{batch: cfg.Batch, routes: routes})
 	l.dl = newDeadLetters(filepath.Join(cfg.StateDir, "deadletter"), cfg.now, l.metrics)
+	l.dl.log = l.cfg.Logger
 	return l, nil
 }
 
