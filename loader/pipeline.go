@@ -51,6 +51,7 @@ type pipeline struct {
 	// none): ingest_lag_seconds. It survives a rewind, so a sink that keeps
 	// failing shows a growing lag rather than the age of the replay.
 	since time.Time
+	lagAt time.Time // when refreshLag last set ingest_lag_seconds
 	// spare holds memory of acknowledged batches for the next ones:
 	// fresh arena chunks cost a page fault and zeroing per 4 KB, which
 	// was a tenth of a backfill's CPU.
@@ -206,6 +207,7 @@ func (p *pipeline) run(ctx context.Context) error {
 		if !p.cur.empty() {
 			wait = min(wait, max(0, cfg.batch.Linger-p.l.cfg.now().Sub(p.cur.first)))
 		}
+		p.refreshLag()
 		timer := time.NewTimer(wait)
 		select {
 		case a := <-p.acks:
@@ -243,6 +245,8 @@ func (p *pipeline) start(ctx context.Context) error {
 	p.acked = pos
 	p.cur = &builder{start: pos, end: pos}
 	p.l.setPosition(p.st.name, p.name, pos)
+	// The series exists from the start, for every sink, before any ack.
+	p.updateLag()
 	// Lines after the checkpoint that were dead-lettered before a crash
 	// are met again: remember them so they are not written twice.
 	if err := p.l.dl.seed(p.st.name, p.name, pos); err != nil {
@@ -642,6 +646,21 @@ func (p *pipeline) updateLag() {
 		age = max(0, p.l.cfg.now().Sub(p.since).Seconds())
 	}
 	p.l.metrics.lagSeconds.WithLabelValues(p.st.name, p.name).Set(age)
+}
+
+// refreshLag updates ingest_lag_seconds at most every lagRefresh while
+// lines wait: a sink that takes batches without acknowledging them (one
+// still starting, which holds them until it can produce) leaves the
+// pipeline idle with fewer than MaxInFlight batches out, where nothing
+// else moves the gauge.
+func (p *pipeline) refreshLag() {
+	if p.since.IsZero() {
+		return
+	}
+	if now := p.l.cfg.now(); now.Sub(p.lagAt) >= lagRefresh {
+		p.lagAt = now
+		p.updateLag()
+	}
 }
 
 // lagRefresh is how often a pipeline that waits for acks (a sink that is

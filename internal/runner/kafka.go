@@ -90,6 +90,11 @@ type lazyKafka struct {
 
 	watch deliveryWatch // batches submitted and not yet acked
 
+	qmu        sync.Mutex
+	queue      []queued // batches taken before the sink was built, in Submit order
+	forwarding bool     // forward runs: new batches join the queue
+	forwarder  sync.WaitGroup
+
 	probeMu  sync.Mutex // held during a metadata probe
 	probeAt  time.Time  // when the last probe ended
 	probeErr error      // and what it found
@@ -252,16 +257,80 @@ func (k *lazyKafka) stoppedErr() error {
 	return errors.New("stopped before the first attempt ended")
 }
 
-// Submit implements loader.Sink: it waits for the sink to be built, so a
-// Kafka pipeline holds its first batch while the brokers are unreachable
-// instead of failing and re-reading it.
+// Submit implements loader.Sink. Until the sink is built it queues the
+// batch and returns at once: the pipeline then holds its batches (at most
+// its MaxInFlight) while the brokers are unreachable, instead of failing
+// and re-reading them, and goes on refreshing ingest_lag_seconds, which a
+// pipeline blocked inside Submit could not. The queue goes to the sink in
+// Submit order once it is built, or fails batch by batch (ack with the
+// error) when the attempts stopped or the batch's ctx ended. Once the
+// queue is empty, later batches go straight to the sink.
 func (k *lazyKafka) Submit(ctx context.Context, b *loader.Batch, ack func(error)) error {
-	s, err := k.wait(ctx)
-	if err != nil {
-		return err
+	k.qmu.Lock()
+	if !k.forwarding && k.isBuilt() {
+		k.qmu.Unlock()
+		k.mu.Lock()
+		s := k.sink
+		k.mu.Unlock()
+		return k.submit(ctx, s, b, ack)
 	}
+	k.queue = append(k.queue, queued{ctx: ctx, b: b, ack: ack})
+	if !k.forwarding {
+		k.forwarding = true
+		k.forwarder.Add(1)
+		go k.forward()
+	}
+	k.qmu.Unlock()
+	return nil
+}
+
+// queued is a batch Submit took before the sink was built.
+type queued struct {
+	ctx context.Context
+	b   *loader.Batch
+	ack func(error)
+}
+
+func (k *lazyKafka) isBuilt() bool {
+	select {
+	case <-k.built:
+		return true
+	default:
+		return false
+	}
+}
+
+// forward is the goroutine, started by Submit and waited for by Close,
+// that hands the queued batches to the sink once it is built, in order.
+// It returns when the queue is empty.
+func (k *lazyKafka) forward() {
+	defer k.forwarder.Done()
+	for {
+		k.qmu.Lock()
+		if len(k.queue) == 0 {
+			k.forwarding = false
+			k.qmu.Unlock()
+			return
+		}
+		q := k.queue[0]
+		k.queue[0] = queued{}
+		k.queue = k.queue[1:]
+		k.qmu.Unlock()
+		s, err := k.wait(q.ctx)
+		if err == nil {
+			err = k.submit(q.ctx, s, q.b, q.ack)
+		}
+		if err != nil {
+			// Submit returned nil for it: its failure comes as an ack.
+			q.ack(err)
+		}
+	}
+}
+
+// submit hands b to the built sink, watching its delivery for /readyz.
+func (k *lazyKafka) submit(ctx context.Context, s *kafkasink.Sink, b *loader.Batch, ack func(error)) error {
 	k.watch.submitted(time.Now())
-	err = s.Submit(ctx, b, func(err error) {
+	err := s.Submit(ctx, b, func(err error) {
 		k.watch.acked(time.Now())
 		ack(err)
 	})
@@ -356,8 +425,9 @@ func (w *deliveryWatch) stalled(now time.Time, after time.Duration) error {
 	return nil
 }
 
-// Close stops the attempts, waits for the one under way (bounded by ctx)
-// and closes the sink if it was built.
+// Close stops the attempts, waits for the one under way (bounded by ctx),
+// closes the sink if it was built, and waits for the batches still queued
+// to fail (without a sink they fail at once; a closed sink refuses them).
 func (k *lazyKafka) Close(ctx context.Context) error {
 	k.cancel()
 	select {
@@ -368,8 +438,19 @@ func (k *lazyKafka) Close(ctx context.Context) error {
 	k.mu.Lock()
 	s := k.sink
 	k.mu.Unlock()
-	if s == nil {
-		return nil
+	var err error
+	if s != nil {
+		err = s.Close(ctx)
 	}
-	return s.Close(ctx)
+	forwarded := make(chan struct{})
+	go func() {
+		k.forwarder.Wait()
+		close(forwarded)
+	}()
+	select {
+	case <-forwarded:
+	case <-ctx.Done():
+		return errors.Join(err, fmt.Errorf("kafka sink: batches queued before it started still being handed over: %w", ctx.Err()))
+	}
+	return err
 }

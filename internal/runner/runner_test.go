@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -188,7 +189,9 @@ tables:
 // broker goes down while the run goes on (#20): /readyz is 503 naming
 // kafka within a few seconds, /healthz stays 200, the database keeps
 // loading, and once the broker is back /readyz is 200 again and Kafka has
-// the lines written meanwhile. Kafka: a real single-node cluster of this
+// the lines written meanwhile. While the Kafka sink has not started,
+// ingest_lag_seconds{sink="kafka"} exists and grows (the lines wait for
+// it), and it falls to 0 once the sink has caught up. Kafka: a real single-node cluster of this
 // test's own (testenv.Cluster), because the test kills and restarts it; a
 // closed port would not show the sink finding the broker again.
 func TestKafkaDownAtStartAndWhileRunning(t *testing.T) {
@@ -213,6 +216,17 @@ func TestKafkaDownAtStartAndWhileRunning(t *testing.T) {
 	if code, body := get(t, base+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "kafka") {
 		t.Errorf("/readyz with Kafka down: %d %q, want 503 naming kafka", code, body)
 	}
+	const kafkaLag = `ingest_lag_seconds{sink="kafka",stream="api"}`
+	var lag0 float64
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		var ok bool
+		lag0, ok = metricValue(t, base, kafkaLag)
+		return ok && lag0 > 0
+	}, "%s above 0 while the Kafka sink has not started", kafkaLag)
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		lag, _ := metricValue(t, base, kafkaLag)
+		return lag >= lag0+1
+	}, "%s growing past %v while the Kafka sink has not started", kafkaLag, lag0)
 	if err := kc.Restart(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -220,6 +234,10 @@ func TestKafkaDownAtStartAndWhileRunning(t *testing.T) {
 	if err != nil || len(msgs) < n {
 		t.Fatalf("kafka after the broker returned: %d of %d messages: %v", len(msgs), n, err)
 	}
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		lag, ok := metricValue(t, base, kafkaLag)
+		return ok && lag == 0
+	}, "%s back to 0 once the Kafka sink caught up", kafkaLag)
 	testenv.Eventually(t, 30*time.Second, func() bool {
 		code, _ := get(t, base+"/readyz")
 		return code == 200
@@ -280,6 +298,23 @@ func TestKafkaDownAtStartAndWhileRunning(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+}
+
+// metricValue reads one series (name{labels} as /metrics spells it) from
+// the run's /metrics; ok is false when it is not there.
+func metricValue(t *testing.T, base, series string) (v float64, ok bool) {
+	t.Helper()
+	_, body := get(t, base+"/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if rest, found := strings.CutPrefix(line, series+" "); found {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				t.Fatalf("/metrics: %q: %v", line, err)
+			}
+			return v, true
+		}
+	}
+	return 0, false
 }
 
 // startRun starts Run in the background and returns the base URL of its
