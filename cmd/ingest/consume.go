@@ -17,7 +17,8 @@ func consumeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "consume",
 		Usage: "load PostgreSQL from the tables' Kafka topics, exactly once, in a consumer group",
-		Description: `Joins a Kafka consumer group (--group, default ingest-<database of db.url>),
+		Description: `Joins a Kafka consumer group (--group or INGEST_CONSUME_GROUP, else the
+config's consume.group, else ingest-<database of db.url>),
 subscribes to the topics of the configured tables (--tables limits them),
 decodes each message value with the same schema code as "ingest run" and
 loads it into the same tables through the same PostgreSQL sink (COPY,
@@ -53,7 +54,7 @@ committed per table, batch seconds, lag per partition in messages and
 seconds, rebalances, dead letters), /healthz and /readyz.
 SIGTERM/SIGINT let the batches in flight commit, then leave the group.`,
 		Flags: append([]cli.Flag{configFlag(),
-			&cli.StringFlag{Name: "group", Usage: "consumer group id (default ingest-<database name of db.url>)", EnvVars: []string{"INGEST_CONSUME_GROUP"}},
+			&cli.StringFlag{Name: "group", Usage: "consumer group id (default: consume.group of the config, else ingest-<database name of db.url>)", EnvVars: []string{"INGEST_CONSUME_GROUP"}},
 			&cli.StringFlag{Name: "tables", Usage: "comma-separated tables to consume (default: every configured table)"},
 			&cli.StringFlag{Name: "since", Usage: "start partitions without a checkpoint at this time (RFC 3339, YYYY-MM-DD, epoch seconds or ms, or -DURATION)"},
 			&cli.BoolFlag{Name: "reset", Usage: "rewrite the group's checkpoints to --since (or the beginning) before starting"},
@@ -136,9 +137,6 @@ func consumeStatus(ctx context.Context, c *cli.Context, cfg *config.Config, o co
 		enc.SetIndent("", "  ")
 		return enc.Encode(sts)
 	}
-	group := o.Group
-	if group == "" {
-		group, _ = consume.DefaultGroup(cfg.DB.URL)
-	}
+	group, _ := consume.GroupOf(cfg, o.Group) // Status resolved it already
 	return consume.WriteStatus(c.App.Writer, group, sts)
 }

@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/consume"
 	"github.com/dualwrite/ingest/internal/inspect"
 	"github.com/dualwrite/ingest/internal/runner"
 	"github.com/dualwrite/ingest/loader"
@@ -16,11 +17,20 @@ import (
 func statusCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "status",
-		Usage: "per stream and sink: checkpoint, lag in bytes and files, age of the oldest pending line, dead letters; spool entries not loaded",
+		Usage: "per stream and sink: checkpoint, lag in bytes and files, age of the oldest pending line, dead letters; spool entries not loaded; consumer groups",
 		Description: `Shows each stream's files, each sink's checkpoint and lag, and every entry
 of a stream's directory that the loader does not load (a name that is not
 rotatefile's and matches no pattern, a symlink, a sub-directory, a file it
 cannot open), with the reason and the fix.
+
+Then, under CONSUMER GROUPS, each "ingest consume" group that has
+checkpoints in PostgreSQL (and the config's consume.group): per partition
+the checkpoint, Kafka's committed offset, the end, the lag in messages and
+the age of the oldest message not loaded. When PostgreSQL or Kafka does not
+answer, the section says so and shows what the other told.
+
+--json prints one array: an element per stream ("stream": ...), then an
+element per consumer group ("consumer_group": ...).
 
 With --check it exits 1 while any stream has such entries, for monitoring:
   ingest status --config ingest.yaml --check || alert`,
@@ -49,6 +59,9 @@ With --check it exits 1 while any stream has such entries, for monitoring:
 			if err != nil {
 				return err
 			}
+			gctx, gcancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer gcancel()
+			groups := consume.Groups(gctx, cfg)
 			ignored := 0
 			for _, s := range st {
 				ignored += len(s.Ignored)
@@ -58,9 +71,19 @@ With --check it exits 1 while any stream has such entries, for monitoring:
 				checkErr = fmt.Errorf("%d spool entries are not loaded (see NOT LOADED above, or --json)", ignored)
 			}
 			if c.Bool("json") {
+				// One array, streams first, so that scripts reading the
+				// streams' elements keep working (a group's element has no
+				// "stream" or "sinks").
+				all := make([]any, 0, len(st)+len(groups))
+				for _, s := range st {
+					all = append(all, s)
+				}
+				for _, g := range groups {
+					all = append(all, g)
+				}
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
-				if err := enc.Encode(st); err != nil {
+				if err := enc.Encode(all); err != nil {
 					return err
 				}
 				return checkErr
@@ -100,6 +123,17 @@ With --check it exits 1 while any stream has such entries, for monitoring:
 				}
 				if err := tw.Flush(); err != nil {
 					return err
+				}
+			}
+			if len(groups) > 0 {
+				fmt.Fprintln(c.App.Writer, "\nCONSUMER GROUPS")
+				for i, g := range groups {
+					if i > 0 {
+						fmt.Fprintln(c.App.Writer)
+					}
+					if err := consume.WriteGroup(c.App.Writer, g); err != nil {
+						return err
+					}
 				}
 			}
 			return checkErr

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"go.yaml.in/yaml/v3"
 
@@ -28,6 +29,7 @@ type Config struct {
 	Kafka   Kafka    `yaml:"kafka"`
 	DB      DB       `yaml:"db"`
 	Metrics Metrics  `yaml:"metrics"`
+	Consume Consume  `yaml:"consume"`
 	// Tables maps the "table" value of offline lines to its definition and
 	// routing.
 	Tables map[string]*Table `yaml:"tables"`
@@ -90,6 +92,15 @@ type DB struct {
 // Metrics configures the HTTP endpoint for /metrics, /healthz and /readyz.
 type Metrics struct {
 	Listen string `yaml:"listen"`
+}
+
+// Consume configures `ingest consume`, which loads PostgreSQL from the
+// tables' topics (docs/consume.md).
+type Consume struct {
+	// Group is the Kafka consumer group id, which also names the group's
+	// checkpoints in PostgreSQL. "" means "ingest-<database name of
+	// db.url>", resolved by the consume package, which parses the URL.
+	Group string `yaml:"group"`
 }
 
 // Table is a table definition plus its routing: the schema part is inline
@@ -334,6 +345,11 @@ func (c *Config) validate() []*Error {
 		if k == "bootstrap.servers" || k == "metadata.broker.list" {
 			bad("kafka.properties."+k, "set kafka.brokers instead")
 		}
+	}
+	// A group id with surrounding blanks is a quoting slip; Kafka would
+	// take it as a different group, which starts over from scratch.
+	if g := c.Consume.Group; g != strings.TrimSpace(g) || strings.ContainsFunc(g, unicode.IsControl) {
+		bad("consume.group", "must not start or end with a blank or hold control characters, got %q", g)
 	}
 	if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
 		bad("metrics.listen", "must be host:port, got %q", c.Metrics.Listen)

@@ -27,6 +27,7 @@ kafka:
 db:
   url: ""                  # also INGEST_DB_URL / DATABASE_URL; empty: db sink off
 metrics: {listen: "127.0.0.1:9464"}
+consume: {group: ""}       # ingest consume's group; default ingest-<database of db.url>
 tables:
   raw_item:
     key: project_id        # account key inside row
@@ -106,6 +107,7 @@ func TestDefaults(t *testing.T) {
 		{"metrics", cfg.Metrics.Listen, "127.0.0.1:9464"},
 		{"brokers", cfg.Kafka.Brokers, ""},
 		{"db url", cfg.DB.URL, ""},
+		{"consume group", cfg.Consume.Group, ""}, // resolved by ingest consume from db.url
 		{"topic", cfg.Tables["t"].Topic, "t"},
 		{"db_table", cfg.Tables["t"].DBTable, "t"},
 		{"db route", cfg.Tables["t"].DB.String(), "all"},
@@ -143,6 +145,7 @@ kafka:
   properties: {compression.type: zstd, linger.ms: 5, enable.idempotence: true}
 db: {url: "postgres://localhost/ingest"}
 metrics: {listen: ":9000"}
+consume: {group: ingest-replica}
 tables:
   t:
     key: k
@@ -175,6 +178,9 @@ tables:
 	}
 	if !cfg.KafkaEnabled() || !cfg.DBEnabled() {
 		t.Error("sinks should be on")
+	}
+	if cfg.Consume.Group != "ingest-replica" {
+		t.Errorf("consume.group = %q", cfg.Consume.Group)
 	}
 }
 
@@ -235,6 +241,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad brokers", minimal + "kafka: {brokers: 'k1:9092,,k2'}\n", `kafka.brokers: must be "", "embedded" or a comma-separated host:port list`},
 		{"bootstrap in properties", minimal + "kafka: {properties: {bootstrap.servers: x:1}}\n", "line 4: kafka.properties.bootstrap.servers: set kafka.brokers instead"},
 		{"bad listen", minimal + "metrics: {listen: localhost}\n", `metrics.listen: must be host:port, got "localhost"`},
+		{"blank-padded group", minimal + "consume: {group: ' replica'}\n", `line 4: consume.group: must not start or end with a blank or hold control characters, got " replica"`},
+		{"unknown consume key", minimal + "consume: {grup: x}\n", `line 4: consume.grup: unknown key (did you mean "group"?)`},
 		{"no tables", "spool: {dir: /x}\n", "tables: at least one table is required"},
 		{"empty table", minimal + "  u:\n", "line 4: tables.u: table definition is empty"},
 		{"table key not a column", minimal + "  u:\n    key: project_id\n    columns: {account: bigint}\n", `line 5: tables.u.key: "project_id" is not in columns`},

@@ -26,6 +26,7 @@
 //	kafka.brokers          "" (Kafka sink off)
 //	db.url                 $INGEST_DB_URL, else $DATABASE_URL, else "" (Postgres sink off)
 //	metrics.listen         127.0.0.1:9464
+//	consume.group          "" (ingest consume's group: ingest-<database of db.url>)
 //	tables.<t>.topic       <t>
 //	tables.<t>.db_table    <t>
 //	tables.<t>.db          all

@@ -33,8 +33,9 @@ const (
 // Options configure [Run]. The zero value consumes every configured table
 // in the default group, dead-lettering to <topic>.dlq.
 type Options struct {
-	// Group is the consumer group id (default "ingest-<database name>",
-	// the database of db.url). The group also names the checkpoints in
+	// Group is the consumer group id (default: the config's
+	// consume.group, else "ingest-<database name>", the database of
+	// db.url; see [GroupOf]). The group also names the checkpoints in
 	// PostgreSQL: two groups loading the same database keep apart.
 	Group string
 	// Tables limits consumption to these tables (default: every table of
@@ -100,9 +101,22 @@ func DefaultGroup(dbURL string) (string, error) {
 		return "", fmt.Errorf("db.url: %w", err)
 	}
 	if pc.Database == "" {
-		return "", errors.New("db.url names no database: set --group")
+		return "", errors.New("db.url names no database: set consume.group in the config, --group or INGEST_CONSUME_GROUP")
 	}
 	return "ingest-" + pc.Database, nil
+}
+
+// GroupOf resolves the consumer group: flag (the --group flag or
+// INGEST_CONSUME_GROUP, which the CLI passes as flag) over the config's
+// consume.group over [DefaultGroup].
+func GroupOf(cfg *config.Config, flag string) (string, error) {
+	switch {
+	case flag != "":
+		return flag, nil
+	case cfg.Consume.Group != "":
+		return cfg.Consume.Group, nil
+	}
+	return DefaultGroup(cfg.DB.URL)
 }
 
 // ArgError is a problem with the config or the options, which the CLI
@@ -215,10 +229,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if err != nil {
 		return err
 	}
-	if o.Group == "" {
-		if o.Group, err = DefaultGroup(cfg.DB.URL); err != nil {
-			return &ArgError{err}
-		}
+	if o.Group, err = GroupOf(cfg, o.Group); err != nil {
+		return &ArgError{err}
 	}
 	reg := o.Registry
 	if reg == nil {
