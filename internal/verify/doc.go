@@ -46,4 +46,34 @@
 // a broker, and the partitions are then read whole — slower, still exact,
 // and reported as such in [Report.StartOffsets]. So are topics with
 // message.timestamp.type=LogAppendTime, whose timestamps are not the rows'.
+//
+// # What a read fetches
+//
+// Kafka's Fetch request is bounded in bytes, never in offsets: a consumer
+// asks for the records from an offset up to a number of bytes per
+// partition, and the broker answers with whole record batches (the first
+// one whole even when it is larger than that, KIP-74; librdkafka drops a
+// batch the limit cut). A record batch is what a producer sent to one
+// partition as one unit (the loader's sink: up to 10,000 records or 1 MB,
+// whatever linger.ms=10 gathered), and the broker stores and serves it as
+// one. So no reader can stop at an offset: the least any reader receives
+// past a range's last offset is the rest of the batch holding it. Left to
+// itself, librdkafka also prefetches megabytes ahead of what it hands over
+// (whole partitions of the window test: 1,000 messages read, 2,000
+// fetched).
+//
+// verify receives, per partition, the range plus the rest of the batch
+// holding the range's last offset (part of the window's fetch) plus at
+// most one more batch: that is "one batch" in [PartitionRead.Fetched]'s
+// bound. (Records of the first batch before the range's start are
+// dropped by librdkafka uncounted.) Each partition is read by a consumer
+// of its own that asks for one byte per fetch, which the broker answers
+// with exactly one batch, and that fetches again only when everything it
+// received was handed over. When the range's last offset is handed over,
+// the one fetch that may have left as its queue emptied is the one more
+// batch; the partition is paused and released before the queue is read
+// again. The price is a round trip per batch and partition, with up to
+// four partitions read at once: nothing for topics of large batches, the
+// sink's at load, and more for a stream loaded a few records at a time
+// (docs/benchmarks.md has both).
 package verify

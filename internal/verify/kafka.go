@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,9 +53,9 @@ type kafkaReader struct {
 	prefix    []byte // `{"table":"<name>","row":`
 	toEnd     bool
 
-	// rx is librdkafka's cumulative rxmsgs per partition at the end of
-	// the last scan.
-	rx map[int32]int64
+	// cm is the consumer configuration without the fetch settings: each
+	// partition read opens its own consumer from it (see scan).
+	cm kafka.ConfigMap
 
 	keyType, idType schema.Type
 }
@@ -77,9 +78,14 @@ type scanStats struct {
 
 var groupSeq atomic.Int64
 
-// statsInterval is how often librdkafka reports its statistics; a scan
-// ends by waiting for two reports (see received).
-const statsInterval = 200 * time.Millisecond
+// statsInterval is how often a partition's consumer reports librdkafka's
+// statistics; its read ends by waiting for two reports (see received).
+const statsInterval = 50 * time.Millisecond
+
+// scanWorkers is how many partitions are read at once, each by its own
+// consumer: one batch per round trip and partition is slow for a topic
+// of small batches unless partitions overlap their round trips.
+const scanWorkers = 4
 
 // consumerProperties are the prefixes of kafka.properties that a consumer
 // takes too (connection, security, client identity); the rest are the
@@ -100,15 +106,6 @@ func openKafka(ctx context.Context, cfg *config.Config, t *schema.Table, o Optio
 		"enable.auto.commit":   false,
 		"enable.partition.eof": true,
 		"auto.offset.reset":    "earliest",
-		// librdkafka prefetches ahead of what it hands over, up to 64 MiB
-		// by default, and what lies past a window's end is fetched in vain
-		// until the partition is released. 16 MiB keeps reads streaming.
-		// It is a loose bound: on the window test (2 KB rows) it fetched
-		// 700-900 messages per partition past the end whatever these
-		// limits; the report counts them (PartitionRead.Fetched).
-		"queued.max.messages.kbytes": 16 << 10,
-		// rxmsgs per partition, for the report's count of what was fetched.
-		"statistics.interval.ms": int(statsInterval.Milliseconds()),
 	}
 	for k, v := range cfg.Kafka.Properties {
 		for _, p := range consumerProperties {
@@ -118,13 +115,13 @@ func openKafka(ctx context.Context, cfg *config.Config, t *schema.Table, o Optio
 			}
 		}
 	}
-	c, err := kafka.NewConsumer(&cm)
+	c, err := kafka.NewConsumer(cloneConfig(cm))
 	if err != nil {
 		return nil, fmt.Errorf("kafka consumer (kafka.brokers, kafka.properties): %w", err)
 	}
 	prefix, _ := json.Marshal(t.Name)
 	r := &kafkaReader{
-		c: c, table: t, schema: sch, window: o.Window, log: log, toEnd: o.ReadToEnd, rx: map[int32]int64{},
+		c: c, table: t, schema: sch, window: o.Window, log: log, toEnd: o.ReadToEnd, cm: cm,
 		prefix:  append(append([]byte(`{"table":`), prefix...), `,"row":`...),
 		keyType: columnType(t, t.Key), idType: columnType(t, t.ID),
 	}
@@ -280,100 +277,179 @@ func (r *kafkaReader) readsPastEnd() []prange {
 	return out
 }
 
-// scan reads each range once and calls visit for each message of the
-// table whose row time is in the window. A partition is released as soon
-// as its range is read, so the consumer stops fetching it.
-func (r *kafkaReader) scan(ctx context.Context, ranges []prange, visit func(account, id string)) (scanStats, error) {
-	st := scanStats{delivered: map[int32]int64{}}
-	topic := r.table.Topic
-	var assign []kafka.TopicPartition
-	pending := map[int32]kafka.Offset{} // partition -> end
-	for _, rg := range ranges {
-		if rg.start >= rg.end {
-			continue
-		}
-		assign = append(assign, kafka.TopicPartition{Topic: &topic, Partition: rg.partition, Offset: rg.start})
-		pending[rg.partition] = rg.end
+// fetchConfig makes a consumer receive one record batch per fetch and
+// fetch only when everything it received was handed over, so that what
+// it receives past a range's end is bounded by batches, not by
+// librdkafka's prefetch (see the package doc, "What a read fetches"):
+//   - max.partition.fetch.bytes=1: the broker answers a fetch with the
+//     first record batch at the offset asked for, whole, whatever its size
+//     (KIP-74), and nothing after it. That holds for the first partition of
+//     a fetch only, hence one consumer per partition; librdkafka would
+//     also double the size for a partition answered with a cut batch.
+//   - queued.min.messages=1: librdkafka fetches again only when its queue
+//     is empty, so nothing lies in it unread when the range's last offset
+//     is handed over, and the fetch that may leave then is the one batch
+//     past the range that the bound allows.
+//   - fetch.queue.backoff.ms=1: how soon it checks again whether the queue
+//     emptied (the default, 1 s, would idle between batches).
+//   - fetch.wait.max.ms: a fetch at the high watermark waits for new
+//     records this long; a range never reads up to it, but a topic
+//     written while verify reads must not hold a read that is done.
+func fetchConfig(base kafka.ConfigMap) *kafka.ConfigMap {
+	cm := cloneConfig(base)
+	for k, v := range map[string]kafka.ConfigValue{
+		"max.partition.fetch.bytes": 1,
+		"queued.min.messages":       1,
+		"fetch.queue.backoff.ms":    1,
+		"fetch.wait.max.ms":         100,
+		// rxmsgs, for the report's count of what was fetched.
+		"statistics.interval.ms": int(statsInterval.Milliseconds()),
+	} {
+		(*cm)[k] = v
 	}
-	if len(assign) == 0 {
+	return cm
+}
+
+func cloneConfig(cm kafka.ConfigMap) *kafka.ConfigMap {
+	out := kafka.ConfigMap{}
+	for k, v := range cm {
+		out[k] = v
+	}
+	return &out
+}
+
+// scan reads each range once and calls visit for each message of the
+// table whose row time is in the window. Each partition is read by its
+// own consumer (fetchConfig), up to scanWorkers at once; visit is never
+// called concurrently.
+func (r *kafkaReader) scan(ctx context.Context, ranges []prange, visit func(account, id string)) (scanStats, error) {
+	st := scanStats{delivered: map[int32]int64{}, received: map[int32]int64{}}
+	todo := make(chan prange, len(ranges))
+	for _, rg := range ranges {
+		if rg.start < rg.end {
+			todo <- rg
+		}
+	}
+	close(todo)
+	if len(todo) == 0 {
 		return st, nil
 	}
-	if err := r.c.IncrementalAssign(assign); err != nil {
-		return st, fmt.Errorf("kafka: assign %s: %w", topic, err)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var mu sync.Mutex // guards visit, st and the first error
+	locked := func(account, id string) {
+		mu.Lock()
+		defer mu.Unlock()
+		visit(account, id)
 	}
-	defer func() { // on an early return: stop fetching what is left
-		var left []kafka.TopicPartition
-		for p := range pending {
-			left = append(left, kafka.TopicPartition{Topic: &topic, Partition: p})
-		}
-		if len(left) > 0 {
-			_ = r.c.IncrementalUnassign(left)
-		}
-	}()
-	release := func(p int32) error {
-		delete(pending, p)
-		if err := r.c.IncrementalUnassign([]kafka.TopicPartition{{Topic: &topic, Partition: p}}); err != nil {
-			return fmt.Errorf("kafka: release %s[%d]: %w", topic, p, err)
-		}
-		return nil
-	}
-	for len(pending) > 0 {
-		if err := ctx.Err(); err != nil {
-			return st, fmt.Errorf("kafka: read %s: %d partition(s) unfinished: %w", topic, len(pending), err)
-		}
-		switch ev := r.c.Poll(100).(type) {
-		case *kafka.Message:
-			if ev.TopicPartition.Error != nil {
-				return st, fmt.Errorf("kafka: read %s[%d]: %w", topic, ev.TopicPartition.Partition, ev.TopicPartition.Error)
-			}
-			p, off := ev.TopicPartition.Partition, ev.TopicPartition.Offset
-			end, ok := pending[p]
-			if !ok {
-				continue // queued before the partition was released
-			}
-			if off >= end-1 {
-				if err := release(p); err != nil {
-					return st, err
+	unknown := false
+	var wg sync.WaitGroup
+	for range min(scanWorkers, len(todo)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for rg := range todo {
+				ps, rx, err := r.scanPartition(ctx, rg, locked)
+				if err != nil {
+					cancel(err)
+					return
 				}
-			}
-			if off >= end {
-				continue // past the range (offsets skipped: compaction, transaction markers)
-			}
-			st.delivered[p]++
-			st.messages++
-			r.message(ev, &st, visit)
-		case kafka.PartitionEOF:
-			if end, ok := pending[ev.Partition]; ok && ev.Offset >= end {
-				if err := release(ev.Partition); err != nil {
-					return st, err
+				mu.Lock()
+				st.messages += ps.messages
+				st.otherTables += ps.otherTables
+				st.undecodable += ps.undecodable
+				st.delivered[rg.partition] = ps.messages
+				if rx < 0 {
+					unknown = true
 				}
+				st.received[rg.partition] = rx
+				mu.Unlock()
 			}
-		case kafka.Error:
-			if ev.IsFatal() {
-				return st, fmt.Errorf("kafka: read %s: %w", topic, ev)
-			}
-			r.log.Debug("kafka consumer", "err", ev)
-		}
+		}()
 	}
-	st.received = r.received(ctx)
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil {
+		return st, err
+	}
+	if unknown {
+		st.received = nil
+	}
 	return st, nil
 }
 
-// received returns what librdkafka got from the broker per partition since
-// the last call (its rxmsgs), from the second statistics report after the
-// partitions were released: the first may predate the release, and the
-// second also counts a fetch that was in flight then.
-func (r *kafkaReader) received(ctx context.Context) map[int32]int64 {
+// scanPartition reads one range with a consumer of its own and returns
+// what it delivered and what librdkafka received from the broker for the
+// partition (its rxmsgs; -1 when the statistics did not come).
+func (r *kafkaReader) scanPartition(ctx context.Context, rg prange, visit func(account, id string)) (scanStats, int64, error) {
+	st := scanStats{}
+	topic := r.table.Topic
+	c, err := kafka.NewConsumer(fetchConfig(r.cm))
+	if err != nil {
+		return st, -1, fmt.Errorf("kafka consumer (kafka.brokers, kafka.properties): %w", err)
+	}
+	defer func() { _ = c.Close() }()
+	if err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: rg.partition, Offset: rg.start}}); err != nil {
+		return st, -1, fmt.Errorf("kafka: assign %s[%d] at offset %d: %w", topic, rg.partition, rg.start, err)
+	}
 	var last *kafka.Stats
-	deadline := time.Now().Add(5 * statsInterval)
+	for done := false; !done; {
+		if err := ctx.Err(); err != nil {
+			return st, -1, fmt.Errorf("kafka: read %s[%d] unfinished at offset %d of %d..%d: %w", topic, rg.partition, rg.start+kafka.Offset(st.messages), rg.start, rg.end, context.Cause(ctx))
+		}
+		switch ev := c.Poll(100).(type) {
+		case *kafka.Message:
+			if ev.TopicPartition.Error != nil {
+				return st, -1, fmt.Errorf("kafka: read %s[%d]: %w", topic, ev.TopicPartition.Partition, ev.TopicPartition.Error)
+			}
+			off := ev.TopicPartition.Offset
+			// Offsets past the end: the rest of the batch holding the
+			// last one, or the range ended on offsets that hold no record
+			// (compaction, transaction markers).
+			done = off >= rg.end-1
+			if off >= rg.end {
+				continue
+			}
+			st.messages++
+			r.message(ev, &st, visit)
+		case kafka.PartitionEOF:
+			done = ev.Offset >= rg.end
+		case *kafka.Stats:
+			last = ev
+		case kafka.Error:
+			if ev.IsFatal() {
+				return st, -1, fmt.Errorf("kafka: read %s[%d]: %w", topic, rg.partition, ev)
+			}
+			r.log.Debug("kafka consumer", "partition", rg.partition, "err", ev)
+		}
+	}
+	// Stop fetching before the queue is polled again: a fetch that left
+	// when it emptied is the one batch past the range the bound allows,
+	// but each poll that empties it again could send another. Pause marks
+	// what is queued stale at once and reaches the thread that fetches
+	// directly; the release goes through the consumer's main thread.
+	tp := []kafka.TopicPartition{{Topic: &topic, Partition: rg.partition}}
+	if err := c.Pause(tp); err != nil {
+		return st, -1, fmt.Errorf("kafka: pause %s[%d]: %w", topic, rg.partition, err)
+	}
+	if err := c.Unassign(); err != nil {
+		return st, -1, fmt.Errorf("kafka: release %s[%d]: %w", topic, rg.partition, err)
+	}
+	return st, r.received(ctx, c, rg.partition, last), nil
+}
+
+// received returns librdkafka's rxmsgs for the partition from the second
+// statistics report after it was released: the first may predate the
+// release, and the second also counts a fetch that was in flight then.
+func (r *kafkaReader) received(ctx context.Context, c *kafka.Consumer, partition int32, last *kafka.Stats) int64 {
+	deadline := time.Now().Add(10 * statsInterval)
 	for n := 0; n < 2 && ctx.Err() == nil && time.Now().Before(deadline); {
-		if ev, ok := r.c.Poll(int(statsInterval.Milliseconds())).(*kafka.Stats); ok {
+		if ev, ok := c.Poll(int(statsInterval.Milliseconds())).(*kafka.Stats); ok {
 			last, n = ev, n+1
 		}
 	}
 	if last == nil {
-		r.log.Debug("kafka: no consumer statistics; fetched counts unknown")
-		return nil
+		r.log.Debug("kafka: no consumer statistics; fetched count unknown", "partition", partition)
+		return -1
 	}
 	var js struct {
 		Topics map[string]struct {
@@ -384,18 +460,13 @@ func (r *kafkaReader) received(ctx context.Context) map[int32]int64 {
 	}
 	if err := json.Unmarshal([]byte(last.String()), &js); err != nil {
 		r.log.Debug("kafka: consumer statistics", "err", err)
-		return nil
+		return -1
 	}
-	out := map[int32]int64{}
-	for id, p := range js.Topics[r.table.Topic].Partitions {
-		n, err := strconv.ParseInt(id, 10, 32)
-		if err != nil || n < 0 { // "-1" is librdkafka's unassigned-partition placeholder
-			continue
-		}
-		out[int32(n)] = p.RxMsgs - r.rx[int32(n)]
-		r.rx[int32(n)] = p.RxMsgs
+	p, ok := js.Topics[r.table.Topic].Partitions[strconv.Itoa(int(partition))]
+	if !ok {
+		return -1
 	}
-	return out
+	return p.RxMsgs
 }
 
 // message finds the account, id and time of a message the way the loader

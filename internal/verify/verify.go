@@ -106,9 +106,9 @@ type PartitionRead struct {
 	Read int64 `json:"read"`
 	// Fetched counts the messages the consumer received from the broker
 	// for the partition in the first pass (librdkafka's rxmsgs): Read plus
-	// what librdkafka prefetched past End before the partition was
-	// released (it fetches ahead of what it hands over: up to a few MiB
-	// per partition). -1 when its statistics did not come.
+	// the rest of the record batch holding End-1 plus at most one more
+	// batch (see the package doc, "What a read fetches"). -1 when its
+	// statistics did not come.
 	Fetched int64 `json:"fetched"`
 	// PastEndRead counts messages read in [End, HighWatermark) because
 	// records of checked accounts were missing in the window's offsets:
