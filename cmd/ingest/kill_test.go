@@ -250,7 +250,7 @@ func TestRunKilledTenTimesRepeatsWithinBound(t *testing.T) {
 	// Dead letters: every malformed line once, at a position of its own.
 	dls, err := loader.ReadDeadLetters(filepath.Join(e.spool, ".ingest"), "api")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("dead letters unreadable after the kills (an entry glued onto one a kill left half written?): %v", err)
 	}
 	at := map[loader.Position]bool{}
 	got := map[string]int{}
@@ -274,12 +274,15 @@ func TestRunKilledTenTimesRepeatsWithinBound(t *testing.T) {
 			t.Errorf("malformed line %q is in the dead letters %d times, want once", l, got[l])
 		}
 	}
-	t.Logf("%d kill -9 and a graceful stop: postgres %d rows once each; %d dead letters for %d malformed lines", kills, len(inDB), len(dls), len(bad))
+	t.Logf("%d kill -9 and a graceful stop: postgres %d rows once each; %d dead letters for %d malformed lines (%d restarts cut a half-written one)",
+		kills, len(inDB), len(dls), len(bad), strings.Count(log.String(), "dead letters: dropped the torn last entry"))
 }
 
 // kill9Writer appends lines to stream "api" through rotatefile as an API
-// would: gen's lines, and every 40th a malformed one (unique, so each dead
-// letter names its line).
+// would: gen's lines, every 40th a malformed one (unique, so each dead
+// letter names its line), and every 2,000th line a burst of 200 malformed
+// ones: more than the 64 KiB the loader buffers before it syncs its dead
+// letters, so kills also land while an entry is half written.
 type kill9Writer struct {
 	t     *testing.T
 	done  chan struct{}
@@ -302,6 +305,13 @@ func startKill9Writer(t *testing.T, spool string, seed uint64, backlog int, rate
 	var line []byte
 	appendOne := func() error {
 		n++
+		if n%2000 < 200 {
+			l := fmt.Sprintf(`{"table":"raw_item","row":{"project_id":%d,"body":"%s"`, n, strings.Repeat("b", 300)) // truncated JSON
+			w.mu.Lock()
+			w.bad[l] = true
+			w.mu.Unlock()
+			return rw.Append([]byte(l))
+		}
 		if n%40 == 0 {
 			var l string
 			switch n / 40 % 4 {
