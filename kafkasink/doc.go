@@ -79,6 +79,25 @@
 // Submit whose limit needs smaller batches than the live producer makes
 // replaces the producer the same way.
 //
+// # Records the topic would delete or refuse
+//
+// A message's timestamp is the row's event time, and a broker deletes a
+// message once its timestamp is older than the topic's retention.ms, or
+// refuses it outright when it lies outside
+// message.timestamp.before.max.ms / after.max.ms (refused, a batch would
+// fail for good and its stream stall). So the topic check also reads
+// those settings ([ReadTopicConfigs], the one reader of topic configs,
+// which `ingest backfill` uses too), again every 5 minutes, and the
+// producer goroutine dead-letters a record whose event time
+// [TopicConfig.CheckTime] rejects at the moment it is produced: older
+// than the retention less [Config.RetentionMargin] (reason "retention"),
+// or outside the timestamp bounds (reason "timestamp_refused"). The
+// detail names the topic, the limit, the record's time, the bound and
+// the fixes. Like records too large, they count as rejected, each batch
+// that had some logs one WARN per reason with the count, and the rest of
+// the batch is delivered. Nothing is checked where the configs could not
+// be read.
+//
 // A failed batch (a permanent delivery error, a fatal error, or Close
 // giving up) is acked with an error; every later batch of the same stream
 // then fails too ([ErrEarlierBatchFailed]) until the loader rewinds the

@@ -35,3 +35,11 @@ func SetCreateTimeout(d time.Duration) (restore func()) {
 	createTimeout = d
 	return func() { createTimeout = old }
 }
+
+// SetConfigRefresh shortens how often the sink re-reads its topics'
+// configs. Set it before New: the supervisor reads it when it starts.
+func SetConfigRefresh(d time.Duration) (restore func()) {
+	old := configRefreshEvery
+	configRefreshEvery = d
+	return func() { configRefreshEvery = old }
+}

@@ -104,15 +104,24 @@ func (s *Sink) learnLimits(ctx context.Context, topics []string, all bool) {
 	if len(configs) == 0 {
 		return
 	}
+	var changed []string
 	s.topicsMu.Lock()
 	for t, c := range configs {
 		if c.MaxMessageBytes > 0 {
 			s.limits[t] = c.MaxMessageBytes
 		}
+		if old, ok := s.configs[t]; ok && old != c {
+			changed = append(changed, t)
+		}
 		s.configs[t] = c
 	}
 	want := s.wantBatchSizeLocked()
 	s.topicsMu.Unlock()
+	for _, t := range changed {
+		c := configs[t]
+		s.log.Info("kafkasink: topic config changed on the brokers; applied", "topic", t, "max.message.bytes", c.MaxMessageBytes,
+			"retention", c.Retention, "timestamp_before_max", c.TimestampBefore, "timestamp_after_max", c.TimestampAfter, "append_time", c.AppendTime)
+	}
 	for t, c := range configs {
 		if c.MaxMessageBytes > 0 && fitBatch(c.MaxMessageBytes) < s.cfg.batchSize {
 			s.log.Info("kafkasink: topic limits the producer's batch size", "topic", t, "max.message.bytes", c.MaxMessageBytes, "batch_size", want)
@@ -122,6 +131,32 @@ func (s *Sink) learnLimits(ctx context.Context, topics []string, all bool) {
 				"timestamp_before_max", c.TimestampBefore, "timestamp_after_max", c.TimestampAfter, "retention_margin", s.cfg.RetentionMargin)
 		}
 	}
+}
+
+// configRefreshEvery is how often the sink reads its topics' configs
+// again, so that a retention or a limit changed on the brokers (raised
+// after records were dead-lettered for it, say) applies without a
+// restart. A variable so tests can shorten it.
+var configRefreshEvery = 5 * time.Minute
+
+// refreshConfigs reads again the configs of the topics read before (none
+// on the mock cluster, which does not answer), and replaces the producer
+// if a max.message.bytes lowered since needs smaller batches. Supervisor
+// goroutine only: Close waits for it, and the read stops when Close
+// starts.
+func (s *Sink) refreshConfigs() {
+	s.topicsMu.Lock()
+	topics := slices.Sorted(maps.Keys(s.configs))
+	s.topicsMu.Unlock()
+	if len(topics) == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	stop := afterClose(s.closing, cancel)
+	s.learnLimits(ctx, topics, true)
+	stop()
+	cancel()
+	s.fitProducer()
 }
 
 // topicConfig is what the sink read of topic's config, or nil.

@@ -218,3 +218,62 @@ func loaderMetric(tb testing.TB, reg *prometheus.Registry, name, stream, sink st
 	tb.Fatalf("no metric %s{stream=%q,sink=%q}", name, stream, sink)
 	return 0
 }
+
+// The fix a retention dead letter names, applied while the sink runs: a
+// record two hours old is dead-lettered on a topic keeping an hour; once
+// the topic's retention.ms is raised to a day on the broker, the sink's
+// periodic re-read of the topic configs (shortened here from 5 minutes)
+// applies it without a restart, and such a record is produced.
+// Real broker (shared): the configs are the broker's (DescribeConfigs,
+// IncrementalAlterConfigs), which librdkafka's mock does not serve. Not
+// parallel: it shortens a package variable the other tests' sinks read.
+func TestRetentionRaisedWhileRunningApplies(t *testing.T) {
+	defer kafkasink.SetConfigRefresh(200 * time.Millisecond)()
+	c := testenv.Broker(t)
+	topic := testenv.Topic(t, c, kafkaserver.TopicSpec{Partitions: 1, Configs: map[string]string{"retention.ms": "3600000"}})
+	sch := testSchema(t, map[string]string{"events": topic})
+	log, logger := loadertest.NewLog(t)
+	s := newSink(t, c, kafkasink.Config{Topics: []string{topic}, Logger: logger})
+	g := newGen(t, sch, "api", 10)
+	old := func() []loader.Record {
+		recs := g.records("events", "acct-1")
+		recs[0].Time = time.Now().Add(-2 * time.Hour)
+		return recs
+	}
+	dl := &loadertest.Rejects{}
+	a := newAcks()
+	ctx := testenv.Context(t, 90*time.Second)
+	if err := s.Submit(ctx, g.batch(1, old(), dl), a.fn(1)); err != nil {
+		t.Fatal(err)
+	}
+	a.wait(t, 1, 30*time.Second)
+	if err := a.err(1); err != nil {
+		t.Fatalf("ack: %v", err)
+	}
+	if rs := dl.All(); len(rs) != 1 || rs[0].Reason != "retention" {
+		t.Fatalf("dead letters %+v, want the record with reason retention", rs)
+	}
+
+	if err := c.SetTopicConfig(ctx, topic, map[string]string{"retention.ms": "86400000"}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		return log.Count("topic config changed on the brokers", "retention=24h0m0s") > 0
+	}, "the sink reading the raised retention")
+	if err := s.Submit(ctx, g.batch(2, old(), dl), a.fn(2)); err != nil {
+		t.Fatal(err)
+	}
+	a.wait(t, 1, 30*time.Second)
+	if err := a.err(2); err != nil {
+		t.Fatalf("ack: %v", err)
+	}
+	if n := len(dl.All()); n != 1 {
+		t.Fatalf("%d dead letters after the retention was raised, want still 1", n)
+	}
+	if st := s.Stats(); st.Delivered != 1 || st.Rejected != 1 {
+		t.Fatalf("Stats %+v, want 1 delivered, 1 rejected", st)
+	}
+	if n := topicSize(t, c, topic); n != 1 {
+		t.Fatalf("topic holds %d messages, want the one record produced", n)
+	}
+}

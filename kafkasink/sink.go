@@ -477,16 +477,22 @@ func (s *Sink) requestRebuild() {
 }
 
 // supervise is the goroutine, owned by the Sink and stopped by Close, that
-// replaces a producer after a fatal error. By then kill has failed every
+// re-reads the topics' configs every configRefreshEvery and replaces a
+// producer after a fatal error. By then kill has failed every
 // batch in flight on it, so the loader replays them from its checkpoint on
 // the new producer.
 func (s *Sink) supervise() {
 	defer close(s.supDone)
 	backoff := 100 * time.Millisecond
+	refresh := time.NewTicker(configRefreshEvery)
+	defer refresh.Stop()
 	for {
 		select {
 		case <-s.closing:
 			return
+		case <-refresh.C:
+			s.refreshConfigs()
+			continue
 		case <-s.rebuildc:
 		}
 		for {

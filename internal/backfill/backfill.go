@@ -449,9 +449,16 @@ func (p *plan) sinks(ctx context.Context, job *job, guard *topicGuard, log *slog
 			// queued behind the committing one adds to every line's wait.
 			specs = append(specs, loader.SinkSpec{Sink: db, Route: routes[runner.SinkDB], MaxInFlight: 2})
 		case runner.SinkKafka:
+			// The sink dead-letters what its topic would delete within its
+			// margin; with the guard's, the guard stops the job (exit 2)
+			// first, whatever --retention-margin says.
+			var margin time.Duration
+			if guard != nil {
+				margin = guard.margin
+			}
 			ks, err := kafkasink.New(ctx, kafkasink.Config{
 				Brokers: p.cfg.Kafka.Brokers, Properties: p.cfg.Kafka.Properties, Topics: p.cfg.KafkaTopics(),
-				Name: name, Logger: log,
+				Name: name, Logger: log, RetentionMargin: margin,
 			})
 			if err != nil {
 				closeAll()

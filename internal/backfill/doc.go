@@ -40,7 +40,8 @@
 // retention is deleted by the broker's next retention check, minutes after
 // a backfill reported success. So before anything is produced, [Run] reads
 // each routed topic's retention.ms, message.timestamp.type and
-// message.timestamp.before.max.ms/after.max.ms (DescribeConfigs), refuses
+// message.timestamp.before.max.ms/after.max.ms (DescribeConfigs, with
+// [kafkasink.ReadTopicConfigs], the Kafka sink's own reader), refuses
 // a --since that already reaches too far back, and wraps the Kafka sink so
 // that a batch holding a record the topic would delete within
 // [Options.RetentionMargin] (or refuse) is not produced and the job stops.
@@ -48,6 +49,10 @@
 // time and the fixes; the CLI exits 2. Topics with LogAppendTime are not
 // checked (their timestamps are the broker's clock). A broker that does not
 // describe topic configs fails the job unless [Options.SkipTopicCheck].
+// The rule is [kafkasink.TopicConfig.CheckTime], which `ingest run`'s Kafka
+// sink applies too, dead-lettering such records instead of stopping, with
+// a margin of its own ([kafkasink.DefaultRetentionMargin]); a backfill
+// passes its margin to its sink, so the check here always comes first.
 //
 // # Progress and the end
 //
