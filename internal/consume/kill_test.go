@@ -1,9 +1,11 @@
 package consume_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,10 +14,11 @@ import (
 	"time"
 
 	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/rotatefile"
 )
 
 // killCount is how many times TestKillNineExactlyOnce kills the consumer:
-// INGEST_CONSUME_KILLS, default 10.
+// INGEST_CONSUME_KILLS, default 20.
 func killCount(t *testing.T) int {
 	if v := os.Getenv("INGEST_CONSUME_KILLS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -24,7 +27,74 @@ func killCount(t *testing.T) int {
 		}
 		return n
 	}
-	return 10
+	return 20
+}
+
+// backgroundBackfill writes items 1..n and events 1..n (interleaved) as
+// sealed spool files and runs `ingest backfill --sink kafka --rate` over
+// them in the background, so that the messages come from the file path's
+// own producer, paced to span the kills; wait returns its error.
+func backgroundBackfill(t *testing.T, e *env, n int64, rate int) (wait func() error) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "api")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	const perFile = 2000
+	var b strings.Builder
+	seq := uint64(1)
+	flush := func() {
+		name := filepath.Join(dir, rotatefile.FileName(seq, now.Add(time.Duration(seq)*time.Millisecond), ".ndjson"))
+		if err := os.WriteFile(name, []byte(b.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b.Reset()
+		seq++
+	}
+	for i := int64(1); i <= n; i++ {
+		fmt.Fprintf(&b, `{"table":"items","row":{"account":%d,"id":%d,"ts":%d,"body":"item %d"}}`+"\n", i%101, i, now.UnixMilli(), i)
+		fmt.Fprintf(&b, `{"table":"events","row":{"account":%d,"seq":%d,"body":"event %d"}}`+"\n", i%101, i, i)
+		if i%perFile == 0 || i == n {
+			flush()
+		}
+	}
+	// The consumer's config routes nothing to Kafka; the backfill's
+	// routes every table there.
+	text, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(filepath.Dir(dir), "backfill.yaml")
+	routed := regexp.MustCompile(`(?m)^(    columns: .*)$`).ReplaceAllString(string(text), "$1\n    kafka: all")
+	if err := os.WriteFile(cfg, []byte(routed), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	out := &testenv.SyncBuffer{}
+	cmd := exec.Command(binary, "backfill", "--config", cfg, "--sink", "kafka", "--rate", strconv.Itoa(rate), "--progress", "off", dir)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var once sync.Once
+	var werr error
+	wait = func() error {
+		once.Do(func() {
+			if werr = <-done; werr != nil {
+				werr = fmt.Errorf("ingest backfill: %w\n%s", werr, tail(out.String(), 30))
+			} else if !strings.Contains(out.String(), "backfill complete:") {
+				werr = fmt.Errorf("ingest backfill exited 0 without its summary:\n%s", tail(out.String(), 30))
+			}
+		})
+		return werr
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		wait()
+	})
+	return wait
 }
 
 // backgroundProducer produces items 1..n and events 1..n in chunks while
@@ -57,15 +127,17 @@ func backgroundProducer(t *testing.T, e *env, n int64) (wait func() error) {
 }
 
 // The issue's first check: `ingest consume` killed with SIGKILL at random
-// points while messages are produced; in the end every message's row is in
-// PostgreSQL exactly once, in the table with an id column and in the one
-// without (where only the offsets committed with the rows prevent
+// points while `ingest backfill` produces; in the end every message's row
+// is in PostgreSQL exactly once, in the table with an id column and in the
+// one without (where only the offsets committed with the rows prevent
 // duplicates).
 func TestKillNineExactlyOnce(t *testing.T) {
 	kills := killCount(t)
 	e := newEnv(t, 4, 40)
-	n := int64(max(8000, 800*kills)) // production spans most of the kills
-	wait := backgroundProducer(t, e, n)
+	// 400 lines/s: production spans most of the kills (a kill takes some
+	// 7 s, most of it the group noticing the killed member).
+	n := int64(max(8000, 800*kills))
+	wait := backgroundBackfill(t, e, n, 400)
 
 	var loadedAtKill []int64
 	for i := range kills {
