@@ -20,10 +20,12 @@
 //
 // # One batch, one transaction
 //
-// Submit turns every record's row into column values first (the raw JSON
-// values located by [schema.Table.AppendValues], converted per column type
-// without building a map; a value that does not convert dead-letters its
-// row with reason "bad_column"). Then one transaction:
+// Submit turns every record's row into COPY values first: the column
+// values the loader's decode already checked and converted
+// ([schema.Record.Value]; the sink parses no JSON), put in the form pgx
+// encodes for each column type. A value PostgreSQL could not take (a
+// numeric beyond its limits) dead-letters its row with reason
+// "bad_column". Then one transaction:
 //
 //  1. locks this sink's checkpoint row for the stream (SELECT ... FOR
 //     UPDATE) and skips every record before the position it holds;

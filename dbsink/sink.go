@@ -355,7 +355,6 @@ func (g *group) row(j int) []any {
 // retries reuse the values.
 func (s *Sink) prepare(ctx context.Context, b *loader.Batch) (*batchState, error) {
 	st := &batchState{b: b, rejected: make([]bool, len(b.Records))}
-	var raw [][]byte
 	for i := range b.Records {
 		r := &b.Records[i]
 		if r.Table == nil {
@@ -368,18 +367,27 @@ func (s *Sink) prepare(ctx context.Context, b *loader.Batch) (*batchState, error
 		if err != nil {
 			return nil, err
 		}
-		raw, err = r.Table.AppendValues(raw[:0], r.Row)
-		if err != nil {
-			if err := s.reject(ctx, st, i, ReasonMalformedRow, "row: "+err.Error()); err != nil {
-				return nil, err
+		// The loader's Decode converted the values; a record made another
+		// way (a tool, a test) gets them from the same code now.
+		rec := &r.Record
+		if !rec.HasValues() {
+			dec, err := r.Table.DecodeRow(r.Row)
+			if err != nil {
+				reason, detail := rowRejection(err)
+				if err := s.reject(ctx, st, i, reason, detail); err != nil {
+					return nil, err
+				}
+				continue
 			}
-			continue
+			rec = &dec
 		}
 		base := len(g.vals)
-		g.vals = append(g.vals, make([]any, len(raw))...)
+		n := len(g.info.cols)
+		g.vals = append(g.vals, make([]any, n)...)
 		var bad error
-		for c, v := range raw {
-			if v == nil {
+		for c := range n {
+			v := rec.Value(c)
+			if v.Null() {
 				continue // SQL NULL: the column is absent or null
 			}
 			x, err := g.info.conv[c](v)
@@ -400,6 +408,25 @@ func (s *Sink) prepare(ctx context.Context, b *loader.Batch) (*batchState, error
 		g.recs = append(g.recs, i)
 	}
 	return st, nil
+}
+
+// rowRejection is the dead-letter reason and detail for a row that
+// schema.Table.DecodeRow refused: malformed_json naming "row" when it is not
+// a well-formed object, otherwise bad_column naming the field.
+func rowRejection(err error) (reason, detail string) {
+	var de *schema.Error
+	if !errors.As(err, &de) {
+		return ReasonMalformedRow, "row: " + err.Error()
+	}
+	switch de.Reason {
+	case schema.ReasonMalformedJSON, schema.ReasonInvalidUTF8, schema.ReasonEmptyLine, schema.ReasonNotObject, schema.ReasonRowNotObject:
+		return ReasonMalformedRow, "row: " + de.Error()
+	}
+	field := strings.TrimPrefix(de.Field, "row.")
+	if field == "" {
+		field = "row"
+	}
+	return ReasonBadColumn, field + ": " + de.Detail + " (" + string(de.Reason) + ")"
 }
 
 // group returns the batch's group for table t, creating it.

@@ -62,11 +62,13 @@ func BenchmarkDecode(b *testing.B) {
 			b.SetBytes(int64(total / len(lines)))
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu := startCPU()
 			for i := 0; b.Loop(); i++ {
 				if _, err := s.Decode(lines[i%len(lines)], ""); err != nil {
 					b.Fatal(err)
 				}
 			}
+			cpu.report(b)
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
 		})
 	}

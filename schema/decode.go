@@ -26,6 +26,11 @@ type Record struct {
 	// Time is the event time in UTC, or the zero Time when the table has no
 	// time field or the row's value is null.
 	Time time.Time
+
+	// vals packs the column values ([Record.Value]) in the same allocation
+	// as Key and ID; unknown is the unknown_fields: jsonb object.
+	vals    string
+	unknown []byte
 }
 
 // Decode parses and validates one offline line
@@ -65,8 +70,11 @@ type Record struct {
 //     could differ between Kafka and Postgres);
 //   - with unknown_fields: reject, the row has no other fields.
 //
-// Decode walks the line once with a validating tokenizer and allocates only
-// the Key and ID strings.
+// Decode walks the line once with a validating tokenizer and converts every
+// column on the way, so that the record carries what each sink needs: Row,
+// Key, ID and Time for Kafka, the column values ([Record.Value]) for
+// PostgreSQL. It allocates once per line (Key, ID and the values share the
+// allocation), plus the unknown_fields: jsonb object when there is one.
 func (s *Schema) Decode(line []byte, defaultTable string) (Record, error) {
 	rec, err := s.decode(line, defaultTable)
 	if err != nil {
@@ -252,9 +260,16 @@ func scanRow(sc *scanner, t *Table, rec *Record) error {
 		seen    = seenBuf[:]
 		nbuf    [64]byte
 		ids     roleValues
+		slotBuf [16]slot
+		slots   []slot
 	)
 	if n := (len(c.cols) + 63) / 64; n > len(seen) {
 		seen = make([]uint64, n)
+	}
+	if len(c.cols) <= len(slotBuf) {
+		slots = slotBuf[:len(c.cols)]
+	} else {
+		slots = make([]slot, len(c.cols))
 	}
 	if sc.peek() == '}' {
 		sc.i++
@@ -280,8 +295,21 @@ func scanRow(sc *scanner, t *Table, rec *Record) error {
 				if c.unknown == unknownReject {
 					return &Error{Reason: ReasonUnknownColumn, Field: "row." + string(name), Offset: ks - 1, Detail: "field is not a column and unknown_fields is reject"}
 				}
+				vs := sc.i
 				if err := sc.value(2); err != nil {
 					return err
+				}
+				if c.extra >= 0 {
+					// The sink stores the unknown fields as one object, raw
+					// bytes in row order.
+					if rec.unknown == nil {
+						rec.unknown = append(rec.unknown, '{')
+					} else {
+						rec.unknown = append(rec.unknown, ',')
+					}
+					rec.unknown = append(rec.unknown, line[ks-1:ke+1]...)
+					rec.unknown = append(rec.unknown, ':')
+					rec.unknown = append(rec.unknown, line[vs:sc.i]...)
 				}
 			} else {
 				if seen[col>>6]&(1<<(col&63)) != 0 {
@@ -291,7 +319,7 @@ func scanRow(sc *scanner, t *Table, rec *Record) error {
 				if col == c.extra {
 					return &Error{Reason: ReasonBadColumn, Field: "row." + string(name), Offset: ks - 1, Detail: "column is reserved for unknown fields (unknown_fields: jsonb)"}
 				}
-				if err := scanColumn(sc, c, col, rec, &ids); err != nil {
+				if err := scanColumn(sc, c, col, rec, &ids, &slots[col]); err != nil {
 					return err
 				}
 			}
@@ -314,7 +342,11 @@ func scanRow(sc *scanner, t *Table, rec *Record) error {
 	if c.id >= 0 && ids.id == nil {
 		return &Error{Reason: ReasonMissingID, Field: "row." + c.cols[c.id].Name, Offset: start, Detail: "row has no id (or it is null)"}
 	}
-	ids.set(rec, c.key == c.id)
+	if rec.unknown != nil {
+		rec.unknown = append(rec.unknown, '}')
+		slots[c.extra].kind = vUnknown
+	}
+	ids.set(rec, c.key == c.id, slots, start)
 	return nil
 }
 
@@ -326,15 +358,29 @@ type roleValues struct {
 	keyEsc, idEsc bool   // the raw string has escapes
 }
 
-func (r *roleValues) set(rec *Record, same bool) {
-	var buf [128]byte
-	b := appendRole(buf[:0], r.key, r.keyEsc)
+// set makes the one allocation of a decoded line: the packed column values
+// (spans made relative to the row at rowStart), then Key, then ID.
+func (r *roleValues) set(rec *Record, same bool, slots []slot, rowStart int) {
+	var buf [512]byte
+	b := buf[:0]
+	for i := range slots {
+		s := &slots[i]
+		switch s.kind {
+		case vString, vNumber, vJSON:
+			s.start -= uint32(rowStart)
+			s.end -= uint32(rowStart)
+		}
+		b = s.appendTo(b)
+	}
+	nv := len(b)
+	b = appendRole(b, r.key, r.keyEsc)
 	n := len(b)
 	if r.id != nil && !same {
 		b = appendRole(b, r.id, r.idEsc)
 	}
 	all := string(b)
-	rec.Key = all[:n]
+	rec.vals = all[:nv]
+	rec.Key = all[nv:n]
 	rec.ID = all[n:]
 	if same {
 		rec.ID = rec.Key
@@ -351,8 +397,10 @@ func appendRole(dst, raw []byte, esc bool) []byte {
 	return append(dst, raw...)
 }
 
-// scanColumn scans the value at sc.i for column col and checks it.
-func scanColumn(sc *scanner, c *compiled, col int, rec *Record, ids *roleValues) error {
+// scanColumn scans the value at sc.i for column col, checks it and converts
+// it into v (spans are offsets in the line until set makes them relative to
+// the row).
+func scanColumn(sc *scanner, c *compiled, col int, rec *Record, ids *roleValues, v *slot) error {
 	line := sc.b
 	typ := c.cols[col].Type
 	vs := sc.i
@@ -409,18 +457,19 @@ func scanColumn(sc *scanner, c *compiled, col int, rec *Record, ids *roleValues)
 		if !isInt {
 			return fail("is not an integer (" + string(typ) + " accepts no fraction or exponent)")
 		}
-		v, ok := parseInt(line[s:e])
+		x, ok := parseInt(line[s:e])
 		switch {
 		case !ok:
 			return fail("is out of range for bigint")
-		case k == kInteger && (v < math.MinInt32 || v > math.MaxInt32):
+		case k == kInteger && (x < math.MinInt32 || x > math.MaxInt32):
 			return fail("is out of range for integer")
-		case k == kSmallint && (v < math.MinInt16 || v > math.MaxInt16):
+		case k == kSmallint && (x < math.MinInt16 || x > math.MaxInt16):
 			return fail("is out of range for smallint")
 		}
 		cs, ce = s, e
+		v.kind, v.n = vInt, uint64(x)
 		if col == c.time {
-			t, err := epochTime(v)
+			t, err := epochTime(x)
 			if err != nil {
 				return fail(err.Error())
 			}
@@ -444,9 +493,13 @@ func scanColumn(sc *scanner, c *compiled, col int, rec *Record, ids *roleValues)
 			if esc {
 				raw = unescape(nil, raw)
 			}
-			if !isUUID(raw) {
+			hi, lo, ok := parseUUID(raw)
+			if !ok {
 				return fail("is not a UUID")
 			}
+			v.kind, v.n, v.m = vUUID, hi, lo
+		} else {
+			v.kind, v.esc, v.start, v.end = vString, es, uint32(s), uint32(e)
 		}
 	case kBoolean:
 		switch ch {
@@ -454,7 +507,9 @@ func scanColumn(sc *scanner, c *compiled, col int, rec *Record, ids *roleValues)
 			if err := sc.lit("true"); err != nil {
 				return err
 			}
+			v.kind, v.n = vBool, 1
 		case 'f':
+			v.kind = vBool
 			if err := sc.lit("false"); err != nil {
 				return err
 			}
@@ -469,15 +524,19 @@ func scanColumn(sc *scanner, c *compiled, col int, rec *Record, ids *roleValues)
 		if err != nil {
 			return err
 		}
-		if !floatOK(line[s:e]) {
+		f, ok := parseFloat(line[s:e])
+		if !ok {
 			return fail("is out of range for double precision")
 		}
+		v.kind, v.n = vFloat, math.Float64bits(f)
 	case kNumeric:
 		switch {
 		case ch == '-' || ch >= '0' && ch <= '9':
-			if _, _, _, err := sc.num(); err != nil {
+			s, e, _, err := sc.num()
+			if err != nil {
 				return err
 			}
+			v.kind, v.start, v.end = vNumber, uint32(s), uint32(e)
 		case ch == '"':
 			s, e, es, err := sc.str()
 			if err != nil {
@@ -490,6 +549,7 @@ func scanColumn(sc *scanner, c *compiled, col int, rec *Record, ids *roleValues)
 			if !isNumericString(raw) {
 				return fail("is not a number or numeric string (numeric)")
 			}
+			v.kind, v.esc, v.start, v.end = vString, es, uint32(s), uint32(e)
 		default:
 			return fail("is not a number or numeric string (numeric)")
 		}
@@ -501,6 +561,7 @@ func scanColumn(sc *scanner, c *compiled, col int, rec *Record, ids *roleValues)
 		if sc.pgUnsafe {
 			return fail(`contains \u0000 or an unpaired surrogate, which PostgreSQL cannot store`)
 		}
+		v.kind, v.start, v.end = vJSON, uint32(vs), uint32(sc.i)
 	case kTimestamptz:
 		if ch != '"' && ch != '-' && (ch < '0' || ch > '9') {
 			return fail("is not an epoch number or RFC 3339 string (timestamptz)")
@@ -509,9 +570,11 @@ func scanColumn(sc *scanner, c *compiled, col int, rec *Record, ids *roleValues)
 			return err
 		}
 		if col != c.time { // the time field is parsed below, once
-			if _, err := ParseTime(line[vs:sc.i]); err != nil {
+			t, err := ParseTime(line[vs:sc.i])
+			if err != nil {
 				return fail("is not an epoch number or RFC 3339 string (timestamptz)")
 			}
+			v.setTime(t)
 		}
 	}
 
@@ -535,8 +598,15 @@ func scanColumn(sc *scanner, c *compiled, col int, rec *Record, ids *roleValues)
 			return fail(err.Error())
 		}
 		rec.Time = t
+		if c.kinds[col] == kTimestamptz {
+			v.setTime(t)
+		}
 	}
 	return nil
+}
+
+func (v *slot) setTime(t time.Time) {
+	v.kind, v.n, v.m = vTime, uint64(t.Unix()), uint64(t.Nanosecond())
 }
 
 // parseInt parses a JSON integer already validated by num, reporting false
@@ -565,15 +635,16 @@ func parseInt(b []byte) (int64, bool) {
 	return int64(u), true
 }
 
-// floatOK reports whether a JSON number is a finite float64 that did not
-// underflow to zero; PostgreSQL's float8 input rejects both cases.
-func floatOK(b []byte) bool {
+// parseFloat converts a JSON number, reporting false unless it is a finite
+// float64 that did not underflow to zero; PostgreSQL's float8 input rejects
+// both cases.
+func parseFloat(b []byte) (float64, bool) {
 	f, err := strconv.ParseFloat(string(b), 64)
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
-		return false
+		return 0, false
 	}
 	if math.IsInf(f, 0) {
-		return false
+		return 0, false
 	}
 	if f == 0 {
 		for _, c := range b {
@@ -581,11 +652,11 @@ func floatOK(b []byte) bool {
 				break
 			}
 			if c >= '1' && c <= '9' {
-				return false // non-zero mantissa underflowed
+				return 0, false // non-zero mantissa underflowed
 			}
 		}
 	}
-	return true
+	return f, true
 }
 
 // isNumericString accepts the PostgreSQL numeric input forms that are
@@ -632,37 +703,56 @@ func isNumericString(b []byte) bool {
 	return i == len(b)
 }
 
-// isUUID accepts 32 hex digits, either plain or hyphenated 8-4-4-4-12, in
+// parseUUID accepts 32 hex digits, either plain or hyphenated 8-4-4-4-12, in
 // either case, optionally in braces: forms PostgreSQL's uuid input accepts
-// and that other consumers commonly do too.
-func isUUID(b []byte) bool {
+// and that other consumers commonly do too. hi and lo are the 16 bytes,
+// big-endian.
+func parseUUID(b []byte) (hi, lo uint64, ok bool) {
 	if len(b) >= 2 && b[0] == '{' && b[len(b)-1] == '}' {
 		b = b[1 : len(b)-1]
 	}
+	var d [32]byte
 	switch len(b) {
 	case 32:
-		return allHex(b)
+		copy(d[:], b)
 	case 36:
-		return b[8] == '-' && b[13] == '-' && b[18] == '-' && b[23] == '-' &&
-			allHex(b[:8]) && allHex(b[9:13]) && allHex(b[14:18]) && allHex(b[19:23]) && allHex(b[24:])
+		if b[8] != '-' || b[13] != '-' || b[18] != '-' || b[23] != '-' {
+			return 0, 0, false
+		}
+		n := copy(d[:], b[:8])
+		n += copy(d[n:], b[9:13])
+		n += copy(d[n:], b[14:18])
+		n += copy(d[n:], b[19:23])
+		copy(d[n:], b[24:])
+	default:
+		return 0, 0, false
 	}
-	return false
-}
-
-func allHex(b []byte) bool {
+	// OR-ing table entries avoids a branch per character.
 	var bad uint8
-	for _, c := range b {
-		bad |= notHex[c]
+	for i, c := range d {
+		x := hexVal[c]
+		bad |= x
+		if i < 16 {
+			hi = hi<<4 | uint64(x&0xf)
+		} else {
+			lo = lo<<4 | uint64(x&0xf)
+		}
 	}
-	return bad == 0
+	return hi, lo, bad&0x80 == 0
 }
 
-// notHex[c] is 1 unless c is a hex digit; OR-ing table entries avoids a
-// branch per character.
-var notHex = func() (t [256]uint8) {
+// hexVal[c] is the value of hex digit c, or 0x80 for any other byte.
+var hexVal = func() (t [256]uint8) {
 	for i := range t {
-		if !(i >= '0' && i <= '9' || i >= 'a' && i <= 'f' || i >= 'A' && i <= 'F') {
-			t[i] = 1
+		switch {
+		case i >= '0' && i <= '9':
+			t[i] = uint8(i - '0')
+		case i >= 'a' && i <= 'f':
+			t[i] = uint8(i - 'a' + 10)
+		case i >= 'A' && i <= 'F':
+			t[i] = uint8(i - 'A' + 10)
+		default:
+			t[i] = 0x80
 		}
 	}
 	return t

@@ -3,6 +3,8 @@ package schema
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -329,37 +331,128 @@ func TestDecodeErrorMessage(t *testing.T) {
 	}
 }
 
-func TestAppendValues(t *testing.T) {
+// valueString renders a Value through the accessor of its column's type,
+// in the JSON form of the value, so that tests can compare with the row.
+func valueString(typ Type, v Value) string {
+	if v.Null() {
+		return "<null>"
+	}
+	switch typ {
+	case Bigint, Integer, Smallint:
+		return strconv.FormatInt(v.Int(), 10)
+	case Boolean:
+		return strconv.FormatBool(v.Bool())
+	case Double:
+		return strconv.FormatFloat(v.Float(), 'g', -1, 64)
+	case Text:
+		return strconv.Quote(string(v.Text()))
+	case Numeric:
+		return string(v.Numeric())
+	case UUID:
+		u := v.UUID()
+		return fmt.Sprintf("%x", u[:])
+	case JSONB:
+		return string(v.JSON())
+	case Timestamptz:
+		return v.Time().Format(time.RFC3339Nano)
+	}
+	return "?"
+}
+
+// TestValues checks the column values Decode carries for the Postgres
+// sink: every column in ColumnList order, null for absent and null ones,
+// and for unknown_fields: jsonb the unknown fields as one object of raw
+// bytes in row order. The values must survive the row being copied, as the
+// loader does.
+func TestValues(t *testing.T) {
 	s := testSchema(t)
 	tests := []struct {
 		table, row string
-		want       map[string]string // column -> raw value; absent = nil
+		want       map[string]string // column -> valueString; absent = null
 	}{
 		{"raw_item", goodRow, map[string]string{"billable": "1", "body": `"eJyN"`, "project_id": "1",
-			"timestamp": "1574948156", "uuid": `"bad3a155-585f-47cb-bc3e-51767d52c2a2"`, "version": "2"}},
-		{"raw_item", `{"project_id":1,"body":null,"x":{"y":1}}`, map[string]string{"project_id": "1"}},
+			"timestamp": "1574948156", "uuid": "bad3a155585f47cbbc3e51767d52c2a2", "version": "2"}},
+		{"raw_item", `{"project_id":1,"body":null,"x":{"y":1},"uuid":"bad3a155585f47cbbc3e51767d52c2a2"}`,
+			map[string]string{"project_id": "1", "uuid": "bad3a155585f47cbbc3e51767d52c2a2"}},
 		{"extra", `{"acct":"a","z":[1],"v":3,"\u0079":"q"}`, map[string]string{"acct": `"a"`, "v": "3", "rest": `{"z":[1],"\u0079":"q"}`}},
 		{"extra", `{"acct":"a"}`, map[string]string{"acct": `"a"`}},
+		{"typed", `{"k":"a\u00e9\/","b":-9223372036854775808,"i":-2147483648,"s":32767,"t":"x\ud83d\ude00","bo":false,` +
+			`"d":-1e-320,"n":"1.50\u0030","u":"{BAD3A155585F47CBBC3E51767D52C2A2}","j":{"a":[1,"\u00e9"]},` +
+			`"ts":"2019-11-28T14:35:56.123456789+01:00","tz":1574948156123}`,
+			map[string]string{"k": `"aé/"`, "b": "-9223372036854775808", "i": "-2147483648", "s": "32767", "t": `"x😀"`,
+				"bo": "false", "d": "-1e-320", "n": "1.500", "u": "bad3a155585f47cbbc3e51767d52c2a2", "j": `{"a":[1,"\u00e9"]}`,
+				"ts": "2019-11-28T13:35:56.123456789Z", "tz": "2019-11-28T13:35:56.123Z"}},
+		{"typed", `{"k":"a","n":-1.5e3,"bo":true,"d":0,"ts":null}`, map[string]string{"k": `"a"`, "n": "-1.5e3", "bo": "true", "d": "0"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.table+tt.row, func(t *testing.T) {
-			tbl, _ := s.Lookup(tt.table)
-			prefix := [][]byte{[]byte("keep")}
-			got, err := tbl.AppendValues(prefix, []byte(tt.row))
+			line := []byte(`{"table":"` + tt.table + `","row":` + tt.row + `}`)
+			rec, err := s.Decode(line, "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			cols := tbl.ColumnList()
-			if len(got) != 1+len(cols) || string(got[0]) != "keep" {
-				t.Fatalf("got %d values, want prefix + %d", len(got), len(cols))
-			}
-			for i, c := range cols {
-				want, ok := tt.want[c.Name]
-				if v := got[1+i]; (v == nil) == ok || string(v) != want {
-					t.Errorf("%s = %q, want %q (present %v)", c.Name, v, want, ok)
+			// The loader moves Row into its batch buffer and reuses the line.
+			rec.Row = bytes.Clone(rec.Row)
+			clear(line)
+			check := func(how string, rec Record) {
+				if !rec.HasValues() {
+					t.Fatalf("%s: no values", how)
+				}
+				for i, c := range rec.Table.ColumnList() {
+					want, ok := tt.want[c.Name]
+					if !ok {
+						want = "<null>"
+					}
+					if got := valueString(c.Type, rec.Value(i)); got != want {
+						t.Errorf("%s: %s = %s, want %s", how, c.Name, got, want)
+					}
 				}
 			}
+			check("Decode", rec)
+			tbl, _ := s.Lookup(tt.table)
+			again, err := tbl.DecodeRow(append([]byte(" "), rec.Row...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			check("DecodeRow", again)
+			if again.Key != rec.Key || again.ID != rec.ID || !again.Time.Equal(rec.Time) || !bytes.Equal(again.Row, rec.Row) {
+				t.Errorf("DecodeRow: key %q id %q time %v row %s; Decode: %q %q %v %s", again.Key, again.ID, again.Time, again.Row, rec.Key, rec.ID, rec.Time, rec.Row)
+			}
 		})
+	}
+	var none Record
+	if none.HasValues() || !none.Value(0).Null() {
+		t.Error("a Record not made by Decode has values")
+	}
+}
+
+// TestDecodeRowErrors checks that DecodeRow rejects what Decode rejects in
+// a row, with the same reasons, and offsets in the row.
+func TestDecodeRowErrors(t *testing.T) {
+	s := testSchema(t)
+	tbl, _ := s.Lookup("typed")
+	for _, tt := range []struct {
+		row    string
+		reason Reason
+		field  string
+	}{
+		{`{"k":"a","i":2147483648}`, ReasonBadColumn, "row.i"},
+		{`{"k":"a","t":"a\u0000"}`, ReasonBadColumn, "row.t"},
+		{`{"k":"a","t":`, ReasonMalformedJSON, ""},
+		{`{"k":"a"} x`, ReasonMalformedJSON, ""},
+		{`{"k":"a","t":"` + "\xff" + `"}`, ReasonInvalidUTF8, ""},
+		{`[1]`, ReasonRowNotObject, "row"},
+		{`{"i":1}`, ReasonMissingKey, "row.k"},
+		{`{"k":"a","k":"b"}`, ReasonDuplicateField, "row.k"},
+	} {
+		_, err := tbl.DecodeRow([]byte(tt.row))
+		var de *Error
+		if !errors.As(err, &de) || de.Reason != tt.reason || de.Field != tt.field {
+			t.Errorf("DecodeRow(%s) = %v, want %s on %q", tt.row, err, tt.reason, tt.field)
+		}
+	}
+	if _, err := (&Table{Name: "x"}).DecodeRow([]byte(`{}`)); err == nil {
+		t.Error("DecodeRow on a table outside a schema succeeded")
 	}
 }
 
@@ -426,8 +519,8 @@ func TestDecodeConcurrent(t *testing.T) {
 	}
 }
 
-// TestDecodeAllocs pins the allocation budget: Key and ID share one string,
-// nothing else is allocated per line.
+// TestDecodeAllocs pins the allocation budget: Key, ID and the column
+// values share one allocation, nothing else is allocated per line.
 func TestDecodeAllocs(t *testing.T) {
 	s := testSchema(t)
 	lines := benchLines(8, true)

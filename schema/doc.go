@@ -2,8 +2,9 @@
 // each line into a validated [Record]: which table, which account, which
 // record id and event time, and the row bytes to ship.
 //
-// It is a leaf package (standard library, plus pgx for identifier quoting)
-// so that the loader, both sinks, backfill, verify and the CLI can share it.
+// It is a leaf package (standard library, plus pgx for identifier quoting;
+// sonic in tests only) so that the loader, both sinks, backfill, verify and
+// the CLI can share it.
 //
 // # Pieces
 //
@@ -18,28 +19,39 @@
 //     ([Reasons] lists them all).
 //   - [Table.DDL] renders CREATE TABLE for `ingest migrate` and
 //     `ingest schema sql`; [Table.Identifier] gives the quoted table name.
-//   - [Table.AppendValues] gives the Postgres sink each column's raw JSON
-//     value, and [ParseTime] converts epoch or RFC 3339 values, so that the
-//     sink never decodes a row into a map.
+//   - [Record.Value] gives each column's value as Decode checked and
+//     converted it ([Value]), so that the one parse of a line feeds both
+//     sinks: Kafka takes Row, Key, ID and Time, PostgreSQL the values, and
+//     neither parses JSON again. [Table.DecodeRow] does the same for a row
+//     that did not come through Decode; [ParseTime] converts epoch or
+//     RFC 3339 values.
 //
 // # Decoding
 //
 // Every line is decoded on the hot path (~10k lines/s per API host, ~2.5 KB
 // each, and backfill replays archives as fast as the sinks allow), so
-// [Schema.Decode] does not build a map or any value per line. It is a small
-// hand-written validating tokenizer that walks the line once: member names
-// are compared as raw bytes (unescaped only when they contain a backslash),
-// configured columns are checked against their type as they are met, and
-// unknown fields are skipped after syntax checking. Long strings are
+// [Schema.Decode] does not build a map per line. It is a small hand-written
+// validating tokenizer that walks the line once: member names are compared
+// as raw bytes (unescaped only when they contain a backslash), configured
+// columns are checked against their type and converted as they are met,
+// and unknown fields are skipped after syntax checking. Long strings are
 // scanned with the vectorised bytes.IndexByte plus an 8-bytes-at-a-time
-// character check. The result aliases the line; only Key and ID are
-// allocated. Measured on the benchmark lines (BenchmarkDecode,
-// BenchmarkAlternatives), this full validation is about as fast as sonic's
-// ast.Searcher finding the account key alone (which does not validate what
-// it skips) and about three times as fast as sonic.Unmarshal into a struct;
-// only sonic.Valid, which checks syntax but neither UTF-8 nor types, is
-// faster. sonic serves instead as one of the independent oracles of
-// FuzzDecode, next to encoding/json.
+// character check. The result aliases the line; Key, ID and the column
+// values share one allocation.
+//
+// The project's choice for JSON is sonic; this tokenizer stays because it
+// is much faster for this job, measured on the same lines
+// (BenchmarkDecode against BenchmarkDecodeSonic, figures in
+// docs/benchmarks.md under "JSON decoding"): a decoder on sonic's fastest
+// fitting APIs (the JIT decoder with raw-message fields for the line, the
+// lazy ast pair iterator for the row, our type checks) costs about 3.4
+// times the CPU per line, and even the floor of any sonic decoder (raw
+// fields of a fixed struct, no type check, no duplicate detection) about
+// 1.4 times, over the 1.3 times the project accepts for a hand-made
+// replacement of a chosen package. sonic also lacks what Decode needs: it
+// keeps the last of duplicate members silently, and does not check UTF-8
+// in the values it skips. It serves instead as one of the independent
+// oracles of FuzzDecode, next to encoding/json.
 //
 // Decode accepts a subset of what encoding/json accepts (checked by
 // fuzzing), and rejects valid JSON that would fail later in PostgreSQL
@@ -50,6 +62,6 @@
 // # Column order
 //
 // Columns are ordered by name wherever an order matters (DDL,
-// [Table.ColumnList], [Table.AppendValues]): the config holds them in a map,
+// [Table.ColumnList], [Record.Value]): the config holds them in a map,
 // and name order is the same on every host, run and config reload.
 package schema

@@ -62,7 +62,7 @@ func ExampleTable_Validate() {
 	// key: "project_id" is not in columns
 }
 
-func ExampleTable_AppendValues() {
+func ExampleRecord_Value() {
 	s, err := schema.New(map[string]*schema.Table{
 		"events": {Key: "acct", UnknownFields: "jsonb:extra",
 			Columns: map[string]string{"acct": "text", "n": "integer", "extra": "jsonb"}},
@@ -70,19 +70,23 @@ func ExampleTable_AppendValues() {
 	if err != nil {
 		panic(err)
 	}
-	rec, err := s.Decode([]byte(`{"table":"events","row":{"acct":"a1","n":7,"color":"red"}}`), "")
-	if err != nil {
-		panic(err)
-	}
-	vals, err := rec.Table.AppendValues(nil, rec.Row)
+	rec, err := s.Decode([]byte(`{"table":"events","row":{"acct":"a\u00e91","n":7,"color":"red"}}`), "")
 	if err != nil {
 		panic(err)
 	}
 	for i, c := range rec.Table.ColumnList() {
-		fmt.Printf("%s %s = %s\n", c.Name, c.Type, vals[i])
+		v := rec.Value(i)
+		switch c.Type {
+		case schema.Text:
+			fmt.Printf("%s %s = %s\n", c.Name, c.Type, v.Text())
+		case schema.Integer:
+			fmt.Printf("%s %s = %d\n", c.Name, c.Type, v.Int())
+		case schema.JSONB:
+			fmt.Printf("%s %s = %s\n", c.Name, c.Type, v.JSON())
+		}
 	}
 	// Output:
-	// acct text = "a1"
+	// acct text = aé1
 	// extra jsonb = {"color":"red"}
 	// n integer = 7
 }

@@ -53,7 +53,7 @@ type Table struct {
 	//	reject          dead-letter the row (reason unknown_column).
 	//	jsonb:<column>  accept the row; the Postgres sink stores the unknown
 	//	                fields as one JSON object in <column>, which must be a
-	//	                jsonb column (see [Table.AppendUnknown]). A row may not
+	//	                jsonb column (see [Value.JSON]). A row may not
 	//	                carry that column itself.
 	UnknownFields string `yaml:"unknown_fields,omitempty"`
 	// DBStorage are PostgreSQL storage parameters of the table, which
