@@ -47,7 +47,8 @@ var (
 // checks the topics, and with the brokers unreachable that check waits for
 // a metadata timeout. One sink's outage must never stop the other, and that
 // includes an outage that began before `ingest run` did. The Kafka
-// pipelines wait in Submit until the sink is built; the attempts repeat
+// pipelines' batches wait in lazyKafka's queue until the sink is built
+// (Submit returns at once, so their lag stays visible); the attempts repeat
 // every kafkaRetryEvery until one succeeds; after a failed attempt the next
 // one waits until a bootstrap broker accepts a TCP connection (and, while
 // attempts still fail, for a doubling gap up to kafkaMaxGap), because
@@ -57,8 +58,8 @@ var (
 // topic ends the attempts and is reported on Fatal: waiting would not fix
 // them, and Run stops with it. Close stops the attempts and waits for them.
 func startKafka(ctx context.Context, cfg kafkasink.Config, log *slog.Logger) *lazyKafka {
-	// Run's ctx ending stops the attempts too: a pipeline waiting in
-	// Submit must not hold up the shutdown.
+	// Run's ctx ending stops the attempts too: batches waiting for the
+	// sink must not hold up the shutdown.
 	life, cancel := context.WithCancel(ctx)
 	k := &lazyKafka{
 		cfg: cfg, log: log, cancel: cancel,
