@@ -362,7 +362,12 @@ type roleValues struct {
 // (spans made relative to the row at rowStart), then Key, then ID.
 func (r *roleValues) set(rec *Record, same bool, slots []slot, rowStart int) {
 	var buf [512]byte
+	nv := len(slots) * slotSize
 	b := buf[:0]
+	if nv > len(buf) {
+		b = make([]byte, 0, nv+len(r.key)+len(r.id))
+	}
+	b = b[:nv]
 	for i := range slots {
 		s := &slots[i]
 		switch s.kind {
@@ -370,9 +375,8 @@ func (r *roleValues) set(rec *Record, same bool, slots []slot, rowStart int) {
 			s.start -= uint32(rowStart)
 			s.end -= uint32(rowStart)
 		}
-		b = s.appendTo(b)
+		s.put(b[i*slotSize:])
 	}
-	nv := len(b)
 	b = appendRole(b, r.key, r.keyEsc)
 	n := len(b)
 	if r.id != nil && !same {

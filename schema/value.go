@@ -138,15 +138,18 @@ type slot struct {
 // n, m.
 const slotSize = 1 + 1 + 4 + 4 + 8 + 8
 
-func (s *slot) appendTo(b []byte) []byte {
-	b = append(b, byte(s.kind), 0)
+// put packs s into p[:slotSize].
+func (s *slot) put(p []byte) {
+	p = p[:slotSize]
+	p[0] = byte(s.kind)
+	p[1] = 0
 	if s.esc {
-		b[len(b)-1] = 1
+		p[1] = 1
 	}
-	b = binary.LittleEndian.AppendUint32(b, s.start)
-	b = binary.LittleEndian.AppendUint32(b, s.end)
-	b = binary.LittleEndian.AppendUint64(b, s.n)
-	return binary.LittleEndian.AppendUint64(b, s.m)
+	binary.LittleEndian.PutUint32(p[2:], s.start)
+	binary.LittleEndian.PutUint32(p[6:], s.end)
+	binary.LittleEndian.PutUint64(p[10:], s.n)
+	binary.LittleEndian.PutUint64(p[18:], s.m)
 }
 
 // HasValues reports whether the record carries its column values, that is
