@@ -87,7 +87,7 @@ wait_line() {
 	return 1
 }
 
-# bench_start TABLE [TOPIC]: the work directory, the binary ($bin), a
+# bench_start TABLE [TOPIC [MORE_TOPICS...]]: the work directory, the binary ($bin), a
 # throwaway PostgreSQL (`ingest dev postgres`: pg_pid, pg_url) and Kafka
 # (`ingest dev kafka`: a real Apache Kafka broker, or librdkafka's mock with
 # BENCH_KAFKA=mock; BENCH_BROKERS brokers, TOPIC with BENCH_PARTITIONS
@@ -105,7 +105,9 @@ wait_line() {
 # '' = PostgreSQL's defaults); pg_desc says which, for the reports, along
 # with BENCH_PG_SETTINGS (extra `ingest dev postgres --set` values).
 bench_start() {
-	local table=$1 topic=${2:-$1}
+	local table=$1 topic=${2:-$1} t
+	local topic_flags=(--topic "$topic")
+	for t in "${@:3}"; do topic_flags+=(--topic "$t"); done
 	bench_workdir
 	bin="$work/ingest"
 	log "building $bin"
@@ -126,7 +128,7 @@ bench_start() {
 	*) die "BENCH_KAFKA must be real or mock" ;;
 	esac
 	log "starting Kafka: $kafka_desc (ingest dev kafka)"
-	"$bin" dev kafka "${kflags[@]}" --brokers "${BENCH_BROKERS:-1}" --topic "$topic" --partitions "${BENCH_PARTITIONS:-6}" \
+	"$bin" dev kafka "${kflags[@]}" --brokers "${BENCH_BROKERS:-1}" "${topic_flags[@]}" --partitions "${BENCH_PARTITIONS:-6}" \
 		>"$work/kafka.out" 2>"$work/kafka.log" &
 	kafka_pid=$!
 	bg_pids+=("$kafka_pid")
