@@ -1,8 +1,10 @@
 package dbsink
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
+	"log/slog"
 	"math"
 	"math/big"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/bytedance/sonic"
 	"github.com/jackc/pgx/v5/pgtype"
 
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/schema"
 )
@@ -224,4 +227,55 @@ func BenchmarkConvertSonicMap(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(rows)), "ns/row")
+}
+
+// TestPrepareTakesDecodedValues checks that the sink converts the values
+// the loader's Decode produced and parses no JSON itself: with the row's
+// structure broken after Decode (no byte of a value touched), a decoded
+// record still converts to the right values, while the same row in a record
+// made without Decode is parsed, and dead-lettered as malformed. No
+// PostgreSQL: prepare runs before any transaction.
+func TestPrepareTakesDecodedValues(t *testing.T) {
+	sch := mustSchema(t, map[string]*schema.Table{"t": {Key: "k", ID: "u", Columns: map[string]string{
+		"k": "bigint", "u": "uuid", "s": "text", "n": "numeric", "ts": "timestamptz", "j": "jsonb"}}})
+	tbl, _ := sch.Lookup("t")
+	line := []byte(`{"table":"t","row":{"k":-7,"u":"bad3a155-585f-47cb-bc3e-51767d52c2a2","s":"a\/b","n":"12.50","ts":1574948156123,"j":{"x":[1]}}}`)
+	decoded, err := sch.Decode(line, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := bytes.Clone(decoded.Row)
+	row[0], row[len(row)-1] = '[', ']' // an array now: any parse refuses it
+	decoded.Row = row
+	recs := []loader.Record{
+		{Record: decoded, Pos: loader.Position{Offset: 0}},
+		rawRecord(tbl, loader.Position{Offset: 100}, string(row)),
+	}
+	dl := &loadertest.Rejects{}
+	s := &Sink{tables: map[*schema.Table]*tableInfo{}, log: slog.New(slog.DiscardHandler)}
+	st, err := s.prepare(t.Context(), loader.NewBatch("s", loader.Position{}, loader.Position{Offset: 200}, recs, dl.Reject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dl.All(); len(got) != 1 || got[0].Pos.Offset != 100 || got[0].Reason != ReasonMalformedRow {
+		t.Fatalf("rejected %+v, want only the record made without Decode, as %s", got, ReasonMalformedRow)
+	}
+	if len(st.groups) != 1 || len(st.groups[0].recs) != 1 {
+		t.Fatalf("groups %+v, want one row", st.groups)
+	}
+	g := st.groups[0]
+	got := map[string]any{}
+	for c, col := range g.info.cols {
+		got[col.Name] = g.row(0)[c]
+	}
+	want := map[string]any{
+		"k": int64(-7), "u": uuid("bad3a155585f47cbbc3e51767d52c2a2"), "s": []byte("a/b"),
+		"n": pgtype.Numeric{Int: big.NewInt(1250), Exp: -2, Valid: true}, "ts": time.UnixMilli(1574948156123).UTC(),
+		"j": []byte(`{"x":[1]}`),
+	}
+	for name, w := range want {
+		if !equalValue(got[name], w) {
+			t.Errorf("%s = %#v, want %#v", name, got[name], w)
+		}
+	}
 }
