@@ -260,13 +260,14 @@ const stallSeen = 15 * time.Second
 // brokersDown is one outage: it takes the nodes ids down at once (down:
 // killAll or stopAll), keeps them down for d while checking what an
 // outage must look like from outside, restarts them, and waits until
-// Kafka acks again and /readyz is 200. While they are down, Kafka's checkpoint and its count of acked
-// records do not move (nothing can be acked without the brokers: produce
-// stalls rather than drop), PostgreSQL keeps loading, and /readyz is 503
-// naming kafka (when d is long enough). Acks of batches replicated just
-// before the kill may still land, so the held values are taken after a
-// grace period. It returns what the run logged from the kill until Kafka
-// acked again.
+// Kafka acks again and /readyz is 200. While they are down, Kafka's
+// checkpoint and its count of acked records do not move (nothing can be
+// acked without the brokers: produce stalls rather than drop), PostgreSQL
+// keeps loading, and /readyz is 503 naming kafka (when d is long enough).
+// Acks of batches replicated just before the nodes went down may still
+// land, so the held values are taken after a grace period. It returns
+// what the run logged from the moment they went down until Kafka acked
+// again.
 func (lr *loadRun) brokersDown(c *kafkaserver.Cluster, ids []int32, down func(*testing.T, *kafkaserver.Cluster, []int32), d time.Duration) string {
 	lr.t.Helper()
 	what := fmt.Sprintf("nodes %v down", ids)
