@@ -104,14 +104,20 @@ func (s *Sink) learnLimits(ctx context.Context, topics []string, all bool) {
 	if len(configs) == 0 {
 		return
 	}
-	var changed []string
+	// Only what is new is logged: the refresh reads every topic again
+	// every configRefreshEvery.
+	var changed, fresh []string
 	s.topicsMu.Lock()
 	for t, c := range configs {
 		if c.MaxMessageBytes > 0 {
 			s.limits[t] = c.MaxMessageBytes
 		}
-		if old, ok := s.configs[t]; ok && old != c {
+		switch old, ok := s.configs[t]; {
+		case !ok:
+			fresh = append(fresh, t)
+		case old != c:
 			changed = append(changed, t)
+			fresh = append(fresh, t)
 		}
 		s.configs[t] = c
 	}
@@ -122,7 +128,8 @@ func (s *Sink) learnLimits(ctx context.Context, topics []string, all bool) {
 		s.log.Info("kafkasink: topic config changed on the brokers; applied", "topic", t, "max.message.bytes", c.MaxMessageBytes,
 			"retention", c.Retention, "timestamp_before_max", c.TimestampBefore, "timestamp_after_max", c.TimestampAfter, "append_time", c.AppendTime)
 	}
-	for t, c := range configs {
+	for _, t := range fresh {
+		c := configs[t]
 		if c.MaxMessageBytes > 0 && fitBatch(c.MaxMessageBytes) < s.cfg.batchSize {
 			s.log.Info("kafkasink: topic limits the producer's batch size", "topic", t, "max.message.bytes", c.MaxMessageBytes, "batch_size", want)
 		}
