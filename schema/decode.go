@@ -11,7 +11,9 @@ import (
 
 // Record is one decoded offline line. Row aliases the line passed to
 // [Schema.Decode]: copy it before reusing the line's buffer. Key and ID are
-// independent strings.
+// independent strings. The column values ([Record.Value]) are kept as
+// offsets into Row, so they follow Row when it is re-pointed at a copy of
+// the same bytes.
 type Record struct {
 	// Table is the destination, from the schema passed to Decode.
 	Table *Table

@@ -192,7 +192,7 @@ func le64(s string) uint64 {
 
 // DecodeRow checks and converts a row object (a [Record.Row]) against t by
 // the rules of [Schema.Decode], for a record that did not come from Decode
-// (a tool, a test, a record kept across a schema reload): the returned
+// (a tool, a test): the returned
 // Record has Table, Row (row without surrounding whitespace), Key, ID, Time
 // and the column values. t must come from [New]. Errors are *[Error], with
 // offsets in row.
