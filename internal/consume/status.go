@@ -105,8 +105,9 @@ func Status(ctx context.Context, cfg *config.Config, o Options) ([]PartitionStat
 // answer, each group says so (DBError, KafkaError) and holds what the
 // other side told; when PostgreSQL does not answer and no group is
 // configured, the default group ([GroupOf]) stands for the groups that
-// cannot be listed. Without db.url or a real kafka.brokers nothing can be
-// consumed, and Groups returns nil without dialling anything.
+// cannot be listed, with no partitions (Kafka is not asked about a group
+// that may not exist). Without db.url or a real kafka.brokers nothing can
+// be consumed, and Groups returns nil without dialling anything.
 func Groups(ctx context.Context, cfg *config.Config) []GroupStatus {
 	if !cfg.DBEnabled() || !cfg.KafkaEnabled() || cfg.Kafka.Brokers == "embedded" {
 		return nil
@@ -120,11 +121,9 @@ func Groups(ctx context.Context, cfg *config.Config) []GroupStatus {
 		names = append(names, g)
 	}
 	if dbErr != nil && len(names) == 0 {
-		g, err := GroupOf(cfg, "")
-		if err != nil {
-			return []GroupStatus{{DBError: fmt.Sprintf("%v; and no group to show: %v", dbErr, err)}}
-		}
-		names = append(names, g)
+		g, _ := GroupOf(cfg, "") // "" when db.url names no database
+		return []GroupStatus{{Group: g, Partitions: []PartitionStatus{}, Lag: -1,
+			DBError: dbErr.Error() + "; the groups with checkpoints there are not known"}}
 	}
 	slices.Sort(names)
 	// A group without checkpoints is shown on the topics it would
@@ -170,8 +169,11 @@ func readCheckpoints(ctx context.Context, url string) (map[string]map[string]int
 	defer conn.Close(context.Background())
 	rows, err := conn.Query(ctx, `SELECT "sink", "stream", "offset" FROM `+pgx.Identifier{dbsink.CheckpointTable}.Sanitize()+
 		` WHERE starts_with("sink", $1)`, SinkName(""))
+	if isUndefinedTable(err) {
+		return nil, nil // never migrated: nothing was ever consumed into it
+	}
 	if err != nil {
-		return nil, checkpointQueryError(err)
+		return nil, fmt.Errorf("reading %s: %w", dbsink.CheckpointTable, err)
 	}
 	out := map[string]map[string]int64{}
 	for rows.Next() {
@@ -186,18 +188,17 @@ func readCheckpoints(ctx context.Context, url string) (map[string]map[string]int
 		}
 		out[g][stream] = off
 	}
-	if err := rows.Err(); err != nil {
-		return nil, checkpointQueryError(err)
+	if err := rows.Err(); isUndefinedTable(err) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", dbsink.CheckpointTable, err)
 	}
 	return out, nil
 }
 
-func checkpointQueryError(err error) error {
+func isUndefinedTable(err error) bool {
 	var pe *pgconn.PgError
-	if errors.As(err, &pe) && pe.Code == "42P01" {
-		return fmt.Errorf("no %s table in the database: run ingest migrate", dbsink.CheckpointTable)
-	}
-	return fmt.Errorf("reading %s: %w", dbsink.CheckpointTable, err)
+	return errors.As(err, &pe) && pe.Code == "42P01"
 }
 
 // splitStream is the inverse of [Stream].
@@ -216,7 +217,7 @@ func splitStream(s string) (topic string, partition int32, ok bool) {
 // group.
 func inspectGroup(ctx context.Context, cfg *config.Config, g *GroupStatus, cps map[string]int64, topics []string, down *error) {
 	fromCheckpoints := func() {
-		g.Partitions = nil
+		g.Partitions = []PartitionStatus{}
 		for s, off := range cps {
 			if t, p, ok := splitStream(s); ok && slices.Contains(topics, t) {
 				g.Partitions = append(g.Partitions, PartitionStatus{Topic: t, Partition: p, Checkpoint: off,
@@ -305,7 +306,7 @@ func kafkaPositions(ctx context.Context, cfg *config.Config, g *GroupStatus, cps
 }
 
 func kafkaPartitions(ctx context.Context, c *kafka.Consumer, g *GroupStatus, cps map[string]int64, topics []string) error {
-	var out []PartitionStatus
+	out := []PartitionStatus{}
 	for _, topic := range topics {
 		md, err := c.GetMetadata(&topic, false, timeoutMs(ctx, 10*time.Second))
 		if err != nil {
@@ -413,11 +414,17 @@ func WriteStatus(w io.Writer, group string, sts []PartitionStatus) error {
 func WriteGroup(w io.Writer, g GroupStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "group %s (checkpoints: sink %s in PostgreSQL)\n", g.Group, SinkName(g.Group))
+	// Drivers' errors span lines (pgx lists each address it tried); a
+	// table's line is one line.
+	oneLine := func(s string) string { return strings.Join(strings.Fields(s), " ") }
 	if g.DBError != "" {
-		fmt.Fprintf(tw, "PostgreSQL: %s (checkpoints unknown)\n", g.DBError)
+		fmt.Fprintf(tw, "PostgreSQL: %s (checkpoints unknown)\n", oneLine(g.DBError))
 	}
 	if g.KafkaError != "" {
-		fmt.Fprintf(tw, "Kafka: %s (committed offsets, ends and lag unknown)\n", g.KafkaError)
+		fmt.Fprintf(tw, "Kafka: %s (committed offsets, ends and lag unknown)\n", oneLine(g.KafkaError))
+	}
+	if len(g.Partitions) == 0 && (g.DBError != "" || g.KafkaError != "") {
+		return tw.Flush() // nothing known to tabulate
 	}
 	fmt.Fprintln(tw, "TOPIC\tPARTITION\tCHECKPOINT\tKAFKA COMMITTED\tEND\tLAG\tOLDEST UNLOADED")
 	num := func(v int64) string {
