@@ -23,6 +23,9 @@ of a stream's directory that the loader does not load (a name that is not
 rotatefile's and matches no pattern, a symlink, a sub-directory, a file it
 cannot open), with the reason and the fix.
 
+With --check it exits 1 while any stream has such entries, for monitoring:
+  ingest status --config ingest.yaml --check || alert
+
 Then, under CONSUMER GROUPS, each "ingest consume" group that has
 checkpoints in PostgreSQL (and the config's consume.group): per partition
 the checkpoint, Kafka's committed offset, the end, the lag in messages and
@@ -30,10 +33,7 @@ the age of the oldest message not loaded. When PostgreSQL or Kafka does not
 answer, the section says so and shows what the other told.
 
 --json prints one array: an element per stream ("stream": ...), then an
-element per consumer group ("consumer_group": ...).
-
-With --check it exits 1 while any stream has such entries, for monitoring:
-  ingest status --config ingest.yaml --check || alert`,
+element per consumer group ("consumer_group": ...).`,
 		Flags: append([]cli.Flag{configFlag(),
 			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
 			&cli.BoolFlag{Name: "check", Usage: "exit 1 while a stream has entries it does not load (ignored or unreadable files)"},
