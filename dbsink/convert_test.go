@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/big"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -104,9 +105,13 @@ func TestConverters(t *testing.T) {
 // sink's converter.
 func convertRaw(tb testing.TB, typ schema.Type, raw string) (any, error) {
 	tb.Helper()
-	sch := mustSchema(tb, map[string]*schema.Table{"t": {Key: "k", Columns: map[string]string{"k": "text", "c": string(typ)}}})
-	tbl, _ := sch.Lookup("t")
-	rec, err := tbl.DecodeRow([]byte(`{"k":"x","c":` + raw + `}`))
+	tbl, ok := convTables.Load(typ)
+	if !ok { // schema.New per call would be most of a fuzz run's time
+		sch := mustSchema(tb, map[string]*schema.Table{"t": {Key: "k", Columns: map[string]string{"k": "text", "c": string(typ)}}})
+		t, _ := sch.Lookup("t")
+		tbl, _ = convTables.LoadOrStore(typ, t)
+	}
+	rec, err := tbl.(*schema.Table).DecodeRow([]byte(`{"k":"x","c":` + raw + `}`))
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +121,9 @@ func convertRaw(tb testing.TB, typ schema.Type, raw string) (any, error) {
 	}
 	return conv(rec.Value(0)) // "c" sorts before "k"
 }
+
+// convTables holds convertRaw's one-column table per type.
+var convTables sync.Map
 
 func uuid(s string) pgtype.UUID {
 	b, err := hex.DecodeString(s)
