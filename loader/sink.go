@@ -60,9 +60,11 @@ type Batch struct {
 
 // Reject dead-letters record i, which the sink found it cannot store (e.g.
 // a value PostgreSQL refuses, or a message larger than the broker allows).
-// It returns once the dead letter is written; the sink must then leave the
-// record out and may acknowledge the rest of the batch. reason is a short
-// snake_case word used as a metric label.
+// It returns once the dead letter is written, and durable where the sink
+// keeps its own checkpoint ([CheckpointOwner]); otherwise the loader makes
+// it durable before its checkpoint passes the record. The sink must then
+// leave the record out and may acknowledge the rest of the batch. reason
+// is a short snake_case word used as a metric label.
 func (b *Batch) Reject(ctx context.Context, i int, reason, detail string) error {
 	if b.reject == nil {
 		return fmt.Errorf("loader: batch %d of %s has no dead-letter queue", b.Seq, b.Stream)
