@@ -70,9 +70,9 @@ type prange struct {
 type scanStats struct {
 	messages, otherTables, undecodable int64
 	// delivered counts, per partition, the messages of the range read;
-	// received those the consumer got from the broker (librdkafka's
-	// rxmsgs), prefetched ones past the range included; nil when its
-	// statistics did not come.
+	// received those the consumers got from the broker (librdkafka's
+	// rxmsgs), the batch past the range's end included; nil when the
+	// statistics of a partition did not come.
 	delivered, received map[int32]int64
 }
 

@@ -24,7 +24,7 @@ import (
 // with the rows' time field by the Kafka sink): verify of window B reads
 // each partition from B's first offset to C's first — B's messages and
 // none of C's, where it used to read to the end of the topic — and reports
-// what it read and what librdkafka fetched from the broker, prefetching
+// what it read and what librdkafka fetched from the broker, past B's end
 // included; it finds a row deleted from PostgreSQL inside B and ignores one
 // deleted in C; a window holding nothing on either side is "nothing to
 // compare" unless allowed. What it fetches of each partition is B's
@@ -35,8 +35,9 @@ import (
 func TestVerifyWindowReadsOnlyTheWindow(t *testing.T) {
 	const perWindow, batch = 3000, 100 // batch: the producer's batch.num.messages
 	e := newEnv(t, 0, 6)
-	// ~2 KB rows that lz4 cannot shrink much, as in production: what
-	// librdkafka prefetches past B's end is then a realistic figure.
+	// ~2 KB rows that lz4 cannot shrink much, as in production: a batch
+	// past B's end is then ~200 KB, and librdkafka's own prefetch would
+	// take the rest of each partition (it did: 2,000 fetched of 1,000).
 	rnd := make([]byte, 1500)
 	rand.Read(rnd)
 	e.body = base64.StdEncoding.EncodeToString(rnd)
