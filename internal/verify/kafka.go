@@ -71,8 +71,8 @@ type scanStats struct {
 	messages, otherTables, undecodable int64
 	// delivered counts, per partition, the messages of the range read;
 	// received those the consumers got from the broker (librdkafka's
-	// rxmsgs), the batch past the range's end included; nil when the
-	// statistics of a partition did not come.
+	// rxmsgs), the batch past the range's end included; -1 for a
+	// partition whose statistics did not come.
 	delivered, received map[int32]int64
 }
 
@@ -342,7 +342,6 @@ func (r *kafkaReader) scan(ctx context.Context, ranges []prange, visit func(acco
 		defer mu.Unlock()
 		visit(account, id)
 	}
-	unknown := false
 	var wg sync.WaitGroup
 	for range min(scanWorkers, len(todo)) {
 		wg.Add(1)
@@ -359,9 +358,6 @@ func (r *kafkaReader) scan(ctx context.Context, ranges []prange, visit func(acco
 				st.otherTables += ps.otherTables
 				st.undecodable += ps.undecodable
 				st.delivered[rg.partition] = ps.messages
-				if rx < 0 {
-					unknown = true
-				}
 				st.received[rg.partition] = rx
 				mu.Unlock()
 			}
@@ -370,9 +366,6 @@ func (r *kafkaReader) scan(ctx context.Context, ranges []prange, visit func(acco
 	wg.Wait()
 	if err := context.Cause(ctx); err != nil {
 		return st, err
-	}
-	if unknown {
-		st.received = nil
 	}
 	return st, nil
 }
@@ -391,10 +384,9 @@ func (r *kafkaReader) scanPartition(ctx context.Context, rg prange, visit func(a
 	if err := c.Assign([]kafka.TopicPartition{{Topic: &topic, Partition: rg.partition, Offset: rg.start}}); err != nil {
 		return st, -1, fmt.Errorf("kafka: assign %s[%d] at offset %d: %w", topic, rg.partition, rg.start, err)
 	}
-	var last *kafka.Stats
 	for done := false; !done; {
 		if err := ctx.Err(); err != nil {
-			return st, -1, fmt.Errorf("kafka: read %s[%d] unfinished at offset %d of %d..%d: %w", topic, rg.partition, rg.start+kafka.Offset(st.messages), rg.start, rg.end, context.Cause(ctx))
+			return st, -1, fmt.Errorf("kafka: read of %s[%d] offsets %d..%d unfinished after %d messages: %w", topic, rg.partition, rg.start, rg.end, st.messages, context.Cause(ctx))
 		}
 		switch ev := c.Poll(100).(type) {
 		case *kafka.Message:
@@ -413,8 +405,6 @@ func (r *kafkaReader) scanPartition(ctx context.Context, rg prange, visit func(a
 			r.message(ev, &st, visit)
 		case kafka.PartitionEOF:
 			done = ev.Offset >= rg.end
-		case *kafka.Stats:
-			last = ev
 		case kafka.Error:
 			if ev.IsFatal() {
 				return st, -1, fmt.Errorf("kafka: read %s[%d]: %w", topic, rg.partition, ev)
@@ -434,21 +424,25 @@ func (r *kafkaReader) scanPartition(ctx context.Context, rg prange, visit func(a
 	if err := c.Unassign(); err != nil {
 		return st, -1, fmt.Errorf("kafka: release %s[%d]: %w", topic, rg.partition, err)
 	}
-	return st, r.received(ctx, c, rg.partition, last), nil
+	return st, r.received(ctx, c, rg.partition), nil
 }
 
 // received returns librdkafka's rxmsgs for the partition from the second
 // statistics report after it was released: the first may predate the
 // release, and the second also counts a fetch that was in flight then.
-func (r *kafkaReader) received(ctx context.Context, c *kafka.Consumer, partition int32, last *kafka.Stats) int64 {
-	deadline := time.Now().Add(10 * statsInterval)
-	for n := 0; n < 2 && ctx.Err() == nil && time.Now().Before(deadline); {
+func (r *kafkaReader) received(ctx context.Context, c *kafka.Consumer, partition int32) int64 {
+	var last *kafka.Stats
+	// A generous deadline: a count from a report that predates the
+	// release would be short, and is reported unknown instead.
+	deadline := time.Now().Add(40 * statsInterval)
+	n := 0
+	for n < 2 && ctx.Err() == nil && time.Now().Before(deadline) {
 		if ev, ok := c.Poll(int(statsInterval.Milliseconds())).(*kafka.Stats); ok {
 			last, n = ev, n+1
 		}
 	}
-	if last == nil {
-		r.log.Debug("kafka: no consumer statistics; fetched count unknown", "partition", partition)
+	if n < 2 {
+		r.log.Warn("kafka: librdkafka's statistics did not come after the partition was released; its fetched count is unknown", "topic", r.table.Topic, "partition", partition, "reports", n)
 		return -1
 	}
 	var js struct {
