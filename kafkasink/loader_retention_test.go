@@ -2,6 +2,7 @@ package kafkasink_test
 
 import (
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -280,5 +281,55 @@ func TestRetentionRaisedWhileRunningApplies(t *testing.T) {
 	}, "Stats %+v: 1 delivered, 1 rejected", loadertest.Lazy(func() string { return fmt.Sprintf("%+v", s.Stats()) }))
 	if n := topicSize(t, c, topic); n != 1 {
 		t.Fatalf("topic holds %d messages, want the one record produced", n)
+	}
+}
+
+// BenchmarkLoaderEventTimeDeadLetters loads b.N lines through the loader
+// and the sink to a topic keeping an hour: "old" lines are 3 hours old and
+// all dead-lettered for their event time, "current" ones are delivered.
+// It reports lines/s from the loader's start to its Kafka checkpoint at
+// the end of the file. Real broker (shared): the topic's retention is read
+// with DescribeConfigs.
+//
+//	go test -run '^$' -bench LoaderEventTimeDeadLetters -benchtime 20000x ./kafkasink/
+func BenchmarkLoaderEventTimeDeadLetters(b *testing.B) {
+	for _, age := range []struct {
+		name string
+		d    time.Duration
+	}{{"old", 3 * time.Hour}, {"current", 0}} {
+		b.Run(age.name, func(b *testing.B) {
+			c := testenv.Broker(b)
+			topic := testenv.Topic(b, c, kafkaserver.TopicSpec{Partitions: 3, Configs: map[string]string{"retention.ms": "3600000"}})
+			spool := b.TempDir()
+			dir := filepath.Join(spool, loaderStream)
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				b.Fatal(err)
+			}
+			var text strings.Builder
+			now := time.Now()
+			body := strings.Repeat("x", 200)
+			for seq := range b.N {
+				fmt.Fprintf(&text, `{"table":"events","row":{"acct":"acct-%d","seq":%d,"ts":%d,"body":%q}}`+"\n", seq%7, seq, now.Add(-age.d).UnixMilli(), body)
+			}
+			if err := os.WriteFile(filepath.Join(dir, rotatefile.FileName(1, now, ".ndjson")), []byte(text.String()), 0o640); err != nil {
+				b.Fatal(err)
+			}
+			sink := newSink(b, c, kafkasink.Config{Topics: []string{topic}, Logger: slog.New(slog.DiscardHandler)})
+			b.ResetTimer()
+			start := time.Now()
+			run := loadertest.Start(b, loader.Config{Dir: spool, Schema: testSchema(b, map[string]string{"events": topic}),
+				Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry()}, loader.SinkSpec{Sink: sink, MaxInFlight: 4})
+			end := loadertest.StreamEnd(b, spool, loaderStream)
+			testenv.Eventually(b, 10*time.Minute, func() bool { return run.Position(loaderStream, "kafka") == end }, "the Kafka checkpoint at the end")
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "lines/s")
+			b.StopTimer()
+			st := sink.Stats()
+			if age.d > 0 && st.Rejected != int64(b.N) || age.d == 0 && st.Rejected != 0 {
+				b.Fatalf("Stats %+v after %d %s lines", st, b.N, age.name)
+			}
+			if err := run.Stop(); err != nil {
+				b.Fatal(err)
+			}
+		})
 	}
 }
