@@ -187,9 +187,16 @@ func TestCrashAtRandomPointsLosesAndDuplicatesNothing(t *testing.T) {
 		return len(files), 0
 	}
 
-	ctx := testenv.Context(t, 3*time.Minute)
+	// Generous: each kill costs a PostgreSQL restart with crash recovery,
+	// which on a loaded 2-core machine took most of 3 minutes once.
+	ctx := testenv.Context(t, 6*time.Minute)
 	stopKiller := make(chan struct{})
 	killerDone := make(chan struct{})
+	var stopOnce sync.Once
+	// stop is deferred too: a t.Fatal in the loop below must not leave the
+	// killer running past the test, where its t.Errorf would panic.
+	stop := func() { stopOnce.Do(func() { close(stopKiller) }); <-killerDone }
+	defer stop()
 	var kills int
 	go func() {
 		defer close(killerDone)
@@ -274,8 +281,7 @@ func TestCrashAtRandomPointsLosesAndDuplicatesNothing(t *testing.T) {
 		}
 		s.Close()
 	}
-	close(stopKiller)
-	<-killerDone
+	stop()
 	if srv.PID() == 0 {
 		if err := srv.Start(ctx); err != nil {
 			t.Fatal(err)
