@@ -79,7 +79,9 @@
 // partitions read at once. On a topic of the sink's batches at volume
 // that costs nothing (a whole-topic verify was 1.46x faster than with
 // librdkafka's prefetch, the partitions now read in parallel); on a topic
-// of 10-record batches it read at 0.48x (docs/benchmarks.md). Reading
+// of 10-record batches it read at 0.48x, of 1-record batches (what the
+// sink writes for a partition getting less than a record per linger.ms)
+// at ~0.07x (docs/benchmarks.md). Reading
 // with the prefetch while far from the end and one batch at a time near
 // it would not keep the bound: the switch, a pause or a new consumer,
 // discards what the prefetch queued, and the next read fetches it again,
