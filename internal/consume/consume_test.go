@@ -110,6 +110,10 @@ func TestPoisonMessagesDeadLettered(t *testing.T) {
 		{topic: e.items, table: "items", account: 3, value: `{"account":3,"id":"abc","ts":1}`, recordID: "p2"},    // 41: bad id
 		{topic: e.items, table: "nosuch", account: 3, value: `{"account":3,"id":99,"ts":1}`, recordID: "p3"},      // 42: unknown table
 		{topic: e.items, table: "items", account: 3, value: `{"account":3,"id":98,"ts":1},"x":1`, recordID: "p4"}, // 43: smuggled member
+		// 44: a second "row" after the value: the line would be valid JSON
+		// whose last row is another item, so the decoder's row must be the
+		// whole value.
+		{topic: e.items, table: "items", account: 3, value: `{"account":3,"id":97,"ts":1},"row":{"account":3,"id":96,"ts":1}`, recordID: "p5"},
 	}
 	ms = append(ms, poison...)
 	for i := int64(41); i <= 80; i++ {
@@ -125,8 +129,8 @@ func TestPoisonMessagesDeadLettered(t *testing.T) {
 		n, err := tryInt(e.pg, "SELECT count(*) FROM items")
 		return err == nil && n == 80
 	}, "80 items loaded")
-	testenv.Eventually(t, 30*time.Second, func() bool { return checkpoint(t, e, "poison", e.items, 0) == 84 },
-		"checkpoint at offset 84 (past every message)")
+	testenv.Eventually(t, 30*time.Second, func() bool { return checkpoint(t, e, "poison", e.items, 0) == 85 },
+		"checkpoint at offset 85 (past every message)")
 	if err := r.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -137,11 +141,11 @@ func TestPoisonMessagesDeadLettered(t *testing.T) {
 	}
 
 	ctx := testenv.Context(t, time.Minute)
-	dl, err := e.kb.Consume(ctx, e.items+".dlq", 4)
+	dl, err := e.kb.Consume(ctx, e.items+".dlq", 5)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[int64]string{40: "malformed_json", 41: "bad_id", 42: "unknown_table", 43: "malformed_json"}
+	want := map[int64]string{40: "malformed_json", 41: "bad_id", 42: "unknown_table", 43: "malformed_json", 44: "malformed_json"}
 	for _, m := range dl {
 		h := map[string]string{}
 		for _, x := range m.Headers {
@@ -149,7 +153,7 @@ func TestPoisonMessagesDeadLettered(t *testing.T) {
 		}
 		off, _ := strconv.ParseInt(h[consume.HeaderOffset], 10, 64)
 		if h[consume.HeaderTopic] != e.items || h[consume.HeaderPartition] != "0" || want[off] == "" {
-			t.Errorf("dead letter with headers %v: want topic %s partition 0 and one of offsets 40-43", h, e.items)
+			t.Errorf("dead letter with headers %v: want topic %s partition 0 and one of offsets 40-44", h, e.items)
 			continue
 		}
 		if h[consume.HeaderReason] != want[off] || h[consume.HeaderDetail] == "" {
@@ -163,8 +167,8 @@ func TestPoisonMessagesDeadLettered(t *testing.T) {
 	if len(want) > 0 {
 		t.Errorf("offsets not dead-lettered: %v", want)
 	}
-	if got := r.metric(t, "ingest_consume_dead_letters_total"); got != 4 {
-		t.Errorf("ingest_consume_dead_letters_total = %v, want 4", got)
+	if got := r.metric(t, "ingest_consume_dead_letters_total"); got != 5 {
+		t.Errorf("ingest_consume_dead_letters_total = %v, want 5", got)
 	}
 
 	sts, err := consume.Status(ctx, e.cfg, consume.Options{Group: "poison"})
@@ -174,9 +178,9 @@ func TestPoisonMessagesDeadLettered(t *testing.T) {
 	for _, st := range sts {
 		want := consume.PartitionStatus{Topic: st.Topic, Checkpoint: -1, KafkaCommitted: -1}
 		if st.Topic == e.items {
-			want.Checkpoint, want.KafkaCommitted, want.End = 84, 84, 84
+			want.Checkpoint, want.KafkaCommitted, want.End = 85, 85, 85
 		}
-		if st.KafkaCommitted == -1 && want.KafkaCommitted == 84 {
+		if st.KafkaCommitted == -1 && want.KafkaCommitted == 85 {
 			// Kafka's commit runs in the background (auto.commit.interval.ms)
 			// and may not have happened before the consumer left.
 			want.KafkaCommitted = -1
