@@ -64,25 +64,30 @@
 //
 // verify receives, per partition, the range plus the rest of the batch
 // holding the range's last offset (part of the window's fetch) plus at
-// most one more batch: that is "one batch" in [PartitionRead.Fetched]'s
-// bound. (Records of the first batch before the range's start are
-// dropped by librdkafka uncounted.) Each partition is read by a consumer
-// of its own that asks for one byte per fetch, which the broker answers
-// with exactly one batch, and that fetches again only when everything it
-// received was handed over. When the range's last offset is handed over,
-// the one fetch that may have left as its queue emptied is the one more
-// batch; the partition is paused and released before the queue is read
-// again (if that batch arrives after the pause, librdkafka drops it
-// unread and it is not in the count).
+// most one more fetch: the next batch whole, whatever its size, or as
+// many small batches as fit in 64 KiB from its start. That is "one
+// fetch" in [PartitionRead.Fetched]'s bound; batches of the sink at
+// volume (up to 1 MB) come one per fetch, so there it is one batch.
+// (Records of the first batch before the range's start are dropped by
+// librdkafka uncounted.) Each partition is read by a consumer of its own
+// that asks for 64 KiB per fetch, which the broker answers with whole
+// batches up to that size (the first one whole even if larger), and that
+// fetches again only when everything it received was handed over. When
+// the range's last offset is handed over, either batches past it from
+// the same fetch are still queued, and dropped, or the queue is empty
+// and the one fetch that may have left then is the one more fetch; the
+// partition is paused and released before the queue is read again (if
+// that fetch arrives after the pause, librdkafka drops it unread and it
+// is not in the count).
 //
-// The price is a round trip per batch and partition, with up to four
-// partitions read at once. On a topic of the sink's batches at volume
-// that costs nothing (a whole-topic verify was 1.46x faster than with
-// librdkafka's prefetch, the partitions now read in parallel); on a topic
-// of 10-record batches it read at 0.48x, of 1-record batches (what the
-// sink writes for a partition getting less than a record per linger.ms)
-// at ~0.07x (docs/benchmarks.md). Reading
-// with the prefetch while far from the end and one batch at a time near
+// The price is a round trip per fetch and partition, with up to four
+// partitions read at once. Asking for one byte per fetch (one batch per
+// round trip) read a topic of 1-record batches, what the sink writes for
+// a partition getting less than a record per linger.ms, at ~1,000
+// messages/s, ~14x slower than librdkafka's prefetch; 64 KiB brings
+// dozens of such batches per round trip (docs/benchmarks.md has the
+// figures for the sink's batches, 10-record and 1-record batches). Reading
+// with the prefetch while far from the end and one fetch at a time near
 // it would not keep the bound: the switch, a pause or a new consumer,
 // discards what the prefetch queued, and the next read fetches it again,
 // counted twice; how far a byte-bounded fetch reaches in offsets is only

@@ -71,7 +71,7 @@ type scanStats struct {
 	messages, otherTables, undecodable int64
 	// delivered counts, per partition, the messages of the range read;
 	// received those the consumers got from the broker (librdkafka's
-	// rxmsgs), the batch past the range's end included; -1 for a
+	// rxmsgs), the fetch past the range's end included; -1 for a
 	// partition whose statistics did not come.
 	delivered, received map[int32]int64
 }
@@ -83,7 +83,7 @@ var groupSeq atomic.Int64
 const statsInterval = 50 * time.Millisecond
 
 // scanWorkers is how many partitions are read at once, each by its own
-// consumer: one batch per round trip and partition is slow for a topic
+// consumer: one fetch per round trip and partition is slow for a topic
 // of small batches unless partitions overlap their round trips.
 const scanWorkers = 4
 
@@ -277,28 +277,42 @@ func (r *kafkaReader) readsPastEnd() []prange {
 	return out
 }
 
-// fetchConfig makes a consumer receive one record batch per fetch and
-// fetch only when everything it received was handed over, so that what
-// it receives past a range's end is bounded by batches, not by
-// librdkafka's prefetch (see the package doc, "What a read fetches"):
-//   - max.partition.fetch.bytes=1: the broker answers a fetch with the
-//     first record batch at the offset asked for, whole, whatever its size
-//     (KIP-74), and nothing after it. That holds for the first partition of
+// fetchBytes is what a partition's consumer asks for per fetch
+// (max.partition.fetch.bytes). It bounds what a read receives past a
+// range's end to one fetch: the next record batch whole, whatever its
+// size, or the small batches that fit in fetchBytes. One byte (one batch
+// per fetch) read a topic of 1-record batches, which the sink writes for
+// a partition getting under a record per linger.ms, at ~1,000 messages/s:
+// a round trip per record. 64 KiB brings ~60 such batches of 1 KB rows
+// per round trip while the sink's batches at volume (up to 1 MB) still
+// come one per fetch (docs/benchmarks.md has the figures).
+const fetchBytes = 64 << 10
+
+// fetchConfig makes a consumer receive at most fetchBytes of record
+// batches per fetch and fetch only when everything it received was
+// handed over, so that what it receives past a range's end is bounded by
+// one fetch, not by librdkafka's prefetch (see the package doc, "What a
+// read fetches"):
+//   - max.partition.fetch.bytes=fetchBytes: the broker answers a fetch
+//     with the record batches at the offset asked for up to that many
+//     bytes, the first one whole whatever its size (KIP-74); librdkafka
+//     drops a batch the limit cut. That holds for the first partition of
 //     a fetch only, hence one consumer per partition; librdkafka would
 //     also double the size for a partition answered with a cut batch.
 //   - queued.min.messages=1: librdkafka fetches again only when its queue
-//     is empty, so nothing lies in it unread when the range's last offset
-//     is handed over, and the fetch that may leave then is the one batch
-//     past the range that the bound allows.
+//     is empty, so when the range's last offset is handed over either
+//     the rest of its fetch is still queued (and dropped at the pause) or
+//     the queue is empty and the fetch that may leave then is the one
+//     fetch past the range that the bound allows; never both.
 //   - fetch.queue.backoff.ms=1: how soon it checks again whether the queue
-//     emptied (the default, 1 s, would idle between batches).
+//     emptied (the default, 1 s, would idle between fetches).
 //   - fetch.wait.max.ms: a fetch at the high watermark waits for new
 //     records this long; a range never reads up to it, but a topic
 //     written while verify reads must not hold a read that is done.
 func fetchConfig(base kafka.ConfigMap) *kafka.ConfigMap {
 	cm := cloneConfig(base)
 	for k, v := range map[string]kafka.ConfigValue{
-		"max.partition.fetch.bytes": 1,
+		"max.partition.fetch.bytes": fetchBytes,
 		"queued.min.messages":       1,
 		"fetch.queue.backoff.ms":    1,
 		"fetch.wait.max.ms":         100,
@@ -413,7 +427,7 @@ func (r *kafkaReader) scanPartition(ctx context.Context, rg prange, visit func(a
 		}
 	}
 	// Stop fetching before the queue is polled again: a fetch that left
-	// when it emptied is the one batch past the range the bound allows,
+	// when it emptied is the one fetch past the range the bound allows,
 	// but each poll that empties it again could send another. Pause marks
 	// what is queued stale at once and reaches the thread that fetches
 	// directly; the release goes through the consumer's main thread.

@@ -107,7 +107,8 @@ type PartitionRead struct {
 	// Fetched counts the messages the consumer received from the broker
 	// for the partition in the first pass (librdkafka's rxmsgs): Read plus
 	// the rest of the record batch holding End-1 plus at most one more
-	// batch (see the package doc, "What a read fetches"). -1 when its
+	// fetch: the next batch, or up to 64 KiB of small batches (see the
+	// package doc, "What a read fetches"). -1 when its
 	// statistics did not come.
 	Fetched int64 `json:"fetched"`
 	// PastEndRead counts messages read in [End, HighWatermark) because

@@ -28,16 +28,19 @@ import (
 // included; it finds a row deleted from PostgreSQL inside B and ignores one
 // deleted in C; a window holding nothing on either side is "nothing to
 // compare" unless allowed. What it fetches of each partition is B's
-// messages plus at most one record batch past B's end, with the batches
-// read from the broker's log. Real broker: the window is found by Kafka's
+// messages plus the rest of the batch holding B's last offset plus at
+// most one fetch (one batch, or verify.FetchBytes of small ones), with
+// the batches read from the broker's log. Real broker: the window is found by Kafka's
 // OffsetsForTimes, which the mock cluster answers with "end", and only a
 // broker has a log to read batches from.
 func TestVerifyWindowReadsOnlyTheWindow(t *testing.T) {
 	const perWindow, batch = 3000, 100 // batch: the producer's batch.num.messages
 	e := newEnv(t, 0, 6)
-	// ~2 KB rows that lz4 cannot shrink much, as in production: a batch
-	// past B's end is then ~200 KB, and librdkafka's own prefetch would
-	// take the rest of each partition (it did: 2,000 fetched of 1,000).
+	// ~2 KB rows; all share this body, so lz4 shrinks a batch to ~6 KB and
+	// one fetch of verify.FetchBytes past B's end brings several batches,
+	// which the allowance counts from the log. librdkafka's own prefetch
+	// would take the rest of each partition (it did: 2,000 fetched of
+	// 1,000).
 	rnd := make([]byte, 1500)
 	rand.Read(rnd)
 	e.body = base64.StdEncoding.EncodeToString(rnd)
@@ -62,28 +65,37 @@ func TestVerifyWindowReadsOnlyTheWindow(t *testing.T) {
 	}
 
 	// The allowance past B's end, per partition: the rest of the batch
-	// holding B's last offset (B's fetch), then one whole batch, which
-	// the producer's batch.num.messages caps.
-	batches := map[int32][]recordBatch{}
+	// holding B's last offset (B's fetch), then one fetch of
+	// verify.FetchBytes from the next batch: that batch whole whatever its
+	// size, and the batches after it that end within FetchBytes of its
+	// start (or within it, when it is larger). Each batch holds at most
+	// the producer's batch.num.messages.
+	batches, nextBytes := map[int32][]recordBatch{}, map[int32]int64{}
 	pastEnd := func(p int32, end int64) int64 {
 		t.Helper()
 		if batches[p] == nil {
 			batches[p] = readBatches(t, testenv.Broker(t), e.topic, p)
 		}
-		for i, b := range batches[p] {
+		bs := batches[p]
+		for i, b := range bs {
 			if b.first <= end-1 && end-1 <= b.last {
 				allow := b.last - (end - 1)
-				if i+1 < len(batches[p]) {
-					next := batches[p][i+1]
-					if next.count() > batch {
-						t.Fatalf("partition %d: batch %+v holds more than batch.num.messages=%d", p, next, batch)
+				if i+1 == len(bs) {
+					return allow
+				}
+				nextBytes[p] = bs[i+1].bytes
+				reach := max(int64(verify.FetchBytes), bs[i+1].bytes)
+				for size, j := int64(0), i+1; j < len(bs) && size+bs[j].bytes <= reach; j++ {
+					if bs[j].count() > batch {
+						t.Fatalf("partition %d: batch %+v holds more than batch.num.messages=%d", p, bs[j], batch)
 					}
-					allow += next.count()
+					size += bs[j].bytes
+					allow += bs[j].count()
 				}
 				return allow
 			}
 		}
-		t.Fatalf("partition %d: no batch holds offset %d: %+v", p, end-1, batches[p])
+		t.Fatalf("partition %d: no batch holds offset %d: %+v", p, end-1, bs)
 		return 0
 	}
 
@@ -97,7 +109,7 @@ func TestVerifyWindowReadsOnlyTheWindow(t *testing.T) {
 		for _, p := range rep.Reads {
 			// Read: B exactly (within one batch of it if the window's
 			// offsets were off by a batch); Fetched: a real count from the
-			// broker, at least what was read, and at most one batch past
+			// broker, at least what was read, and at most one fetch past
 			// B's end (the batch holding B's last offset is B's).
 			allow := pastEnd(p.Partition, p.End)
 			allowed[p.Partition] = allow
@@ -107,7 +119,7 @@ func TestVerifyWindowReadsOnlyTheWindow(t *testing.T) {
 			}
 			fetched += p.Fetched
 		}
-		t.Logf("window B (%d messages): fetched %d (allowed past the end, per partition: %v): %+v", perWindow, fetched, allowed, rep.Reads)
+		t.Logf("window B (%d messages): fetched %d (allowed past the end, per partition: %v; bytes of the batch after the end's: %v): %+v", perWindow, fetched, allowed, nextBytes, rep.Reads)
 		if rep.Messages != perWindow || t.Failed() {
 			t.Fatalf("window B: %d messages read, %d fetched; the window holds %d", rep.Messages, fetched, perWindow)
 		}
@@ -216,8 +228,8 @@ func TestVerifyAppendTimeTopicIsReadWhole(t *testing.T) {
 }
 
 // recordBatch is one record batch of a partition's log: offsets
-// first..last.
-type recordBatch struct{ first, last int64 }
+// first..last, and its size in the log (what a fetch counts).
+type recordBatch struct{ first, last, bytes int64 }
 
 func (b recordBatch) count() int64 { return b.last - b.first + 1 }
 
@@ -247,7 +259,7 @@ func readBatches(t *testing.T, c *kafkaserver.Cluster, topic string, partition i
 				t.Fatalf("%s at %d: message format %d, want 2", seg, pos, magic)
 			}
 			delta := int64(binary.BigEndian.Uint32(data[pos+23:]))
-			out = append(out, recordBatch{first: base, last: base + delta})
+			out = append(out, recordBatch{first: base, last: base + delta, bytes: int64(12 + length)})
 			pos += 12 + length
 		}
 	}
