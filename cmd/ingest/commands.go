@@ -17,6 +17,7 @@ import (
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/gen"
 	"github.com/dualwrite/ingest/internal/runner"
+	"github.com/dualwrite/ingest/internal/sinks"
 	"github.com/dualwrite/ingest/rotatefile"
 	"github.com/urfave/cli/v2"
 )
@@ -204,12 +205,12 @@ func migrateCommand() *cli.Command {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			db, err := dbsink.New(ctx, dbsink.Config{URL: cfg.DB.URL, Schema: sch, Name: runner.SinkDB})
+			set, err := sinks.Build(ctx, cfg, sch, sinks.Options{Mode: sinks.ReadOnly, Kinds: []string{config.SinkDB}})
 			if err != nil {
 				return err
 			}
-			defer db.Close()
-			if err := db.Migrate(ctx); err != nil {
+			defer set.Close()
+			if err := set.DB.Migrate(ctx); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.App.Writer, "migrated %d table(s) and the checkpoint table\n", len(sch.Tables()))

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 
+	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/demo"
 	"github.com/dualwrite/ingest/internal/pgserver"
+	"github.com/dualwrite/ingest/internal/runner"
 	"github.com/urfave/cli/v2"
 )
 
@@ -32,7 +35,12 @@ append-to-acknowledgement latency. Exits 0 only if every check passes.`,
 			}
 			ctx, stop := signalContext()
 			defer stop()
-			err := demo.Run(ctx, demo.Options{Duration: c.Duration("duration"), Rate: c.Float64("rate"), Keep: c.Bool("keep"), Out: c.App.Writer, Logger: log})
+			err := demo.Run(ctx, demo.Options{Duration: c.Duration("duration"), Rate: c.Float64("rate"), Keep: c.Bool("keep"), Out: c.App.Writer, Logger: log,
+				Load: func(ctx context.Context, cfg *config.Config, o demo.LoadOptions) error {
+					return runner.Run(ctx, cfg, runner.Options{
+						ConfigPath: o.ConfigPath, Logger: o.Logger, Registry: o.Registry, WrapSink: o.WrapSink, Started: o.Started,
+					})
+				}})
 			if errors.Is(err, pgserver.ErrNotInstalled) {
 				return errors.New("the demo starts a throwaway PostgreSQL from the installed server binaries, which are missing.\n" +
 					"Install them with:  apt-get install -y postgresql   (or set PG_BIN to a directory holding initdb and postgres)")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/gen"
+	"github.com/dualwrite/ingest/internal/sinks"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/rotatefile"
@@ -26,8 +27,8 @@ import (
 // the Kafka sink: docs/operations.md ("The guarantees, in short") states
 // that after a kill -9 only those batches are produced again, so the
 // documented bound per restart is kill9KafkaInFlight × batch.max_records
-// records.
-const kill9KafkaInFlight = 4
+// records. It is the loader's own setting, so the bound follows it.
+const kill9KafkaInFlight = sinks.LiveKafkaInFlight
 
 // kill9Seed is the environment variable that replays a run's kill points.
 const kill9Seed = "INGEST_KILL_SEED"

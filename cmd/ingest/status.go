@@ -7,9 +7,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/consume"
 	"github.com/dualwrite/ingest/internal/inspect"
-	"github.com/dualwrite/ingest/internal/runner"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/urfave/cli/v2"
 )
@@ -49,7 +49,7 @@ element per consumer group ("consumer_group": ...).`,
 			if err != nil {
 				return usageError{err}
 			}
-			lc := runner.LoaderConfig(cfg, sch, nil, nil)
+			lc := config.LoaderConfig(cfg, sch, nil, nil)
 			sinks, closeSinks, err := inspect.Checkpoints(ctx, cfg, sch)
 			defer closeSinks()
 			if err != nil {

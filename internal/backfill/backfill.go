@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,9 +18,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dualwrite/ingest/dbsink"
 	"github.com/dualwrite/ingest/internal/config"
-	"github.com/dualwrite/ingest/internal/runner"
+	"github.com/dualwrite/ingest/internal/sinks"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/schema"
@@ -68,7 +68,7 @@ type Options struct {
 	// Stream names the stream of every file; default: each file's
 	// directory name.
 	Stream string
-	// Sinks are the sinks to write: runner.SinkDB and/or runner.SinkKafka.
+	// Sinks are the sinks to write: config.SinkDB and/or config.SinkKafka.
 	// Each must be enabled in the config. Empty: every enabled sink.
 	Sinks []string
 	// Accounts, when set, limits the job to these account keys, in the
@@ -173,7 +173,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	// stops here.
 	var guard *topicGuard
 	switch {
-	case !slices.Contains(plan.sinkKinds, runner.SinkKafka):
+	case !slices.Contains(plan.sinkKinds, config.SinkKafka):
 	case o.SkipTopicCheck:
 		log.Warn("not reading the topics' retention and timestamp limits (--no-topic-check): records a topic deletes soon or refuses are not caught")
 	default:
@@ -202,16 +202,16 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 		sum.Window = o.Window.String()
 	}
 
-	sinks, closeSinks, err := plan.sinks(ctx, job, guard, log)
+	specs, closeSinks, err := plan.sinks(ctx, job, guard, log)
 	if err != nil {
 		return nil, err
 	}
 	defer closeSinks()
 	bf, err := loader.NewBackfill(loader.BackfillConfig{
 		Streams: plan.streams, Schema: plan.schema, StateDir: job.dir(),
-		Batch:  loader.BatchConfig{MaxRecords: cfg.Batch.MaxRecords, MaxBytes: int(cfg.Batch.MaxBytes), Linger: cfg.Batch.Linger},
+		Batch:  config.BatchConfig(cfg),
 		Filter: plan.filter, Rate: o.Rate, Logger: log,
-	}, sinks...)
+	}, specs...)
 	if err != nil {
 		return nil, err
 	}
@@ -293,10 +293,10 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 	kinds := o.Sinks
 	if len(kinds) == 0 {
 		if cfg.DBEnabled() {
-			kinds = append(kinds, runner.SinkDB)
+			kinds = append(kinds, config.SinkDB)
 		}
 		if cfg.KafkaEnabled() {
-			kinds = append(kinds, runner.SinkKafka)
+			kinds = append(kinds, config.SinkKafka)
 		}
 		if len(kinds) == 0 {
 			return nil, &ArgError{"--sink", "no sink is enabled in the config (db.url, kafka.brokers)"}
@@ -306,13 +306,13 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 		switch {
 		case slices.Contains(p.sinkKinds, k):
 			continue
-		case k == runner.SinkDB && !cfg.DBEnabled():
+		case k == config.SinkDB && !cfg.DBEnabled():
 			return nil, &ArgError{"--sink", "db: db.url is empty (set it in the config, --db-url or INGEST_DB_URL)"}
-		case k == runner.SinkKafka && !cfg.KafkaEnabled():
+		case k == config.SinkKafka && !cfg.KafkaEnabled():
 			return nil, &ArgError{"--sink", "kafka: kafka.brokers is empty"}
-		case k == runner.SinkKafka && cfg.Kafka.Brokers == "embedded":
+		case k == config.SinkKafka && cfg.Kafka.Brokers == "embedded":
 			return nil, &ArgError{"kafka.brokers", `"embedded" is an in-process cluster that vanishes on exit: backfill needs a real one`}
-		case k != runner.SinkDB && k != runner.SinkKafka:
+		case k != config.SinkDB && k != config.SinkKafka:
 			return nil, &ArgError{"--sink", fmt.Sprintf("unknown sink %q (want db, kafka or both)", k)}
 		}
 		p.sinkKinds = append(p.sinkKinds, k)
@@ -410,7 +410,7 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 func routedAnywhere(cfg *config.Config, kind, account string) bool {
 	for _, t := range cfg.Tables {
 		sel := t.DB
-		if kind == runner.SinkKafka {
+		if kind == config.SinkKafka {
 			sel = t.Kafka
 		}
 		if sel.Match(account) {
@@ -421,68 +421,27 @@ func routedAnywhere(cfg *config.Config, kind, account string) bool {
 }
 
 // sinks builds the chosen sinks under the job's checkpoint names, with the
-// config's routes.
+// config's routes and backfill's batches in flight (see internal/sinks).
 func (p *plan) sinks(ctx context.Context, job *job, guard *topicGuard, log *slog.Logger) ([]loader.SinkSpec, func(), error) {
-	var specs []loader.SinkSpec
-	var closers []func()
-	closeAll := func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
+	o := sinks.Options{Mode: sinks.Backfill, Kinds: p.sinkKinds, Name: job.sinkName, Logger: log}
+	if guard != nil {
+		// The sink dead-letters what its topic would delete within its
+		// margin; with the guard's, the guard stops the job (exit 2)
+		// first, whatever --retention-margin says.
+		o.TuneKafka = func(c *kafkasink.Config) { c.RetentionMargin = guard.margin }
+		o.Wrap = func(kind string, s loader.Sink) loader.Sink {
+			if kind == config.SinkKafka {
+				return guardedSink{Sink: s, g: guard}
+			}
+			return s
 		}
 	}
-	routes := runner.Routes(p.cfg)
-	for _, kind := range p.sinkKinds {
-		name := job.sinkName(kind)
-		p.kindOf[name] = kind
-		switch kind {
-		case runner.SinkDB:
-			db, err := dbsink.New(ctx, dbsink.Config{URL: p.cfg.DB.URL, Schema: p.schema, Name: name, Logger: log})
-			if err != nil {
-				closeAll()
-				return nil, nil, fmt.Errorf("db sink (db.url): %w", err)
-			}
-			closers = append(closers, db.Close)
-			// Two batches in flight: the loader reads and decodes the next
-			// batch while PostgreSQL loads one (the sink stores a stream's
-			// batches one at a time, in order): 250k lines in a median 5.9
-			// s instead of 6.9 s. ingest run keeps 1: there a second batch
-			// queued behind the committing one adds to every line's wait.
-			specs = append(specs, loader.SinkSpec{Sink: db, Route: routes[runner.SinkDB], MaxInFlight: 2})
-		case runner.SinkKafka:
-			// The sink dead-letters what its topic would delete within its
-			// margin; with the guard's, the guard stops the job (exit 2)
-			// first, whatever --retention-margin says.
-			var margin time.Duration
-			if guard != nil {
-				margin = guard.margin
-			}
-			ks, err := kafkasink.New(ctx, kafkasink.Config{
-				Brokers: p.cfg.Kafka.Brokers, Properties: p.cfg.Kafka.Properties, Topics: p.cfg.KafkaTopics(),
-				Name: name, Logger: log, RetentionMargin: margin,
-			})
-			if err != nil {
-				closeAll()
-				return nil, nil, fmt.Errorf("kafka sink (kafka.brokers): %w", err)
-			}
-			closers = append(closers, func() {
-				cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-				defer cancel()
-				if err := ks.Close(cctx); err != nil {
-					log.Warn("kafka sink close", "err", err)
-				}
-			})
-			// A backfill is throughput-bound on the delivery-report round
-			// trip: eight batches (16,000 messages of the default size) keep
-			// librdkafka busy where four left the pipeline waiting for acks
-			// a third of the time. ingest run keeps 4 for its memory bound.
-			var sink loader.Sink = ks
-			if guard != nil {
-				sink = guardedSink{Sink: ks, g: guard}
-			}
-			specs = append(specs, loader.SinkSpec{Sink: sink, Route: routes[runner.SinkKafka], MaxInFlight: 8})
-		}
+	set, err := sinks.Build(ctx, p.cfg, p.schema, o)
+	if err != nil {
+		return nil, nil, err
 	}
-	return specs, closeAll, nil
+	maps.Copy(p.kindOf, set.Kinds)
+	return set.Specs, set.Close, nil
 }
 
 // jobKey is what identifies a job: the same key, the same checkpoints.

@@ -11,7 +11,6 @@ import (
 
 	"github.com/dualwrite/ingest/internal/backfill"
 	"github.com/dualwrite/ingest/internal/config"
-	"github.com/dualwrite/ingest/internal/runner"
 	"github.com/dualwrite/ingest/internal/verify"
 	"github.com/dualwrite/ingest/loader"
 )
@@ -29,7 +28,7 @@ func TestBackfillAccountsToKafkaThenDB(t *testing.T) {
 	os.WriteFile(filepath.Join(archive, "0000000000000099-20260301T000000.000Z.ndjson.open"), []byte("{}\n"), 0o640)
 	cfg := e.config(t, "all")
 
-	o := backfill.Options{Paths: []string{archive}, Sinks: []string{runner.SinkKafka}, Accounts: []string{"2", "3", "5"}}
+	o := backfill.Options{Paths: []string{archive}, Sinks: []string{config.SinkKafka}, Accounts: []string{"2", "3", "5"}}
 	sum, err := backfill.Run(ctx(t), cfg, o)
 	if err != nil {
 		t.Fatal(err)
@@ -67,7 +66,7 @@ func TestBackfillAccountsToKafkaThenDB(t *testing.T) {
 
 	// Postgres: all accounts, twice (the second from scratch): ids keep
 	// every row once.
-	dbo := backfill.Options{Paths: []string{archive}, Sinks: []string{runner.SinkDB}}
+	dbo := backfill.Options{Paths: []string{archive}, Sinks: []string{config.SinkDB}}
 	if sum, err := backfill.Run(ctx(t), cfg, dbo); err != nil || sum.Sinks[0].Delivered != 1200 {
 		t.Fatalf("db backfill: %v %+v", err, sum)
 	}

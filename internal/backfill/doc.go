@@ -8,8 +8,9 @@
 // [Run] checks the [Options] against the config (an *[ArgError] names the
 // flag or key at fault), resolves the paths with loader.ResolveBackfill
 // (files, directories, globs; active ".open" files skipped, or refused when
-// named), builds the chosen sinks the way `ingest run` does (dbsink,
-// kafkasink, runner.Routes for the config's selectors) and hands everything
+// named), builds the chosen sinks with internal/sinks, as `ingest run`
+// does (the same dbsink and kafkasink configs, the config's selectors as
+// routes; backfill's own batches in flight) and hands everything
 // to loader.NewBackfill, which runs the loader's own pipelines over the
 // fixed file list: the same decoding, routing, batching, dead letters and
 // checkpoints as live loading. A record reaches a sink when its account is

@@ -17,7 +17,6 @@ import (
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/dbtest"
 	"github.com/dualwrite/ingest/internal/kafkaserver"
-	"github.com/dualwrite/ingest/internal/runner"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/rotatefile"
@@ -113,7 +112,7 @@ func (e *retentionEnv) write(t *testing.T, stream string, base time.Time, n, fir
 
 func (e *retentionEnv) run(t *testing.T, cfg *config.Config, o backfill.Options) (*backfill.Summary, error) {
 	t.Helper()
-	o.Sinks = []string{runner.SinkKafka}
+	o.Sinks = []string{config.SinkKafka}
 	return backfill.Run(testenv.Context(t, 2*time.Minute), cfg, o)
 }
 

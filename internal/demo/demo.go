@@ -26,7 +26,7 @@ import (
 	"github.com/dualwrite/ingest/internal/gen"
 	"github.com/dualwrite/ingest/internal/mockkafka"
 	"github.com/dualwrite/ingest/internal/pgserver"
-	"github.com/dualwrite/ingest/internal/runner"
+	"github.com/dualwrite/ingest/loader"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -40,6 +40,20 @@ type Options struct {
 	Out      io.Writer     // the report; default os.Stdout
 	Logger   *slog.Logger  // progress; nil discards
 	Keep     bool          // keep the temporary directory
+	// Load is `ingest run`'s loader (cmd/ingest passes the runner's),
+	// given here so that the demo exercises the same assembly of sinks,
+	// routes and reload as a deployment without depending on it.
+	Load func(ctx context.Context, cfg *config.Config, o LoadOptions) error
+}
+
+// LoadOptions are what the demo asks of [Options.Load] beyond the config.
+type LoadOptions struct {
+	ConfigPath string // watched: the demo rewrites it to move the route
+	Logger     *slog.Logger
+	Registry   *prometheus.Registry // the demo reads the lag from it
+	// WrapSink observes every acknowledgement, for the report's checks.
+	WrapSink func(loader.Sink) loader.Sink
+	Started  func(metricsAddr string) // called once loading began
 }
 
 // DefaultDuration is how long the demo generates traffic.
@@ -78,6 +92,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.Out == nil {
 		o.Out = os.Stdout
+	}
+	if o.Load == nil {
+		return errors.New("demo: Options.Load is nil (cmd/ingest passes the loader)")
 	}
 	log := o.Logger
 	if log == nil {
@@ -151,7 +168,7 @@ func Run(ctx context.Context, o Options) error {
 	started := make(chan struct{})
 	runErr := make(chan error, 1)
 	go func() {
-		runErr <- runner.Run(runCtx, cfg, runner.Options{
+		runErr <- o.Load(runCtx, cfg, LoadOptions{
 			ConfigPath: cfgPath, Logger: log, Registry: reg, WrapSink: obs.Wrap,
 			Started: func(string) { close(started) },
 		})
@@ -201,7 +218,7 @@ func Run(ctx context.Context, o Options) error {
 	// Wait until both sinks have acknowledged everything.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if lag, ok := totalLag(reg); ok && lag == 0 && obs.Acked(runner.SinkDB) >= genStats.Lines {
+		if lag, ok := totalLag(reg); ok && lag == 0 && obs.Acked(config.SinkDB) >= genStats.Lines {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -263,7 +280,7 @@ func report(ctx context.Context, out io.Writer, pg *pgserver.Server, mc *mockkaf
 
 	kctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	msgs, _ := mc.Consume(kctx, topic, int(obs.Acked(runner.SinkKafka)))
+	msgs, _ := mc.Consume(kctx, topic, int(obs.Acked(config.SinkKafka)))
 	kafkaIDs := map[string]bool{}
 	dups := 0
 	type acct struct{ first, last, n int64 }
@@ -291,7 +308,7 @@ func report(ctx context.Context, out io.Writer, pg *pgserver.Server, mc *mockkaf
 
 	fmt.Fprintln(out, "\nreport")
 	check(rows == st.Lines && distinct == rows, "PostgreSQL holds every line exactly once: %d rows, %d distinct ids, %d written", rows, distinct, st.Lines)
-	ackedIDs := obs.IDs(runner.SinkKafka)
+	ackedIDs := obs.IDs(config.SinkKafka)
 	missing := 0
 	for id := range ackedIDs {
 		if !kafkaIDs[id] {
@@ -303,7 +320,7 @@ func report(ctx context.Context, out io.Writer, pg *pgserver.Server, mc *mockkaf
 	check(len(kafkaIDs) > 0 && int64(len(kafkaIDs)) < st.Lines, "the route change moved part of the traffic: %d of %d lines went to Kafka as well", len(kafkaIDs), st.Lines)
 	check(orderOK, "per-account order in Kafka: %d accounts, every account's records contiguous and in append order", len(perAccount))
 	check(dl == 0, "dead letters: %d", dl)
-	for _, sink := range []string{runner.SinkDB, runner.SinkKafka} {
+	for _, sink := range []string{config.SinkDB, config.SinkKafka} {
 		s := acktrace.Summarize(sink, obs.Latencies(sink))
 		fmt.Fprintf(out, "  latency append -> %s ack: p50 %v  p99 %v  max %v  (%d records)\n", sink,
 			s.P50.Round(100*time.Microsecond), s.P99.Round(100*time.Microsecond), s.Max.Round(100*time.Microsecond), s.Count)

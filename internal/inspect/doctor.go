@@ -10,9 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dualwrite/ingest/dbsink"
 	"github.com/dualwrite/ingest/internal/config"
-	"github.com/dualwrite/ingest/internal/runner"
+	"github.com/dualwrite/ingest/internal/sinks"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
 	"golang.org/x/sys/unix"
@@ -171,12 +170,13 @@ func checkStateDir(r *Report, dir string) {
 
 func checkDB(ctx context.Context, r *Report, cfg *config.Config) {
 	sch, _ := cfg.Schema()
-	db, err := dbsink.New(ctx, dbsink.Config{URL: cfg.DB.URL, Schema: sch, Name: SinkDB})
+	set, err := sinks.Build(ctx, cfg, sch, sinks.Options{Mode: sinks.ReadOnly, Kinds: []string{SinkDB}})
 	if err != nil {
 		r.fail("postgresql", err.Error(), "fix db.url (--db-url, INGEST_DB_URL, DATABASE_URL)")
 		return
 	}
-	defer db.Close()
+	defer set.Close()
+	db := set.DB
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := db.Ping(pctx); err != nil {
@@ -204,7 +204,8 @@ func checkKafka(ctx context.Context, r *Report, cfg *config.Config) {
 	}
 	kctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	s, err := kafkasink.New(kctx, kafkasink.Config{Brokers: cfg.Kafka.Brokers, Properties: cfg.Kafka.Properties, Topics: topics, Name: SinkKafka})
+	sch, _ := cfg.Schema()
+	set, err := sinks.Build(kctx, cfg, sch, sinks.Options{Mode: sinks.ReadOnly, Kinds: []string{SinkKafka}})
 	var missing *kafkasink.MissingTopicError
 	switch {
 	case errors.As(err, &missing):
@@ -214,9 +215,7 @@ func checkKafka(ctx context.Context, r *Report, cfg *config.Config) {
 		r.fail("kafka", "unreachable or refused: "+err.Error(), "check kafka.brokers (--kafka-brokers, INGEST_KAFKA_BROKERS) and that the brokers run; ingest run keeps loading PostgreSQL meanwhile")
 		return
 	}
-	cctx, ccancel := context.WithTimeout(ctx, 10*time.Second)
-	defer ccancel()
-	_ = s.Close(cctx) // nothing was produced
+	set.Close() // nothing was produced
 	r.pass("kafka", fmt.Sprintf("reachable at %s; topics exist: %s", cfg.Kafka.Brokers, strings.Join(topics, ", ")))
 }
 
@@ -232,7 +231,7 @@ func checkStreams(ctx context.Context, r *Report, cfg *config.Config) {
 	// reported above; the streams are still worth listing without it.
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	st, err := loader.Status(sctx, runner.LoaderConfig(cfg, sch, nil, nil), sinks)
+	st, err := loader.Status(sctx, config.LoaderConfig(cfg, sch, nil, nil), sinks)
 	if err != nil {
 		r.fail("streams", err.Error(), "make the spool readable by the loader's user")
 		return

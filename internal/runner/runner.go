@@ -1,7 +1,10 @@
 // Package runner assembles `ingest run` from a config: the schema, the
 // enabled sinks (PostgreSQL, Kafka), the loader with each table's cutover
-// routes, the metrics and health endpoints, and config reload. cmd/ingest
-// and the demo call [Run]; the logic of each part lives in its own package.
+// routes, the metrics and health endpoints, and config reload. Only
+// cmd/ingest imports it (for `ingest run`, and as the demo's loader), so
+// that no other command depends on the live loop's assembly; what they
+// share with it (routes, the config diff, the loader config) lives in
+// internal/config. The logic of each part lives in its own package.
 package runner
 
 import (
@@ -10,28 +13,28 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/dualwrite/ingest/dbsink"
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/health"
 	"github.com/dualwrite/ingest/internal/mockkafka"
+	"github.com/dualwrite/ingest/internal/sinks"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
-	"github.com/dualwrite/ingest/schema"
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Sink names, which are also the checkpoint keys and metric labels.
+// Sink names, which are also the checkpoint keys and metric labels. They
+// are [config.SinkDB] and [config.SinkKafka]; these copies remain for
+// internal/consume's benchmark, which still names them here.
 const (
-	SinkDB    = "db"
-	SinkKafka = "kafka"
+	SinkDB    = config.SinkDB
+	SinkKafka = config.SinkKafka
 )
 
 // Options are what the caller adds to the config.
@@ -84,34 +87,24 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return &StartupError{errors.New("no sink enabled: set db.url (or INGEST_DB_URL) and/or kafka.brokers")}
 	}
 
-	var specs []loader.SinkSpec
 	var closers []func()
 	defer func() {
 		for i := len(closers) - 1; i >= 0; i-- {
 			closers[i]()
 		}
 	}()
-	var ready []health.Check
-	wrap := func(s loader.Sink) loader.Sink {
-		if o.WrapSink != nil {
-			return o.WrapSink(s)
-		}
-		return s
+	so := sinks.Options{Mode: sinks.Live, Logger: log}
+	if o.WrapSink != nil {
+		so.Wrap = func(_ string, s loader.Sink) loader.Sink { return o.WrapSink(s) }
 	}
-
 	var ks *lazyKafka
-	if cfg.DBEnabled() {
-		db, err := dbsink.New(ctx, dbsink.Config{URL: cfg.DB.URL, Schema: sch, Name: SinkDB, Logger: log})
-		if err != nil {
-			return &StartupError{fmt.Errorf("db sink (db.url): %w", err)}
-		}
-		closers = append(closers, db.Close)
-		ready = append(ready, health.Check{Name: SinkDB, Check: db.Ping})
-		specs = append(specs, loader.SinkSpec{Sink: wrap(db), MaxInFlight: 1})
+	so.StartKafka = func(ctx context.Context, c kafkasink.Config) sinks.KafkaSink {
+		ks = startKafka(ctx, c, log)
+		return ks
 	}
 	if cfg.KafkaEnabled() {
-		brokers := cfg.Kafka.Brokers
 		createTopics := o.CreateTopics
+		brokers := cfg.Kafka.Brokers
 		if brokers == "embedded" {
 			mc, err := mockkafka.New(1)
 			if err != nil {
@@ -126,23 +119,20 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			}
 			log.Warn("kafka.brokers is embedded: messages go to an in-process mock cluster and vanish on exit (development only)", "bootstrap", brokers)
 		}
-		ks = startKafka(ctx, kafkasink.Config{
-			Brokers: brokers, Properties: cfg.Kafka.Properties, Topics: cfg.KafkaTopics(),
-			CreateTopics: createTopics, Name: SinkKafka, Logger: log,
-		}, log)
-		ready = append(ready, health.Check{Name: SinkKafka, Check: ks.ready})
-		closers = append(closers, func() {
-			cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-			defer cancel()
-			if err := ks.Close(cctx); err != nil {
-				log.Warn("kafka sink close", "err", err)
-			}
-		})
-		specs = append(specs, loader.SinkSpec{Sink: wrap(ks), MaxInFlight: 4})
+		so.TuneKafka = func(c *kafkasink.Config) { c.Brokers, c.CreateTopics = brokers, createTopics }
 	}
-	routes := Routes(cfg)
-	for i := range specs {
-		specs[i].Route = routes[specs[i].Sink.Name()]
+	set, err := sinks.Build(ctx, cfg, sch, so)
+	if err != nil {
+		return &StartupError{err}
+	}
+	closers = append(closers, set.Close)
+	specs := set.Specs
+	var ready []health.Check
+	if set.DB != nil {
+		ready = append(ready, health.Check{Name: SinkDB, Check: set.DB.Ping})
+	}
+	if ks != nil {
+		ready = append(ready, health.Check{Name: SinkKafka, Check: ks.ready})
 	}
 
 	if ks != nil {
@@ -152,7 +142,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			return &StartupError{fmt.Errorf("kafka sink (kafka.brokers): %w", err)}
 		}
 	}
-	l, err := loader.New(LoaderConfig(cfg, sch, log, reg), specs...)
+	l, err := loader.New(config.LoaderConfig(cfg, sch, log, reg), specs...)
 	if err != nil {
 		return &StartupError{err}
 	}
@@ -202,39 +192,6 @@ func sinkNames(specs []loader.SinkSpec) string {
 		names = append(names, s.Sink.Name())
 	}
 	return strings.Join(names, ",")
-}
-
-// LoaderConfig maps the config file onto the loader's Config.
-func LoaderConfig(cfg *config.Config, sch *schema.Schema, log *slog.Logger, reg prometheus.Registerer) loader.Config {
-	var streams []loader.StreamConfig
-	for _, s := range cfg.Streams {
-		streams = append(streams, loader.StreamConfig{Name: s.Name, Pattern: s.Pattern, DefaultTable: s.DefaultTable, SealAfter: s.SealAfter})
-	}
-	return loader.Config{
-		Dir: cfg.Spool.Dir, StateDir: cfg.Spool.StateDir, Retention: cfg.Spool.Retention,
-		Streams: streams, Schema: sch, Batch: batchConfig(cfg),
-		Logger: log, Registry: reg,
-	}
-}
-
-func batchConfig(cfg *config.Config) loader.BatchConfig {
-	return loader.BatchConfig{MaxRecords: cfg.Batch.MaxRecords, MaxBytes: int(cfg.Batch.MaxBytes), Linger: cfg.Batch.Linger}
-}
-
-// Routes turns each table's selectors into the loader's per-sink routes.
-// The config is captured whole, so a reload swaps every route at once.
-func Routes(cfg *config.Config) map[string]loader.RouteFunc {
-	tables := cfg.Tables
-	return map[string]loader.RouteFunc{
-		SinkDB: func(t *schema.Table, key string) bool {
-			tc := tables[t.Name]
-			return tc != nil && tc.DB.Match(key)
-		},
-		SinkKafka: func(t *schema.Table, key string) bool {
-			tc := tables[t.Name]
-			return tc != nil && tc.Kafka.Match(key)
-		},
-	}
 }
 
 // routeMetrics publish the route configuration: per table and sink, the
@@ -318,7 +275,7 @@ func reloadLoop(ctx context.Context, o Options, cur *config.Config, l *loader.Lo
 			log.Error("config reload rejected; the previous config stays in force", "config", o.ConfigPath, "err", err)
 			continue
 		}
-		changes, restart := Diff(cur, next)
+		changes, restart := config.Diff(cur, next)
 		for _, r := range restart {
 			log.Warn("config change needs a restart; ignored until then", "key", r)
 		}
@@ -338,8 +295,8 @@ func reloadLoop(ctx context.Context, o Options, cur *config.Config, l *loader.Lo
 			applied.Tables[name] = &nt
 		}
 		applied.Batch = next.Batch
-		l.SetBatch(batchConfig(&applied))
-		l.SetRoutes(Routes(&applied))
+		l.SetBatch(config.BatchConfig(&applied))
+		l.SetRoutes(config.Routes(&applied))
 		rm.set(&applied)
 		cur = &applied
 		rm.reloads.WithLabelValues("applied").Inc()
@@ -347,58 +304,6 @@ func reloadLoop(ctx context.Context, o Options, cur *config.Config, l *loader.Lo
 			log.Info("config reloaded", "change", c)
 		}
 	}
-}
-
-// Diff lists the route and batch changes from a to b ("key: old -> new"),
-// and the keys that changed but only take effect after a restart.
-func Diff(a, b *config.Config) (changes, restart []string) {
-	names := map[string]bool{}
-	for n := range a.Tables {
-		names[n] = true
-	}
-	for n := range b.Tables {
-		names[n] = true
-	}
-	sorted := make([]string, 0, len(names))
-	for n := range names {
-		sorted = append(sorted, n)
-	}
-	sort.Strings(sorted)
-	for _, n := range sorted {
-		ta, tb := a.Tables[n], b.Tables[n]
-		if ta == nil || tb == nil {
-			restart = append(restart, "tables."+n)
-			continue
-		}
-		if s1, s2 := ta.DB.String(), tb.DB.String(); s1 != s2 {
-			changes = append(changes, fmt.Sprintf("tables.%s.db: %s -> %s", n, s1, s2))
-		}
-		if s1, s2 := ta.Kafka.String(), tb.Kafka.String(); s1 != s2 {
-			changes = append(changes, fmt.Sprintf("tables.%s.kafka: %s -> %s", n, s1, s2))
-		}
-		if fmt.Sprint(ta.Table) != fmt.Sprint(tb.Table) {
-			restart = append(restart, "tables."+n+" (schema)")
-		}
-	}
-	if a.Batch != b.Batch {
-		changes = append(changes, fmt.Sprintf("batch: %+v -> %+v", a.Batch, b.Batch))
-	}
-	if fmt.Sprint(a.Spool) != fmt.Sprint(b.Spool) {
-		restart = append(restart, "spool")
-	}
-	if fmt.Sprint(a.Streams) != fmt.Sprint(b.Streams) {
-		restart = append(restart, "streams")
-	}
-	if fmt.Sprint(a.Kafka) != fmt.Sprint(b.Kafka) {
-		restart = append(restart, "kafka")
-	}
-	if a.DB != b.DB {
-		restart = append(restart, "db")
-	}
-	if a.Metrics != b.Metrics {
-		restart = append(restart, "metrics")
-	}
-	return changes, restart
 }
 
 func dirOf(path string) string { return filepath.Dir(cleanPath(path)) }

@@ -157,32 +157,6 @@ func TestMetricsHealthAndReadiness(t *testing.T) {
 	}
 }
 
-func TestDiffNamesRouteChangesAndRestartKeys(t *testing.T) {
-	parse := func(kafka, linger, dir string) *config.Config {
-		c, err := config.Parse(fmt.Appendf(nil, `spool: {dir: %s}
-batch: {linger: %s}
-tables:
-  ev: {key: a, columns: {a: bigint}, db: all, kafka: %s}
-`, dir, linger, kafka))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	a := parse("none", "20ms", "/s")
-	changes, restart := Diff(a, parse("{percent: 30}", "50ms", "/other"))
-	got := strings.Join(changes, "; ")
-	if !strings.Contains(got, "tables.ev.kafka: none -> {percent: 30}") || !strings.Contains(got, "batch:") {
-		t.Errorf("changes %q", got)
-	}
-	if strings.Join(restart, ",") != "spool" {
-		t.Errorf("restart keys %v, want spool", restart)
-	}
-	if c, r := Diff(a, parse("none", "20ms", "/s")); len(c)+len(r) != 0 {
-		t.Errorf("identical configs differ: %v %v", c, r)
-	}
-}
-
 // Kafka unreachable when `ingest run` starts: the database sink loads
 // anyway, /readyz says not ready, and once the broker returns the Kafka
 // sink starts by itself and catches up from its checkpoint. Then the
