@@ -23,10 +23,13 @@ everything) from PostgreSQL, and the messages of the same window from the
 table's topic: per partition from the offset of --since to the offset of
 --until (looked up by message timestamp, which the sink sets from the time
 field), or the partition's end at the start when that comes first. The
-report shows each partition's offsets and the messages fetched. Per
-account it reports the count and an order-independent digest of record
-ids on each side, and lists every id missing on one side. Repeats in Kafka
-(at-least-once delivery) are reported as duplicates, not mismatches.
+report shows each partition's offsets and the messages fetched from the
+broker: the window's, plus the rest of the record batch holding its last
+offset, plus at most one fetch past it (the next batch, or up to 64 KiB
+of smaller batches). Per account it reports the count and an
+order-independent digest of record ids on each side, and lists every id
+missing on one side. Repeats in Kafka (at-least-once delivery) are
+reported as duplicates, not mismatches.
 
 Records PostgreSQL has and the window's offsets lack are looked for up to
 each partition's end before being called missing: messages produced out
