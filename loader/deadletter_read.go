@@ -12,7 +12,7 @@ import (
 // ReadDeadLetters returns the dead letters of a stream under stateDir, in
 // file (day) and line order: for tools that inspect or replay them.
 func ReadDeadLetters(stateDir, stream string) ([]DeadLetter, error) {
-	files, err := filepath.Glob(filepath.Join(stateDir, "deadletter", stream, "*.ndjson"))
+	files, err := filepath.Glob(filepath.Join(StateLayout{stateDir}.StreamDeadLetters(stream), "*.ndjson"))
 	if err != nil {
 		return nil, err
 	}

@@ -70,7 +70,7 @@ func New(cfg Config, sinks ...SinkSpec) (*Loader, error) {
 		routes[name] = s.Route
 	}
 	l.settings.Store(&settings{batch: cfg.Batch, routes: routes})
-	l.dl = newDeadLetters(filepath.Join(cfg.StateDir, "deadletter"), cfg.now, l.metrics)
+	l.dl = newDeadLetters(StateLayout{cfg.StateDir}.DeadLetters(), cfg.now, l.metrics)
 	l.dl.log = l.cfg.Logger
 	return l, nil
 }
@@ -235,7 +235,7 @@ func (l *Loader) newPipeline(st *stream, spec SinkSpec, dlOwner bool, sinkCtx co
 		if o, ok := spec.Sink.(CheckpointOwner); ok {
 			p.owner = o
 		} else {
-			p.store = FileStore{Dir: filepath.Join(l.cfg.StateDir, "checkpoints")}
+			p.store = FileStore{Dir: StateLayout{l.cfg.StateDir}.Checkpoints()}
 		}
 	}
 	return p
@@ -401,7 +401,7 @@ func (l *Loader) retireFile(st *stream, f spoolFile) {
 		l.metrics.filesRemoved.WithLabelValues(st.name, "deleted").Inc()
 		return
 	}
-	dir := filepath.Join(l.cfg.StateDir, "archive", st.name)
+	dir := StateLayout{l.cfg.StateDir}.Archive(st.name)
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		l.cfg.Logger.Warn("retire: archive", "err", err)
 		return
@@ -414,7 +414,7 @@ func (l *Loader) retireFile(st *stream, f spoolFile) {
 }
 
 func (l *Loader) purgeArchive(stream string) {
-	dir := filepath.Join(l.cfg.StateDir, "archive", stream)
+	dir := StateLayout{l.cfg.StateDir}.Archive(stream)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return

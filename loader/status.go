@@ -68,7 +68,7 @@ func Status(ctx context.Context, cfg Config, sinks map[string]CheckpointFunc) ([
 			return nil, err
 		}
 		sizes := make([]int64, len(files))
-		ss := StreamStatus{Stream: st.name, Files: len(files), DeadLetters: countDeadLetters(filepath.Join(cfg.StateDir, "deadletter", st.name))}
+		ss := StreamStatus{Stream: st.name, Files: len(files), DeadLetters: countDeadLetters(StateLayout{cfg.StateDir}.StreamDeadLetters(st.name))}
 		ss.Ignored = st.Ignored()
 		for _, f := range files {
 			// What ingest run would find unreadable: try each file.

@@ -196,7 +196,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	defer job.close()
 	sum := &Summary{
 		Job: job.id, Generation: job.Generation, StateDir: job.dir(), Skipped: plan.skipped, NotRead: plan.notRead,
-		Accounts: plan.key.Accounts, DeadLetterDir: filepath.Join(job.dir(), "deadletter"),
+		Accounts: plan.key.Accounts, DeadLetterDir: loader.StateLayout{Dir: job.dir()}.DeadLetters(),
 	}
 	if !o.Window.IsZero() {
 		sum.Window = o.Window.String()
@@ -233,7 +233,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	sum.Streams, sum.Files, sum.Bytes, sum.DoneBytes = pr.Streams, pr.Files, pr.TotalBytes, pr.DoneBytes
 	sum.Elapsed, sum.Complete = time.Since(start), pr.Complete && runErr == nil
 	sum.LinesRead, sum.DeadLettered = pr.LinesRead, pr.DeadLettered
-	sum.DeadLettersTotal = countLines(filepath.Join(job.dir(), "deadletter"))
+	sum.DeadLettersTotal = countLines(loader.StateLayout{Dir: job.dir()}.DeadLetters())
 	for _, sp := range pr.Sinks {
 		sum.Resumed = sum.Resumed || sp.ResumedBytes > 0
 		sum.Sinks = append(sum.Sinks, SinkSummary{
@@ -403,7 +403,7 @@ func newPlan(cfg *config.Config, o Options) (*plan, error) {
 		}
 		stateDir = filepath.Join(cfg.Spool.Dir, config.DefaultStateSubdir)
 	}
-	p.stateRoot = filepath.Join(stateDir, "backfill")
+	p.stateRoot = loader.StateLayout{Dir: stateDir}.Backfill()
 	return p, nil
 }
 

@@ -234,7 +234,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := <-runErr; err != nil {
 		return fmt.Errorf("loader shutdown: %w", err)
 	}
-	return report(ctx, o.Out, pg, mc, spool, genStats, obs)
+	return report(ctx, o.Out, pg, mc, loader.StateLayout{Dir: cfg.Spool.StateDir}, genStats, obs)
 }
 
 // totalLag sums ingest_lag_bytes over every stream and sink.
@@ -259,7 +259,7 @@ func totalLag(reg *prometheus.Registry) (float64, bool) {
 
 // report prints counts, the per-account order check and latencies, and
 // returns ErrChecksFailed unless every check passed.
-func report(ctx context.Context, out io.Writer, pg *pgserver.Server, mc *mockkafka.Cluster, spool string, st gen.Stats, obs *acktrace.Tracer) error {
+func report(ctx context.Context, out io.Writer, pg *pgserver.Server, mc *mockkafka.Cluster, state loader.StateLayout, st gen.Stats, obs *acktrace.Tracer) error {
 	ok := true
 	check := func(pass bool, format string, args ...any) {
 		mark := "ok  "
@@ -304,7 +304,7 @@ func report(ctx context.Context, out io.Writer, pg *pgserver.Server, mc *mockkaf
 		}
 		a.last, a.n = seq, a.n+1
 	}
-	dl := countLines(filepath.Join(spool, ".ingest", "deadletter"))
+	dl := countLines(state.DeadLetters())
 
 	fmt.Fprintln(out, "\nreport")
 	check(rows == st.Lines && distinct == rows, "PostgreSQL holds every line exactly once: %d rows, %d distinct ids, %d written", rows, distinct, st.Lines)

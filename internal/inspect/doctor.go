@@ -272,7 +272,7 @@ func checkStreams(ctx context.Context, r *Report, cfg *config.Config) {
 			r.fail(name, fmt.Sprintf("%s; %d entr(ies) not loaded: %s", detail, len(s.Ignored), strings.Join(parts, ", ")), fix)
 		}
 		if s.DeadLetters > 0 {
-			r.warn(name+" dead letters", fmt.Sprintf("%d waiting in %s", s.DeadLetters, filepath.Join(cfg.Spool.StateDir, "deadletter", s.Stream)),
+			r.warn(name+" dead letters", fmt.Sprintf("%d waiting in %s", s.DeadLetters, loader.StateLayout{Dir: cfg.Spool.StateDir}.StreamDeadLetters(s.Stream)),
 				"read them (reason, file, offset, line), fix the writer or the config, replay what should load with `ingest backfill`, then move the files away")
 		}
 	}

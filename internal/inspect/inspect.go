@@ -2,7 +2,6 @@ package inspect
 
 import (
 	"context"
-	"path/filepath"
 
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/sinks"
@@ -23,7 +22,7 @@ func Checkpoints(ctx context.Context, cfg *config.Config, sch *schema.Schema) (m
 	checkpoints := map[string]loader.CheckpointFunc{}
 	closeFn := func() {}
 	if cfg.KafkaEnabled() {
-		store := loader.FileStore{Dir: filepath.Join(cfg.Spool.StateDir, "checkpoints")}
+		store := loader.FileStore{Dir: loader.StateLayout{Dir: cfg.Spool.StateDir}.Checkpoints()}
 		checkpoints[SinkKafka] = func(ctx context.Context, stream string) (loader.Position, bool, error) {
 			return store.Load(ctx, SinkKafka, stream)
 		}
