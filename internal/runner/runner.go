@@ -97,6 +97,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if o.WrapSink != nil {
 		so.Wrap = func(_ string, s loader.Sink) loader.Sink { return o.WrapSink(s) }
 	}
+	// The Kafka sink starts in the background (see startKafka), so that an
+	// outage at start never holds up PostgreSQL; sinks.Build takes that
+	// start in place of kafkasink.New. Moving it into kafkasink is a later
+	// step of the engine redesign.
 	var ks *lazyKafka
 	so.StartKafka = func(ctx context.Context, c kafkasink.Config) sinks.KafkaSink {
 		ks = startKafka(ctx, c, log)
