@@ -36,7 +36,7 @@ import (
 func TestVerifyWindowReadsOnlyTheWindow(t *testing.T) {
 	const perWindow, batch = 3000, 100 // batch: the producer's batch.num.messages
 	e := newEnv(t, 0, 6)
-	// ~2 KB rows; all share this body, so lz4 shrinks a batch to ~6 KB and
+	// ~2 KB rows; all share this body, so lz4 shrinks a batch to 6-13 KB and
 	// one fetch of verify.FetchBytes past B's end brings several batches,
 	// which the allowance counts from the log. librdkafka's own prefetch
 	// would take the rest of each partition (it did: 2,000 fetched of
