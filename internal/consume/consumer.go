@@ -42,13 +42,12 @@ type consumer struct {
 	tables topicTables
 	m      *metrics
 
-	k        *kafka.Consumer
-	runCtx   context.Context // Run's: ends polling
-	base     context.Context // batches': outlives runCtx by StopTimeout
-	parts    map[tpKey]*partition
-	prefixes map[*schema.Table][]byte
-	fatal    error
-	joined   atomic.Bool
+	k      *kafka.Consumer
+	runCtx context.Context // Run's: ends polling
+	base   context.Context // batches': outlives runCtx by StopTimeout
+	parts  map[tpKey]*partition
+	fatal  error
+	joined atomic.Bool
 
 	// Acknowledgements from the sink's goroutines, handed to run's.
 	mu   sync.Mutex
@@ -79,6 +78,9 @@ type partition struct {
 	nextTime time.Time
 	hi       int64 // high watermark last asked of the broker, -1 before
 	hiAt     time.Time
+	// The high watermark of the last fetch, for flushLingering.
+	fetchHi   int64
+	fetchHiAt time.Time
 }
 
 // building is the batch being filled.
@@ -87,6 +89,7 @@ type building struct {
 	recs       []loader.Record
 	bytes      int
 	created    time.Time
+	added      time.Time // when the last message was added
 	firstTS    time.Time // timestamp of the first message
 	lastTS     time.Time
 }
@@ -132,7 +135,6 @@ func (c *consumer) run(ctx context.Context) (err error) {
 	defer cancelBase(nil)
 	c.base = base
 	c.parts = map[tpKey]*partition{}
-	c.prefixes = map[*schema.Table][]byte{}
 	c.wake = make(chan struct{}, 1)
 
 	topics := c.tables.topics()
@@ -465,6 +467,7 @@ func (c *consumer) message(ctx context.Context, msg *kafka.Message) error {
 		p.cur = &building{start: off, created: time.Now(), firstTS: msg.Timestamp}
 	}
 	b := p.cur
+	b.added = time.Now()
 	// Offsets may skip (transaction markers, compaction): the batch
 	// covers the gap, and its end is the offset after this message.
 	b.end = off + 1
@@ -531,48 +534,29 @@ func (c *consumer) decode(msg *kafka.Message, key tpKey, off int64) (rec loader.
 		return rec, string(schema.ReasonUnknownTable), fmt.Sprintf("no %s header, and topic %s carries %d tables", kafkasink.HeaderTable, key.topic, len(candidates))
 	}
 	v := msg.Value
-	// The value must be one JSON object for the line built around it to
-	// be the row and nothing else: a value like `{},"table":"x"` must not
-	// smuggle members into the line. The decoder validates the whole line
-	// already, so a valid line whose row is exactly the value (below)
-	// proves it; json.Valid runs only on the failure paths, to name the
-	// reason, because on every message it cost more client CPU than the
-	// decoding (docs/consume.md, throughput).
+	// The value is the row itself: decoded as one, with the file path's
+	// rules, it must be one JSON object and nothing after it (a value
+	// like `{},"table":"x"` fails), and no line is built around it. The
+	// decoder validates the JSON as it goes; json.Valid, which on every
+	// message cost more client CPU than the decoding, runs only on the
+	// failure paths, to name the reason (docs/consume.md, throughput).
 	i := 0
 	for i < len(v) && isSpace(v[i]) {
 		i++
 	}
-	j := len(v)
-	for j > i && isSpace(v[j-1]) {
-		j--
-	}
-	const notOne = "message value is not one well-formed JSON value"
 	switch {
 	case i == len(v):
 		return rec, string(schema.ReasonEmptyLine), "message value is empty"
 	case v[i] != '{':
 		if !json.Valid(v) {
-			return rec, string(schema.ReasonMalformedJSON), notOne
+			return rec, string(schema.ReasonMalformedJSON), "message value is not one well-formed JSON value"
 		}
 		return rec, string(schema.ReasonRowNotObject), "message value is not a JSON object"
 	}
-	prefix, ok := c.prefixes[t]
-	if !ok {
-		name, _ := json.Marshal(t.Name)
-		prefix = append(append([]byte(`{"table":`), name...), `,"row":`...)
-		c.prefixes[t] = prefix
-	}
-	line := make([]byte, 0, len(prefix)+len(v)+1)
-	line = append(append(append(line, prefix...), v...), '}')
-	sr, err := c.sch.Decode(line, "")
-	if err == nil && (len(sr.Row) != j-i || len(sr.Row) == 0 || &sr.Row[0] != &line[len(prefix)+i]) {
-		// The line is valid but its row is not the whole value: the value
-		// held more than one JSON value.
-		return rec, string(schema.ReasonMalformedJSON), notOne
-	}
+	sr, err := t.DecodeRow(v)
 	if err != nil {
 		if !json.Valid(v) {
-			return rec, string(schema.ReasonMalformedJSON), notOne
+			return rec, string(schema.ReasonMalformedJSON), "message value is not one well-formed JSON value"
 		}
 		var se *schema.Error
 		if errors.As(err, &se) {
@@ -599,15 +583,44 @@ func isSpace(b byte) bool { return b == ' ' || b == '\t' || b == '\n' || b == '\
 // commits full batches instead of one small transaction per linger, and
 // a partition that is not behind still commits within a commit's time
 // plus the linger.
+//
+// Nor while the partition is behind by enough messages to fill the batch
+// and the batch still grows (a message within the last linger): then the
+// rest of the batch is already in Kafka and arrives at fetch speed, and
+// submitting what came in during the last commit made the transactions
+// of a catching-up consumer 300-1,000 rows instead of batch.max_records,
+// on a loaded machine (docs/consume.md, throughput). A batch that stops
+// growing (fetch stalled, a stale watermark, the end of the partition)
+// is submitted a linger after its last message, as before.
 func (c *consumer) flushLingering() {
 	now := time.Now()
+	linger := c.cfg.Batch.Linger
 	for _, p := range c.parts {
-		if p.cur != nil && len(p.flights) == 0 && now.Sub(p.cur.created) >= c.cfg.Batch.Linger {
-			if err := c.flush(p); err != nil {
-				c.setFatal(err)
-			}
+		b := p.cur
+		if b == nil || len(p.flights) > 0 || now.Sub(b.created) < linger {
+			continue
+		}
+		if now.Sub(b.added) < linger && c.behind(p, b, now) {
+			continue
+		}
+		if err := c.flush(p); err != nil {
+			c.setFatal(err)
 		}
 	}
+}
+
+// behind reports whether the partition's high watermark, as librdkafka
+// last learnt it from a fetch (no request to the broker), lies at least
+// the rest of batch b past b's end. It asks librdkafka at most once per
+// millisecond per partition: flushLingering runs after every message.
+func (c *consumer) behind(p *partition, b *building, now time.Time) bool {
+	if now.Sub(p.fetchHiAt) >= time.Millisecond {
+		p.fetchHiAt = now
+		if _, hi, err := c.k.GetWatermarkOffsets(p.key.topic, p.key.partition); err == nil {
+			p.fetchHi = hi
+		}
+	}
+	return p.fetchHi-b.end >= int64(c.cfg.Batch.MaxRecords-len(b.recs))
 }
 
 // flush hands the partition's batch to the sink, which commits its rows

@@ -20,10 +20,14 @@
 //   - metrics and /healthz, /readyz on metrics.listen.
 //
 // One goroutine, Run's, polls the consumer. Each partition fills a batch
-// (batch.max_records, batch.max_bytes, batch.linger) of messages decoded
-// with [schema.Schema.Decode], the file path's decoder, as the line
-// {"table":<table>,"row":<message value>}; the table is the message's
-// ingest.table header (kafkasink.HeaderTable), or the topic's only table.
+// (batch.max_records, batch.max_bytes, batch.linger) of messages whose
+// value is decoded as the row with [schema.Table.DecodeRow], by the file
+// path's rules (one JSON object, nothing after it); the table is the
+// message's ingest.table header (kafkasink.HeaderTable), or the topic's
+// only table. A batch older than the linger leaves once its partition has
+// no batch committing, unless it still grows and the partition is behind
+// by enough messages to fill it (a catching-up consumer commits full
+// batches).
 // The batch goes to the sink as a loader.Batch of stream [Stream]
 // ("<topic>/<partition>") whose positions are Kafka offsets: [Start, End)
 // covers every offset of the batch, dead-lettered ones included, and End
