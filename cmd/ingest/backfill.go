@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/dualwrite/ingest/internal/backfill"
-	"github.com/dualwrite/ingest/internal/runner"
+	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -80,8 +80,8 @@ or refuse.`,
 			switch s := c.String("sink"); s {
 			case "":
 			case "both":
-				o.Sinks = []string{runner.SinkDB, runner.SinkKafka}
-			case runner.SinkDB, runner.SinkKafka:
+				o.Sinks = []string{config.SinkDB, config.SinkKafka}
+			case config.SinkDB, config.SinkKafka:
 				o.Sinks = []string{s}
 			default:
 				return usagef("--sink: want db, kafka or both, got %q", s)

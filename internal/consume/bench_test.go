@@ -18,7 +18,6 @@ import (
 	"github.com/dualwrite/ingest/internal/consume"
 	"github.com/dualwrite/ingest/internal/gen"
 	"github.com/dualwrite/ingest/internal/kafkaserver"
-	"github.com/dualwrite/ingest/internal/runner"
 	"github.com/dualwrite/ingest/internal/testenv"
 )
 
@@ -69,7 +68,7 @@ func TestThroughputVersusBackfill(t *testing.T) {
 		t.Fatal(err)
 	}
 	paths := []string{filepath.Join(spool, "api")}
-	if _, err := backfill.Run(ctx, cfg, backfill.Options{Paths: paths, Sinks: []string{runner.SinkKafka}}); err != nil {
+	if _, err := backfill.Run(ctx, cfg, backfill.Options{Paths: paths, Sinks: []string{config.SinkKafka}}); err != nil {
 		t.Fatalf("backfill --sink kafka: %v", err)
 	}
 	truncate := func() {
@@ -88,7 +87,7 @@ func TestThroughputVersusBackfill(t *testing.T) {
 	for run := range 3 {
 		truncate()
 		start := time.Now()
-		if _, err := backfill.Run(ctx, cfg, backfill.Options{Paths: paths, Sinks: []string{runner.SinkDB}, Restart: true}); err != nil {
+		if _, err := backfill.Run(ctx, cfg, backfill.Options{Paths: paths, Sinks: []string{config.SinkDB}, Restart: true}); err != nil {
 			t.Fatalf("backfill --sink db: %v", err)
 		}
 		d := time.Since(start)

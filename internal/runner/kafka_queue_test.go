@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
@@ -34,7 +35,7 @@ func TestLazyKafkaQueuesUntilBuilt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := kafkasink.Config{Brokers: mc.Bootstrap(), Topics: []string{topic}, Name: SinkKafka}
+	cfg := kafkasink.Config{Brokers: mc.Bootstrap(), Topics: []string{topic}, Name: config.SinkKafka}
 	k := &lazyKafka{cfg: cfg, log: slog.New(slog.DiscardHandler), cancel: func() {},
 		built: make(chan struct{}), tried: make(chan struct{}), done: make(chan struct{}), fatal: make(chan error, 1)}
 	ctx := testenv.Context(t, time.Minute)

@@ -29,14 +29,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// Sink names, which are also the checkpoint keys and metric labels. They
-// are [config.SinkDB] and [config.SinkKafka]; these copies remain for
-// internal/consume's benchmark, which still names them here.
-const (
-	SinkDB    = config.SinkDB
-	SinkKafka = config.SinkKafka
-)
-
 // Options are what the caller adds to the config.
 type Options struct {
 	// ConfigPath is watched for changes when set; Reload also triggers a
@@ -133,10 +125,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	specs := set.Specs
 	var ready []health.Check
 	if set.DB != nil {
-		ready = append(ready, health.Check{Name: SinkDB, Check: set.DB.Ping})
+		ready = append(ready, health.Check{Name: config.SinkDB, Check: set.DB.Ping})
 	}
 	if ks != nil {
-		ready = append(ready, health.Check{Name: SinkKafka, Check: ks.ready})
+		ready = append(ready, health.Check{Name: config.SinkKafka, Check: ks.ready})
 	}
 
 	if ks != nil {
@@ -226,7 +218,7 @@ func (m *routeMetrics) set(cfg *config.Config) {
 	m.percent.Reset()
 	m.accounts.Reset()
 	for name, t := range cfg.Tables {
-		for sink, sel := range map[string]config.Selector{SinkDB: t.DB, SinkKafka: t.Kafka} {
+		for sink, sel := range map[string]config.Selector{config.SinkDB: t.DB, config.SinkKafka: t.Kafka} {
 			m.percent.WithLabelValues(name, sink).Set(sel.Percent)
 			m.accounts.WithLabelValues(name, sink, "accounts").Set(float64(len(sel.Accounts)))
 			m.accounts.WithLabelValues(name, sink, "exclude").Set(float64(len(sel.Exclude)))
