@@ -22,6 +22,7 @@ import (
 
 	"github.com/dualwrite/ingest/internal/gen"
 	"github.com/dualwrite/ingest/internal/kafkaserver"
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/rotatefile"
@@ -34,19 +35,6 @@ const (
 	envOutage        = "INGEST_KAFKA_OUTAGE"         // two of three brokers down
 	envClusterOutage = "INGEST_KAFKA_CLUSTER_OUTAGE" // every broker down
 )
-
-func outage(t *testing.T, name string, def time.Duration) time.Duration {
-	t.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		t.Fatalf("%s=%q: want a positive duration such as 5s", name, v)
-	}
-	return d
-}
 
 // loadRun is `ingest run` loading a steady stream that the test writes
 // in-process through gen (so it knows exactly when writing stops), with
@@ -586,8 +574,8 @@ func allUp(t *testing.T, c *kafkaserver.Cluster) {
 // test's own (testenv.Cluster): it kills brokers, and only a real cluster
 // moves leadership and enforces min.insync.replicas.
 func TestRunThroughKafkaClusterFaults(t *testing.T) {
-	twoDown := outage(t, envOutage, 30*time.Second)
-	allDown := outage(t, envClusterOutage, 60*time.Second)
+	twoDown := loadertest.EnvDuration(t, envOutage, 30*time.Second)
+	allDown := loadertest.EnvDuration(t, envClusterOutage, 60*time.Second)
 	c := testenv.Cluster(t, 3, nil)
 	spec := kafkaserver.TopicSpec{
 		Partitions: 4, Replication: 3, Configs: map[string]string{"min.insync.replicas": "2"},
