@@ -30,6 +30,7 @@ type Loader struct {
 	kick      chan struct{}                  // wakes the janitor
 
 	rootReported map[string]string // spool dir entries logged as not loaded, by name: reason
+	rootScans    int               // reportRootEntries calls, for tests that watch rescans repeat nothing
 }
 
 // settings are what may change while running, at a batch boundary.
@@ -515,6 +516,7 @@ func (l *Loader) reportRootEntries(entries []os.DirEntry) {
 	stateDir, _ := filepath.Abs(l.cfg.StateDir)
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.rootScans++
 	if l.rootReported == nil {
 		l.rootReported = map[string]string{}
 	}

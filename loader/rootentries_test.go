@@ -26,7 +26,8 @@ func TestSpoolRootEntriesReported(t *testing.T) {
 	sink := newMemSink(t, "mem", true)
 	cfg := Config{Dir: spool, Schema: testSchema(t), Logger: logs.logger(), PollInterval: 10 * time.Millisecond,
 		Streams: []StreamConfig{{Name: "api"}}}
-	_, stop := runLoader(t, cfg, sink.spec())
+	l, stop := runLoader(t, cfg, sink.spec())
+	scans := func() int { l.mu.Lock(); defer l.mu.Unlock(); return l.rootScans }
 	byFile := func() map[string]string {
 		out := map[string]string{}
 		for _, m := range logs.with(t, "WARN", "spool entry not loaded") {
@@ -35,10 +36,9 @@ func TestSpoolRootEntriesReported(t *testing.T) {
 		return out
 	}
 	testenv.Eventually(t, 10*time.Second, func() bool { return len(byFile()) == 2 }, "two WARNs (%v)", byFile())
-	// Rescans (every second here) must not repeat them: watch past two.
-	// This is an observation window for something that must not happen,
-	// not a wait for an event.
-	time.Sleep(2500 * time.Millisecond)
+	// Rescans must not repeat them: wait for two more rescans of the spool dir.
+	after := scans()
+	testenv.Eventually(t, 10*time.Second, func() bool { return scans() >= after+2 }, "two rescans after the WARNs (%d, %d before)", scans(), after)
 	got := byFile()
 	if got["stray.ndjson"] != "file in the spool dir" || got["other"] != "directory not a configured stream" {
 		t.Fatalf("WARNs by file: %v", got)
