@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -254,20 +253,13 @@ func toConsumed(tb testing.TB, msgs []*kafka.Message) []consumed {
 	return out
 }
 
-// seqOf extracts "seq" from a row without a JSON library: the rows are the
-// generator's own.
+// seqOf is rowSeq for rows that must have a seq (the generator's own and
+// the lineWriter's): a row without one fails the test.
 func seqOf(tb testing.TB, row []byte) int {
 	tb.Helper()
-	s := string(row)
-	i := strings.Index(s, `"seq":`)
-	if i < 0 {
-		tb.Fatalf("row without seq: %.80s", s)
-	}
-	s = s[i+len(`"seq":`):]
-	j := strings.IndexByte(s, ',')
-	n, err := strconv.Atoi(s[:j])
+	n, err := rowSeq(row)
 	if err != nil {
-		tb.Fatalf("row seq: %v", err)
+		tb.Fatal(err)
 	}
 	return n
 }
