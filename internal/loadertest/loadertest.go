@@ -13,6 +13,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -106,12 +107,12 @@ func DeadLetters(tb testing.TB, stateDir, stream string) []loader.DeadLetter {
 }
 
 // FileCheckpoint reads a sink's checkpoint of stream from the loader's
-// file store under <stateDir>/checkpoints, where the loader keeps the
+// file store (loader.StateLayout.Checkpoints), where the loader keeps the
 // checkpoints of sinks that do not own theirs: the position a restart
 // resumes from (loader.FileStore.Load); ok is false while there is none.
 func FileCheckpoint(tb testing.TB, stateDir, sink, stream string) (pos loader.Position, ok bool) {
 	tb.Helper()
-	pos, ok, err := loader.FileStore{Dir: filepath.Join(stateDir, "checkpoints")}.Load(context.Background(), sink, stream)
+	pos, ok, err := loader.FileStore{Dir: loader.StateLayout{Dir: stateDir}.Checkpoints()}.Load(context.Background(), sink, stream)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -152,6 +153,22 @@ func StreamEnd(tb testing.TB, spool, stream string) loader.Position {
 type Lazy func() string
 
 func (f Lazy) String() string { return f() }
+
+// EnvInt reads a positive integer from the environment (for a larger or
+// smaller benchmark), def when unset. A malformed value fails the test
+// rather than silently running with the default.
+func EnvInt(tb testing.TB, name string, def int) int {
+	tb.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		tb.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
 
 // EnvDuration reads a duration from the environment (for lengthening or
 // shortening a long test), def when unset. A malformed value fails the

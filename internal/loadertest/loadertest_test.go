@@ -93,3 +93,51 @@ func TestHelpersOnARealLoader(t *testing.T) {
 		t.Error("the loader logged nothing through NewLog's logger")
 	}
 }
+
+// The PostgreSQL helpers on a real server (testenv.Postgres): Exec reports
+// the rows it affected, QueryInt and QueryIntURL read what it wrote,
+// Connect's session is in UTC, and TryQueryInt returns an error, rather
+// than failing the test, while the server is stopped, and the count again
+// once it is back.
+func TestPostgresHelpers(t *testing.T) {
+	srv := testenv.Postgres(t)
+	conn := loadertest.Connect(t, srv)
+	loadertest.Exec(t, conn, `CREATE TABLE t (n bigint)`)
+	if got := loadertest.Exec(t, conn, `INSERT INTO t SELECT generate_series(1, $1::int)`, 5); got != 5 {
+		t.Fatalf("Exec inserted %d rows, want 5", got)
+	}
+	if got := loadertest.QueryInt(t, conn, `SELECT sum(n) FROM t WHERE n > $1`, 3); got != 9 {
+		t.Fatalf("QueryInt: sum %d, want 9", got)
+	}
+	if got := loadertest.QueryIntURL(t, srv.URL(), `SELECT count(*) FROM t`); got != 5 {
+		t.Fatalf("QueryIntURL: %d rows, want 5", got)
+	}
+	if got := loadertest.QueryInt(t, conn, `SELECT extract(timezone FROM now())::bigint`); got != 0 {
+		t.Fatalf("Connect's session is %d s from UTC, want 0", got)
+	}
+	ctx := testenv.Context(t, time.Minute)
+	if err := srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := loadertest.TryQueryInt(srv.URL(), `SELECT count(*) FROM t`); err == nil {
+		t.Fatalf("TryQueryInt on a stopped server: %d, no error", n)
+	}
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := loadertest.TryQueryInt(srv.URL(), `SELECT count(*) FROM t`); err != nil || n != 5 {
+		t.Fatalf("TryQueryInt after the restart: %d, %v; want 5", n, err)
+	}
+}
+
+// EnvInt reads a positive integer, and def when the variable is unset.
+func TestEnvInt(t *testing.T) {
+	t.Setenv("LOADERTEST_N", "")
+	if got := loadertest.EnvInt(t, "LOADERTEST_N", 7); got != 7 {
+		t.Fatalf("unset: %d, want the default 7", got)
+	}
+	t.Setenv("LOADERTEST_N", "12")
+	if got := loadertest.EnvInt(t, "LOADERTEST_N", 7); got != 12 {
+		t.Fatalf("LOADERTEST_N=12: %d", got)
+	}
+}
