@@ -36,8 +36,8 @@ import (
 // duplicate would show) and every bad line was dead-lettered.
 func TestLoaderCrashAtRandomPointsExactlyOnce(t *testing.T) {
 	srv := testenv.Postgres(t)
-	sch := ltSchema(t)
-	ltMigrate(t, srv, sch)
+	sch := feedSchema(t)
+	migrateTables(t, srv, sch)
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
@@ -45,7 +45,7 @@ func TestLoaderCrashAtRandomPointsExactlyOnce(t *testing.T) {
 	logs, log := loadertest.NewLog(t)
 
 	spool := t.TempDir()
-	feed := ltOpenFeed(t, spool, 32<<10, "crash")
+	feed := openFeed(t, spool, 32<<10, "crash")
 	const n = 6000 // ~6 s of appending at ~1000 lines/s
 	fed := make(chan error, 1)
 	go func() { fed <- feed.run(nil, n, 5*time.Millisecond, 5, 50) }()
@@ -183,10 +183,10 @@ func TestLoaderCrashAtRandomPointsExactlyOnce(t *testing.T) {
 	// The last run finishes the job.
 	want := feed.all()
 	l, db, _ := newRun(10 * time.Second)
-	if cp, ok, err := db.Checkpoint(ctx, ltStream); err != nil || !ok {
+	if cp, ok, err := db.Checkpoint(ctx, loaderStream); err != nil || !ok {
 		t.Fatalf("checkpoint before the final run: %v, %v, %v", cp, ok, err)
 	} else {
-		t.Logf("checkpoint before the final run: %v (stream ends at %v)", cp, loadertest.StreamEnd(t, spool, ltStream))
+		t.Logf("checkpoint before the final run: %v (stream ends at %v)", cp, loadertest.StreamEnd(t, spool, loaderStream))
 	}
 	done := make(chan error, 1)
 	runCtx, cancel := context.WithCancel(ctx)
@@ -198,13 +198,13 @@ func TestLoaderCrashAtRandomPointsExactlyOnce(t *testing.T) {
 			<-done
 		}
 	}()
-	testenv.Eventually(t, 60*time.Second, func() bool { return ltCount(srv) >= len(want) },
-		"the final run loads everything (%v of %d rows)", loadertest.Lazy(func() string { return fmt.Sprint(ltCount(srv)) }), len(want))
+	testenv.Eventually(t, 60*time.Second, func() bool { return rowCount(srv) >= len(want) },
+		"the final run loads everything (%v of %d rows)", loadertest.Lazy(func() string { return fmt.Sprint(rowCount(srv)) }), len(want))
 	// And passes the trailing lines the sink never sees: its checkpoint
 	// reaches the end of the last file.
-	end := loadertest.StreamEnd(t, spool, ltStream)
-	testenv.Eventually(t, 10*time.Second, func() bool { return l.Positions()[ltStream]["db"] == end },
-		"the final run reaches the end %v (at %v)", end, loadertest.Lazy(func() string { return l.Positions()[ltStream]["db"].String() }))
+	end := loadertest.StreamEnd(t, spool, loaderStream)
+	testenv.Eventually(t, 10*time.Second, func() bool { return l.Positions()[loaderStream]["db"] == end },
+		"the final run reaches the end %v (at %v)", end, loadertest.Lazy(func() string { return l.Positions()[loaderStream]["db"].String() }))
 	cancel()
 	finalStopped = true
 	if err := <-done; err != nil {
@@ -217,8 +217,8 @@ func TestLoaderCrashAtRandomPointsExactlyOnce(t *testing.T) {
 	t.Logf("%d batches cut off in flight by a cancellation; log: %d transient errors retried, %d replayed batches found already committed",
 		failedBatches, logs.Count("dbsink: transient error, retrying"), logs.Count("dbsink: batch already committed, skipping"))
 
-	ltCheckTables(t, srv, want)
-	dls := loadertest.DeadLetters(t, filepath.Join(spool, ".ingest"), ltStream)
+	checkTables(t, srv, want)
+	dls := loadertest.DeadLetters(t, filepath.Join(spool, ".ingest"), loaderStream)
 	seen := map[string]bool{}
 	for _, d := range dls {
 		if d.Reason != "unknown_table" || d.Line == nil {

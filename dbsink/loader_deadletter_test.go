@@ -33,11 +33,11 @@ func TestLoaderUnknownAndHostileTablesAreDeadLettered(t *testing.T) {
 	conn := loadertest.Connect(t, srv)
 	loadertest.Exec(t, conn, `CREATE TABLE unrelated (x int)`)
 	loadertest.Exec(t, conn, `INSERT INTO unrelated VALUES (42)`)
-	sch := ltSchema(t)
-	ltMigrate(t, srv, sch)
+	sch := feedSchema(t)
+	migrateTables(t, srv, sch)
 
 	hostile := func(table string) string {
-		return fmt.Sprintf(`{"table":%s,"row":{"id":%q,"acct":1,"seq":-1,"body":"hostile"}}`, table, ltUUID())
+		return fmt.Sprintf(`{"table":%s,"row":{"id":%q,"acct":1,"seq":-1,"body":"hostile"}}`, table, newUUID())
 	}
 	bad := []string{
 		hostile(`"raw_item; DROP TABLE raw_item --"`),
@@ -51,7 +51,7 @@ func TestLoaderUnknownAndHostileTablesAreDeadLettered(t *testing.T) {
 
 	spool := t.TempDir()
 	// One file (no rotation), so dead-letter offsets are predictable.
-	feed := ltOpenFeed(t, spool, 64<<20, "around")
+	feed := openFeed(t, spool, 64<<20, "around")
 	appendRound := func() {
 		t.Helper()
 		for _, line := range bad {
@@ -73,11 +73,11 @@ func TestLoaderUnknownAndHostileTablesAreDeadLettered(t *testing.T) {
 	// Round one is on disk before the loader starts: hostile and valid
 	// lines share a batch.
 	appendRound()
-	testenv.Eventually(t, 10*time.Second, func() bool { return ltSpoolBytes(t, spool) == feed.size },
-		"round one on disk (%v of %d bytes)", loadertest.Lazy(func() string { return fmt.Sprint(ltSpoolBytes(t, spool)) }), feed.size)
+	testenv.Eventually(t, 10*time.Second, func() bool { return spoolBytes(t, spool) == feed.size },
+		"round one on disk (%v of %d bytes)", loadertest.Lazy(func() string { return fmt.Sprint(spoolBytes(t, spool)) }), feed.size)
 
 	_, log := loadertest.NewLog(t)
-	db := ltDBSink(t, srv, sch, log)
+	db := openSink(t, srv, sch, log)
 	kafka := loadertest.NewMemSink("kafka")
 	run := loadertest.Start(t, loader.Config{
 		Dir:    spool,
@@ -86,20 +86,20 @@ func TestLoaderUnknownAndHostileTablesAreDeadLettered(t *testing.T) {
 		Logger: log,
 	}, loader.SinkSpec{Sink: db}, loader.SinkSpec{Sink: kafka})
 	round1 := feed.count()
-	testenv.Eventually(t, 30*time.Second, func() bool { return ltCount(srv) >= round1 },
-		"round one loaded (%v of %d rows)", loadertest.Lazy(func() string { return fmt.Sprint(ltCount(srv)) }), round1)
+	testenv.Eventually(t, 30*time.Second, func() bool { return rowCount(srv) >= round1 },
+		"round one loaded (%v of %d rows)", loadertest.Lazy(func() string { return fmt.Sprint(rowCount(srv)) }), round1)
 
 	// Round two is tailed from the active file while the loader runs.
 	appendRound()
 	want := feed.all()
-	testenv.Eventually(t, 30*time.Second, func() bool { return ltCount(srv) >= len(want) && kafka.Count() >= len(want) },
-		"round two loaded (%v of %d)", loadertest.Lazy(func() string { return fmt.Sprintf("db %d, kafka %d", ltCount(srv), kafka.Count()) }), len(want))
+	testenv.Eventually(t, 30*time.Second, func() bool { return rowCount(srv) >= len(want) && kafka.Count() >= len(want) },
+		"round two loaded (%v of %d)", loadertest.Lazy(func() string { return fmt.Sprintf("db %d, kafka %d", rowCount(srv), kafka.Count()) }), len(want))
 	if err := run.Stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 
-	ltCheckTables(t, srv, want)
-	ltCheckInOrder(t, kafka, want)
+	checkTables(t, srv, want)
+	checkInOrder(t, kafka, want)
 
 	// Every table is intact, and nothing else appeared.
 	rows, err := conn.Query(t.Context(), `SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1`)
@@ -132,7 +132,7 @@ func TestLoaderUnknownAndHostileTablesAreDeadLettered(t *testing.T) {
 
 	// Each bad line is dead-lettered once, as unknown_table, with its bytes
 	// and where it was.
-	dls := loadertest.DeadLetters(t, filepath.Join(spool, ".ingest"), ltStream)
+	dls := loadertest.DeadLetters(t, filepath.Join(spool, ".ingest"), loaderStream)
 	if len(dls) != len(feed.bad) {
 		for _, d := range dls {
 			t.Logf("dead letter: %+v", d)
@@ -152,7 +152,7 @@ func TestLoaderUnknownAndHostileTablesAreDeadLettered(t *testing.T) {
 			t.Errorf("dead letter of %s: reason %q, want unknown_table", line, d.Reason)
 		case d.Line == nil || *d.Line != line:
 			t.Errorf("dead letter at %d holds %v, want %s", d.Offset, d.Line, line)
-		case d.Stream != ltStream || d.File == "" || strings.HasSuffix(d.File, ".open"):
+		case d.Stream != loaderStream || d.File == "" || strings.HasSuffix(d.File, ".open"):
 			t.Errorf("dead letter of %s: stream %q, file %q", line, d.Stream, d.File)
 		case d.Sink != "":
 			t.Errorf("dead letter of %s names sink %q: the loader, not a sink, must refuse it", line, d.Sink)

@@ -29,16 +29,16 @@ import (
 	"github.com/dualwrite/ingest/schema"
 )
 
-// ltStream is the one stream the loader tests write.
-const ltStream = "api"
+// loaderStream is the one stream the loader tests write.
+const loaderStream = "api"
 
-// ltTables are the tables of ltSchema. Both have a uuid column "id"; only
+// feedTables are the tables of feedSchema. Both have a uuid column "id"; only
 // raw_item declares it as the id (PRIMARY KEY, staging table and ON
 // CONFLICT path), raw_event is loaded by plain COPY, so a line stored twice
 // there shows up as two rows: exactly-once cannot hide behind ON CONFLICT.
-var ltTables = []string{"raw_event", "raw_item"}
+var feedTables = []string{"raw_event", "raw_item"}
 
-func ltSchema(tb testing.TB) *schema.Schema {
+func feedSchema(tb testing.TB) *schema.Schema {
 	tb.Helper()
 	cols := map[string]string{"id": "uuid", "acct": "bigint", "seq": "bigint", "body": "text"}
 	s, err := schema.New(map[string]*schema.Table{
@@ -51,8 +51,8 @@ func ltSchema(tb testing.TB) *schema.Schema {
 	return s
 }
 
-// ltUUID returns a random (version 4) UUID.
-func ltUUID() string {
+// newUUID returns a random (version 4) UUID.
+func newUUID() string {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		panic(err)
@@ -63,47 +63,47 @@ func ltUUID() string {
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// ltRow is a valid line as appended: which table, its id and seq.
-type ltRow struct {
+// feedRow is a valid line as appended: which table, its id and seq.
+type feedRow struct {
 	Table string
 	ID    string
 	Seq   int
 }
 
-func (r ltRow) line(body string) string {
+func (r feedRow) line(body string) string {
 	return fmt.Sprintf(`{"table":%q,"row":{"id":%q,"acct":%d,"seq":%d,"body":%q}}`, r.Table, r.ID, r.Seq%17, r.Seq, body)
 }
 
-// ltFeed appends lines through a rotatefile writer and remembers the valid
+// lineFeed appends lines through a rotatefile writer and remembers the valid
 // ones in append order (one writer goroutine at a time, so append order is
 // file order).
-type ltFeed struct {
+type lineFeed struct {
 	w    *rotatefile.Writer
 	body string
 
 	mu     sync.Mutex
-	rows   []ltRow
+	rows   []feedRow
 	bad    []string // invalid lines appended, in order
 	badOff []int64  // their offsets, valid while the writer has not rotated
 	size   int64    // bytes appended
 }
 
-func ltOpenFeed(tb testing.TB, spool string, maxBytes int64, body string) *ltFeed {
+func openFeed(tb testing.TB, spool string, maxBytes int64, body string) *lineFeed {
 	tb.Helper()
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: ltStream, MaxBytes: maxBytes, FlushInterval: time.Millisecond})
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: loaderStream, MaxBytes: maxBytes, FlushInterval: time.Millisecond})
 	if err != nil {
 		tb.Fatalf("open writer: %v", err)
 	}
 	tb.Cleanup(func() { w.Close() })
-	return &ltFeed{w: w, body: body}
+	return &lineFeed{w: w, body: body}
 }
 
 // add appends one valid line, alternating between the two tables.
-func (f *ltFeed) add() error {
+func (f *lineFeed) add() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	seq := len(f.rows)
-	r := ltRow{Table: ltTables[seq%2], ID: ltUUID(), Seq: seq}
+	r := feedRow{Table: feedTables[seq%2], ID: newUUID(), Seq: seq}
 	line := r.line(f.body)
 	if err := f.w.Append([]byte(line)); err != nil {
 		return fmt.Errorf("append line %d: %w", seq, err)
@@ -114,7 +114,7 @@ func (f *ltFeed) add() error {
 }
 
 // addRaw appends a line that the loader must dead-letter.
-func (f *ltFeed) addRaw(line string) error {
+func (f *lineFeed) addRaw(line string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.w.Append([]byte(line)); err != nil {
@@ -126,23 +126,23 @@ func (f *ltFeed) addRaw(line string) error {
 	return nil
 }
 
-func (f *ltFeed) count() int {
+func (f *lineFeed) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.rows)
 }
 
-func (f *ltFeed) all() []ltRow {
+func (f *lineFeed) all() []feedRow {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]ltRow(nil), f.rows...)
+	return append([]feedRow(nil), f.rows...)
 }
 
 // run appends lines on the caller's goroutine until stop is closed or n
 // lines were appended (n <= 0: no limit): perTick lines every tick, which
 // paces the writer (a steady producer, not synchronisation). Every
 // badEvery-th line (0: none) is followed by a line naming an unknown table.
-func (f *ltFeed) run(stop <-chan struct{}, n int, tick time.Duration, perTick, badEvery int) error {
+func (f *lineFeed) run(stop <-chan struct{}, n int, tick time.Duration, perTick, badEvery int) error {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
@@ -154,7 +154,7 @@ func (f *ltFeed) run(stop <-chan struct{}, n int, tick time.Duration, perTick, b
 				return err
 			}
 			if badEvery > 0 && f.count()%badEvery == 0 {
-				if err := f.addRaw(fmt.Sprintf(`{"table":"no_such_table","row":{"id":%q,"acct":1,"seq":-1,"body":"x"}}`, ltUUID())); err != nil {
+				if err := f.addRaw(fmt.Sprintf(`{"table":"no_such_table","row":{"id":%q,"acct":1,"seq":-1,"body":"x"}}`, newUUID())); err != nil {
 					return err
 				}
 			}
@@ -167,8 +167,8 @@ func (f *ltFeed) run(stop <-chan struct{}, n int, tick time.Duration, perTick, b
 	}
 }
 
-// ltRowID is the id column of a row the feed appended.
-func ltRowID(row []byte) (string, error) {
+// rowID is the id column of a row the feed appended.
+func rowID(row []byte) (string, error) {
 	var r struct {
 		ID string `json:"id"`
 	}
@@ -176,28 +176,28 @@ func ltRowID(row []byte) (string, error) {
 	return r.ID, err
 }
 
-// ltHas reports whether the in-memory sink received line i of the feed
-// (assuming it received lines in order, which ltCheckInOrder verifies at
+// hasLine reports whether the in-memory sink received line i of the feed
+// (assuming it received lines in order, which checkInOrder verifies at
 // the end).
-func ltHas(s *loadertest.MemSink, i int, id string) bool {
+func hasLine(s *loadertest.MemSink, i int, id string) bool {
 	r, ok := s.At(i)
 	if !ok {
 		return false
 	}
-	got, err := ltRowID(r.Row)
+	got, err := rowID(r.Row)
 	return err == nil && got == id
 }
 
-// ltCheckInOrder fails unless the in-memory sink received exactly the
+// checkInOrder fails unless the in-memory sink received exactly the
 // feed's rows, once each, in append order.
-func ltCheckInOrder(tb testing.TB, s *loadertest.MemSink, want []ltRow) {
+func checkInOrder(tb testing.TB, s *loadertest.MemSink, want []feedRow) {
 	tb.Helper()
 	recs := s.Records()
 	if len(recs) != len(want) {
 		tb.Errorf("%s sink received %d records, want %d", s.Name(), len(recs), len(want))
 	}
 	for i := range min(len(recs), len(want)) {
-		id, err := ltRowID(recs[i].Row)
+		id, err := rowID(recs[i].Row)
 		if err != nil {
 			tb.Errorf("%s sink: row at %v: %v", s.Name(), recs[i].Pos, err)
 			return
@@ -209,10 +209,10 @@ func ltCheckInOrder(tb testing.TB, s *loadertest.MemSink, want []ltRow) {
 	}
 }
 
-// ltDBSink opens a dbsink on srv with fast retries (the backoff is capped
+// openSink opens a dbsink on srv with fast retries (the backoff is capped
 // at 500 ms, so the run resumes within about that after the server is
 // back), closed in cleanup.
-func ltDBSink(tb testing.TB, srv *pgserver.Server, sch *schema.Schema, log *slog.Logger) *dbsink.Sink {
+func openSink(tb testing.TB, srv *pgserver.Server, sch *schema.Schema, log *slog.Logger) *dbsink.Sink {
 	tb.Helper()
 	s, err := dbsink.New(context.Background(), dbsink.Config{
 		URL:        srv.URL(),
@@ -228,39 +228,32 @@ func ltDBSink(tb testing.TB, srv *pgserver.Server, sch *schema.Schema, log *slog
 	return s
 }
 
-func ltMigrate(tb testing.TB, srv *pgserver.Server, sch *schema.Schema) {
+func migrateTables(tb testing.TB, srv *pgserver.Server, sch *schema.Schema) {
 	tb.Helper()
-	s := ltDBSink(tb, srv, sch, nil)
+	s := openSink(tb, srv, sch, nil)
 	if err := s.Migrate(testenv.Context(tb, 30*time.Second)); err != nil {
 		tb.Fatalf("Migrate: %v", err)
 	}
 	s.Close()
 }
 
-// ltCount returns the number of rows in the tables of ltSchema, or -1 when
-// the server cannot be asked right now (it may be down): for polling.
-func ltCount(srv *pgserver.Server) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, srv.URL())
+// rowCount returns the number of rows in the tables of feedSchema, or -1
+// when the server cannot be asked right now (it may be down): for polling.
+func rowCount(srv *pgserver.Server) int {
+	n, err := loadertest.TryQueryInt(srv.URL(), `SELECT (SELECT count(*) FROM raw_item) + (SELECT count(*) FROM raw_event)`)
 	if err != nil {
 		return -1
 	}
-	defer conn.Close(context.Background())
-	var n int
-	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM raw_item) + (SELECT count(*) FROM raw_event)`).Scan(&n); err != nil {
-		return -1
-	}
-	return n
+	return int(n)
 }
 
-// ltCheckTables fails unless the tables hold exactly the rows of want: the
+// checkTables fails unless the tables hold exactly the rows of want: the
 // row count per table, and per id: present once, in the right table, with
 // the right seq; nothing else.
-func ltCheckTables(tb testing.TB, srv *pgserver.Server, want []ltRow) {
+func checkTables(tb testing.TB, srv *pgserver.Server, want []feedRow) {
 	tb.Helper()
 	conn := loadertest.Connect(tb, srv)
-	byID := make(map[string]ltRow, len(want))
+	byID := make(map[string]feedRow, len(want))
 	perTable := map[string]int{}
 	for _, r := range want {
 		if _, dup := byID[r.ID]; dup {
@@ -271,7 +264,7 @@ func ltCheckTables(tb testing.TB, srv *pgserver.Server, want []ltRow) {
 	}
 	seen := make(map[string]int, len(want))
 	var missing, dup, unexpected, wrong []string
-	for _, table := range ltTables {
+	for _, table := range feedTables {
 		if n := loadertest.QueryInt(tb, conn, `SELECT count(*) FROM `+pgx.Identifier{table}.Sanitize()); n != int64(perTable[table]) {
 			tb.Errorf("%s holds %d rows, want %d", table, n, perTable[table])
 		}
@@ -312,10 +305,10 @@ func ltCheckTables(tb testing.TB, srv *pgserver.Server, want []ltRow) {
 	}
 }
 
-// ltSpoolBytes is the size of the stream's data files in spool.
-func ltSpoolBytes(tb testing.TB, spool string) int64 {
+// spoolBytes is the size of the stream's data files in spool.
+func spoolBytes(tb testing.TB, spool string) int64 {
 	tb.Helper()
-	entries, err := os.ReadDir(filepath.Join(spool, ltStream))
+	entries, err := os.ReadDir(filepath.Join(spool, loaderStream))
 	if err != nil {
 		tb.Fatal(err)
 	}

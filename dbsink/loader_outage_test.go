@@ -31,14 +31,14 @@ func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 	t.Parallel()
 	outage := loadertest.EnvDuration(t, "INGEST_DB_LOADER_OUTAGE", 20*time.Second)
 	srv := testenv.Postgres(t)
-	sch := ltSchema(t)
-	ltMigrate(t, srv, sch)
+	sch := feedSchema(t)
+	migrateTables(t, srv, sch)
 	logs, log := loadertest.NewLog(t)
-	db := ltDBSink(t, srv, sch, log)
+	db := openSink(t, srv, sch, log)
 	kafka := loadertest.NewMemSink("kafka")
 
 	spool := t.TempDir()
-	feed := ltOpenFeed(t, spool, 256<<10, "outage")
+	feed := openFeed(t, spool, 256<<10, "outage")
 	run := loadertest.Start(t, loader.Config{
 		Dir:             spool,
 		Schema:          sch,
@@ -60,8 +60,8 @@ func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 	}()
 
 	testenv.Eventually(t, 30*time.Second, func() bool {
-		return ltCount(srv) >= 200 && kafka.Count() >= 200
-	}, "both sinks loading before the outage (%v)", loadertest.Lazy(func() string { return fmt.Sprintf("db %d, kafka %d rows", ltCount(srv), kafka.Count()) }))
+		return rowCount(srv) >= 200 && kafka.Count() >= 200
+	}, "both sinks loading before the outage (%v)", loadertest.Lazy(func() string { return fmt.Sprintf("db %d, kafka %d rows", rowCount(srv), kafka.Count()) }))
 
 	ctx := testenv.Context(t, outage+3*time.Minute)
 	if err := srv.Stop(ctx); err != nil {
@@ -77,15 +77,15 @@ func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 	time.Sleep(outage / 2)
 	rows = feed.all()
 	mid := len(rows)
-	testenv.Eventually(t, 15*time.Second, func() bool { return ltHas(kafka, mid-1, rows[mid-1].ID) },
+	testenv.Eventually(t, 15*time.Second, func() bool { return hasLine(kafka, mid-1, rows[mid-1].ID) },
 		"kafka side receives the lines appended during the outage (has %v of %d)", loadertest.Lazy(func() string { return fmt.Sprint(kafka.Count()) }), mid)
-	dbMid := run.Position(ltStream, "db")
+	dbMid := run.Position(loaderStream, "db")
 	if remaining := outage - time.Since(stoppedAt); remaining > 0 {
 		time.Sleep(remaining)
 	}
 	rows = feed.all()
 	last := len(rows)
-	testenv.Eventually(t, 15*time.Second, func() bool { return ltHas(kafka, last-1, rows[last-1].ID) },
+	testenv.Eventually(t, 15*time.Second, func() bool { return hasLine(kafka, last-1, rows[last-1].ID) },
 		"kafka side receives every line appended during the outage before postgres is back (has %v of %d)", loadertest.Lazy(func() string { return fmt.Sprint(kafka.Count()) }), last)
 	if srv.PID() != 0 {
 		t.Fatal("postgres is running before the test started it")
@@ -93,7 +93,7 @@ func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 	if !run.Alive() {
 		t.Fatalf("the loader stopped during the outage: %v", run.Err())
 	}
-	dbEnd := run.Position(ltStream, "db")
+	dbEnd := run.Position(loaderStream, "db")
 	firstRec, ok := kafka.At(first)
 	if !ok {
 		t.Fatalf("the kafka side has %d records, fewer than the %d before the outage's first line", kafka.Count(), first+1)
@@ -115,8 +115,8 @@ func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 		t.Fatalf("start postgres: %v", err)
 	}
 	restartedAt := time.Now()
-	testenv.Eventually(t, 60*time.Second, func() bool { return ltCount(srv) >= last },
-		"the run resumes by itself and stores the outage's lines (%v of %d rows)", loadertest.Lazy(func() string { return fmt.Sprint(ltCount(srv)) }), last)
+	testenv.Eventually(t, 60*time.Second, func() bool { return rowCount(srv) >= last },
+		"the run resumes by itself and stores the outage's lines (%v of %d rows)", loadertest.Lazy(func() string { return fmt.Sprint(rowCount(srv)) }), last)
 	t.Logf("db caught up with the %d lines of the outage %v after the restart", last, time.Since(restartedAt).Round(time.Millisecond))
 
 	// Keep appending for a moment after the restart, then stop and seal.
@@ -130,11 +130,11 @@ func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 		t.Fatalf("close writer: %v", err)
 	}
 	want := feed.all()
-	testenv.Eventually(t, 60*time.Second, func() bool { return ltCount(srv) >= len(want) && kafka.Count() >= len(want) },
-		"both sinks take every line (%v of %d)", loadertest.Lazy(func() string { return fmt.Sprintf("db %d, kafka %d", ltCount(srv), kafka.Count()) }), len(want))
-	testenv.Eventually(t, 10*time.Second, func() bool { return run.Position(ltStream, "db") == run.Position(ltStream, "kafka") },
+	testenv.Eventually(t, 60*time.Second, func() bool { return rowCount(srv) >= len(want) && kafka.Count() >= len(want) },
+		"both sinks take every line (%v of %d)", loadertest.Lazy(func() string { return fmt.Sprintf("db %d, kafka %d", rowCount(srv), kafka.Count()) }), len(want))
+	testenv.Eventually(t, 10*time.Second, func() bool { return run.Position(loaderStream, "db") == run.Position(loaderStream, "kafka") },
 		"both checkpoints at the end of the data (%v)", loadertest.Lazy(func() string {
-			return fmt.Sprintf("db %v, kafka %v", run.Position(ltStream, "db"), run.Position(ltStream, "kafka"))
+			return fmt.Sprintf("db %v, kafka %v", run.Position(loaderStream, "db"), run.Position(loaderStream, "kafka"))
 		}))
 	if !run.Alive() {
 		t.Fatalf("the loader stopped: %v", run.Err())
@@ -143,10 +143,10 @@ func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 
-	ltCheckTables(t, srv, want)
-	ltCheckInOrder(t, kafka, want)
-	if cp, ok, err := db.Checkpoint(testenv.Context(t, 30*time.Second), ltStream); err != nil || !ok || cp != run.Position(ltStream, "kafka") {
-		t.Errorf("db checkpoint in the database = %v, %v, %v; want %v", cp, ok, err, run.Position(ltStream, "kafka"))
+	checkTables(t, srv, want)
+	checkInOrder(t, kafka, want)
+	if cp, ok, err := db.Checkpoint(testenv.Context(t, 30*time.Second), loaderStream); err != nil || !ok || cp != run.Position(loaderStream, "kafka") {
+		t.Errorf("db checkpoint in the database = %v, %v, %v; want %v", cp, ok, err, run.Position(loaderStream, "kafka"))
 	}
 	// The database sink waited the outage out itself: it logged retries and
 	// never failed a batch back to the loader (which would replay it).
