@@ -198,8 +198,8 @@ func (b *Backfill) Run(ctx context.Context) error {
 		l.streams[st.name] = st
 		l.positions[st.name] = map[string]Position{}
 		l.mu.Unlock()
-		for i, spec := range l.sinks {
-			p := l.newPipeline(st, spec, i == 0, sinkCtx)
+		for _, spec := range l.sinks {
+			p := l.newPipeline(st, spec, sinkCtx)
 			wg.Go(func() {
 				if err := p.run(runCtx); err != nil {
 					fatalOnce.Do(func() { fatal = err })

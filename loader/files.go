@@ -32,10 +32,12 @@ type stream struct {
 	// of sealed files (see backfill.go).
 	fixed *fixedFiles
 	bf    *backfillRun
+
+	cache *segCache // segments its pipelines share (segcache.go)
 }
 
 func newStream(name, dir string, cfg StreamConfig, now func() time.Time) *stream {
-	return &stream{name: name, dir: dir, cfg: cfg, now: now, changed: make(chan struct{}), openFile: os.Open}
+	return &stream{name: name, dir: dir, cfg: cfg, now: now, changed: make(chan struct{}), openFile: os.Open, cache: &segCache{}}
 }
 
 // wait returns a channel closed at the next change. Take it before looking

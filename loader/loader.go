@@ -133,8 +133,8 @@ func (l *Loader) Run(ctx context.Context) error {
 	var fatalOnce sync.Once
 	var fatal error
 	startPipelines := func(st *stream) {
-		for i, spec := range l.sinks {
-			p := l.newPipeline(st, spec, i == 0, sinkCtx)
+		for _, spec := range l.sinks {
+			p := l.newPipeline(st, spec, sinkCtx)
 			wg.Go(func() {
 				if err := p.run(runCtx); err != nil {
 					fatalOnce.Do(func() { fatal = err })
@@ -219,10 +219,13 @@ func (l *Loader) drain(ctx context.Context, wg *sync.WaitGroup, cancelSinks cont
 	}
 }
 
-func (l *Loader) newPipeline(st *stream, spec SinkSpec, dlOwner bool, sinkCtx context.Context) *pipeline {
+func (l *Loader) newPipeline(st *stream, spec SinkSpec, sinkCtx context.Context) *pipeline {
 	name := spec.Sink.Name()
+	st.cache.mu.Lock()
+	st.cache.sinks = len(l.sinks)
+	st.cache.mu.Unlock()
 	p := &pipeline{
-		l: l, st: st, spec: spec, name: name, dlOwner: dlOwner,
+		l: l, st: st, spec: spec, name: name,
 		tail:    newTail(st, l.cfg.MaxLineBytes),
 		log:     l.cfg.Logger.With("stream", st.name, "sink", name),
 		sinkCtx: sinkCtx,

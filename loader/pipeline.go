@@ -6,11 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
-
-	"github.com/dualwrite/ingest/schema"
 )
 
 // pipeline feeds one sink from one stream: it reads the stream from the
@@ -20,14 +17,18 @@ import (
 // other, so a slow or failing sink only delays itself; it re-reads from disk
 // what it has not yet taken, so memory stays bounded whatever the backlog.
 type pipeline struct {
-	l        *Loader
-	st       *stream
-	spec     SinkSpec
-	name     string
-	store    CheckpointStore // nil when the sink owns its checkpoint
-	owner    CheckpointOwner
-	dlOwner  bool // this pipeline dead-letters lines no sink can take
-	tail     *tail
+	l     *Loader
+	st    *stream
+	spec  SinkSpec
+	name  string
+	store CheckpointStore // nil when the sink owns its checkpoint
+	owner CheckpointOwner
+	// tail reads from disk when neither seg nor the stream's cache has
+	// the span at the pipeline's position; it is re-positioned only then.
+	tail *tail
+	// seg is the segment being consumed and segAt its next item.
+	seg      *segment
+	segAt    int
 	log      *slog.Logger
 	sinkCtx  context.Context
 	maxLine  int
@@ -52,19 +53,18 @@ type pipeline struct {
 	// failing shows a growing lag rather than the age of the replay.
 	since time.Time
 	lagAt time.Time // when refreshLag last set ingest_lag_seconds
-	// spare holds memory of acknowledged batches for the next ones:
-	// fresh arena chunks cost a page fault and zeroing per 4 KB, which
-	// was a tenth of a backfill's CPU.
+	// spare holds record slices of acknowledged batches for the next
+	// ones (line memory is reused through the segments' pool).
 	spare spare
 }
 
 type flight struct {
-	b      *Batch
-	sent   time.Time
-	done   bool
-	err    error
-	read   time.Time // when its first line was read, for lag
-	arenas [][]byte  // the batch's line memory, reused once it is acked
+	b    *Batch
+	sent time.Time
+	done bool
+	err  error
+	read time.Time  // when its first line was read, for lag
+	segs []*segment // hold the batch's lines; released once it is acked
 }
 
 type ack struct {
@@ -72,8 +72,8 @@ type ack struct {
 	err error
 }
 
-// builder collects the next batch. Lines routed to the sink are copied
-// into arena chunks that the batch then owns.
+// builder collects the next batch. Its records point into segments,
+// which it holds until the batch is acknowledged.
 type builder struct {
 	start, end Position
 	records    []Record
@@ -81,45 +81,27 @@ type builder struct {
 	covered    int64
 	first      time.Time
 	deadLetter bool
-	arena      []byte   // the chunk being filled, the last of arenas
-	arenas     [][]byte // every chunk the batch's lines are in
+	segs       []*segment
 }
 
 const arenaChunk = 1 << 20
 
 func (b *builder) empty() bool { return b.covered == 0 && b.end == b.start }
 
-func (b *builder) copyLine(line []byte, sp *spare) []byte {
-	if len(line) > cap(b.arena)-len(b.arena) {
-		b.arena = sp.chunk(len(line))
-		b.arenas = append(b.arenas, b.arena)
+// release gives up the segments of a batch that is never submitted.
+func (b *builder) release() {
+	for _, sg := range b.segs {
+		sg.release()
 	}
-	n := len(b.arena)
-	b.arena = append(b.arena, line...)
-	return b.arena[n:len(b.arena):len(b.arena)]
+	b.segs = nil
 }
 
-// spare is a pipeline's free list of arena chunks and record slices from
-// batches the sink has acknowledged (and whose Submit has returned, since
-// the pipeline's goroutine both submits and reads acks): the sink no
-// longer touches them (see [Sink]).
+// spare is a pipeline's free list of record slices from batches the sink
+// has acknowledged (and whose Submit has returned, since the pipeline's
+// goroutine both submits and reads acks): the sink no longer touches them
+// (see [Sink]).
 type spare struct {
-	chunks  [][]byte
 	records [][]Record
-}
-
-// spareChunks bounds the free list: about what MaxInFlight batches of the
-// default 4 MiB hold, so reuse covers the steady state without keeping a
-// burst's memory for ever.
-const spareChunks = 24
-
-func (sp *spare) chunk(need int) []byte {
-	if need <= arenaChunk && len(sp.chunks) > 0 {
-		c := sp.chunks[len(sp.chunks)-1]
-		sp.chunks = sp.chunks[:len(sp.chunks)-1]
-		return c[:0]
-	}
-	return make([]byte, 0, max(arenaChunk, need))
 }
 
 func (sp *spare) recordSlice() []Record {
@@ -131,18 +113,17 @@ func (sp *spare) recordSlice() []Record {
 	return nil
 }
 
-// put takes back an acknowledged batch's memory.
+// put takes back an acknowledged batch's memory: its record slice, and its
+// hold on the segments its lines are in.
 func (sp *spare) put(f *flight) {
-	for _, c := range f.arenas {
-		if cap(c) == arenaChunk && len(sp.chunks) < spareChunks {
-			sp.chunks = append(sp.chunks, c)
-		}
+	for _, sg := range f.segs {
+		sg.release()
 	}
 	if r := f.b.Records; cap(r) > 0 && len(sp.records) < 4 {
 		clear(r) // drop the references to the old lines and strings
 		sp.records = append(sp.records, r[:0])
 	}
-	f.arenas, f.b.Records = nil, nil
+	f.segs, f.b.Records = nil, nil
 }
 
 func (p *pipeline) settings() settings { return *p.l.settings.Load() }
@@ -156,6 +137,7 @@ func (p *pipeline) run(ctx context.Context) error {
 		return err
 	}
 	defer p.tail.close()
+	defer p.dropSegment()
 	if p.store != nil {
 		p.startSaver()
 		defer p.saver.close()
@@ -252,11 +234,11 @@ func (p *pipeline) start(ctx context.Context) error {
 	if err := p.l.dl.seed(p.st.name, p.name, pos); err != nil {
 		return fmt.Errorf("sink %s, stream %s: %w", p.name, p.st.name, err)
 	}
-	if p.dlOwner {
-		if err := p.l.dl.seed(p.st.name, "", pos); err != nil {
-			return fmt.Errorf("stream %s: %w", p.st.name, err)
-		}
+	// Any pipeline may be the first to read a line no sink can take.
+	if err := p.l.dl.seed(p.st.name, "", pos); err != nil {
+		return fmt.Errorf("stream %s: %w", p.st.name, err)
 	}
+	p.st.cache.noteAcked(p.name, pos)
 	return nil
 }
 
@@ -272,8 +254,9 @@ func (p *pipeline) ready(cfg settings, caughtUp bool) bool {
 	return caughtUp && p.l.cfg.now().Sub(b.first) >= cfg.batch.Linger
 }
 
-// fill reads lines into the batch being built until it is full or the
-// stream has no complete line left (caughtUp).
+// fill takes items into the batch being built until it is full or the
+// stream has no complete line left (caughtUp). Items come from the
+// segment being consumed, the stream's cache, or a read from disk.
 func (p *pipeline) fill(ctx context.Context, cfg settings) (caughtUp bool, err error) {
 	b := p.cur
 	read := 0 // counted once per call: the labelled counter costs a lookup
@@ -286,18 +269,12 @@ func (p *pipeline) fill(ctx context.Context, cfg settings) (caughtUp bool, err e
 		if p.st.bf != nil && !p.st.bf.pace(ctx, p) {
 			return true, nil // a paced backfill hands over its batch, or ctx ended
 		}
-		it, err := p.tail.next()
-		if err == errCaughtUp {
-			return true, nil
-		}
-		if ue, ok := isUnreadable(err); ok {
-			// Files load in order: wait at this one (reported, retried at
-			// every change and poll) rather than skip it or stop.
-			p.st.setUnreadable(ue.key, ue.err)
-			return true, nil
-		}
+		it, caughtUp, err := p.nextItem(ctx, cfg)
 		if err != nil {
 			return false, err
+		}
+		if caughtUp {
+			return true, nil
 		}
 		if b.empty() {
 			b.first = p.l.cfg.now()
@@ -307,84 +284,85 @@ func (p *pipeline) fill(ctx context.Context, cfg settings) (caughtUp bool, err e
 		}
 		b.end = it.end
 		b.covered += it.end.Offset - it.pos.Offset
-		switch it.kind {
-		case itemNewFile:
-		case itemTooLong:
-			if err := p.deadLetterFromDisk(ctx, it, ReasonLineTooLong, fmt.Sprintf("line of %d bytes exceeds the %d-byte limit", it.length, p.maxLine)); err != nil {
-				return false, err
-			}
-		case itemTorn:
-			detail := "the file was sealed with a partial last line (writer crashed mid-append)"
-			if it.line == nil {
-				err = p.deadLetterFromDisk(ctx, it, ReasonTruncatedLine, detail)
-			} else {
-				err = p.deadLetter(it, ReasonTruncatedLine, detail, it.line)
-			}
-			if err != nil {
-				return false, err
-			}
-		case itemLine:
+		if it.kind == itemLine {
 			read++
-			if err := p.add(it, cfg); err != nil {
-				return false, err
-			}
+		}
+		if it.bad {
+			// Dead-lettered when it was read; the batch's submit syncs
+			// the dead letters before a checkpoint can pass the line.
+			b.deadLetter = true
+			continue
+		}
+		if it.kind == itemLine {
+			p.add(it, cfg)
 		}
 	}
 	return false, nil
 }
 
-// add decodes a line and, if routed here, copies it into the batch.
-func (p *pipeline) add(it item, cfg settings) error {
-	rec, err := p.l.cfg.Schema.Decode(it.line, p.st.cfg.DefaultTable)
-	if err != nil {
-		reason := "invalid"
-		var serr *schema.Error
-		if errors.As(err, &serr) {
-			reason = string(serr.Reason)
+// nextItem returns the item at the pipeline's position (the end of the
+// batch being built), or caughtUp.
+func (p *pipeline) nextItem(ctx context.Context, cfg settings) (*segItem, bool, error) {
+	for {
+		if p.seg != nil {
+			if p.segAt < len(p.seg.items) && p.seg.items[p.segAt].from == p.cur.end {
+				it := &p.seg.items[p.segAt]
+				p.segAt++
+				return it, false, nil
+			}
+			p.dropSegment()
 		}
-		return p.deadLetter(it, reason, err.Error(), it.line)
+		seg, at, caughtUp, err := p.segmentAt(ctx, p.cur.end, cfg)
+		if err != nil || seg == nil {
+			return nil, caughtUp, err
+		}
+		p.seg, p.segAt = seg, at
 	}
+}
+
+// dropSegment releases the segment being consumed.
+func (p *pipeline) dropSegment() {
+	if p.seg != nil {
+		p.seg.release()
+		p.seg = nil
+	}
+}
+
+// add routes a decoded line and, if it goes to this sink, adds it to the
+// batch, which then holds the line's segment until the batch is acked.
+func (p *pipeline) add(it *segItem, cfg settings) {
+	rec := it.rec
 	if p.st.bf != nil && !p.st.bf.keep(p.name, &rec) {
-		return nil // outside a backfill's accounts or time window
+		return // outside a backfill's accounts or time window
 	}
 	if route := cfg.routes[p.name]; route != nil && !route(rec.Table, rec.Key) {
-		return nil
+		return
 	}
-	// Row aliases the tail's buffer; re-point it into the copy.
-	rowAt := cap(it.line) - cap(rec.Row)
-	line := p.cur.copyLine(it.line, &p.spare)
-	rec.Row = line[rowAt : rowAt+len(rec.Row)]
-	id := rec.ID
-	if id == "" {
-		id = p.st.name + "/" + it.pos.File + "/" + strconv.FormatInt(it.pos.Offset, 10)
+	if n := len(p.cur.segs); n == 0 || p.cur.segs[n-1] != p.seg {
+		p.seg.retain()
+		p.cur.segs = append(p.cur.segs, p.seg)
 	}
 	if p.cur.records == nil {
 		p.cur.records = p.spare.recordSlice()
 	}
-	p.cur.records = append(p.cur.records, Record{Record: rec, RecordID: id, Pos: it.pos, Line: line})
-	p.cur.bytes += len(line)
-	return nil
+	p.cur.records = append(p.cur.records, Record{Record: rec, RecordID: it.id, Pos: it.pos, Line: it.line})
+	p.cur.bytes += len(it.line)
 }
 
 func (p *pipeline) deadLetterEntry(it item, reason, detail string) DeadLetter {
 	return DeadLetter{Stream: p.st.name, Reason: reason, Detail: detail, File: it.pos.File, Offset: it.pos.Offset, Length: it.length}
 }
 
-// deadLetter records a line no sink can take. Every pipeline of the stream
-// meets the line; only one writes it, so it is recorded once.
+// deadLetter records a line no sink can take, when it is read from disk.
+// Whichever pipeline reads the line first writes it; the dead letters
+// remember the positions written after the oldest checkpoint of the
+// stream, so a second read (a pipeline behind the cache, a replay) does not
+// write it again.
 func (p *pipeline) deadLetter(it item, reason, detail string, line []byte) error {
-	p.cur.deadLetter = true
-	if !p.dlOwner {
-		return nil
-	}
 	return p.l.dl.write(p.deadLetterEntry(it, reason, detail), line)
 }
 
-func (p *pipeline) deadLetterFromDisk(_ context.Context, it item, reason, detail string) error {
-	p.cur.deadLetter = true
-	if !p.dlOwner {
-		return nil
-	}
+func (p *pipeline) deadLetterFromDisk(it item, reason, detail string) error {
 	f, err := p.st.open(it.pos.File)
 	if err != nil {
 		return err
@@ -414,9 +392,10 @@ func (p *pipeline) reject(_ context.Context, r *Record, reason, detail string) e
 func (p *pipeline) submit(_ context.Context, cfg settings) {
 	b := p.cur
 	p.cur = &builder{start: b.end, end: b.end}
-	if b.deadLetter && p.dlOwner {
+	if b.deadLetter {
 		// A sink that keeps its own checkpoint may commit past these lines
-		// as soon as it has the batch: their dead letters must be durable.
+		// as soon as it has the batch: their dead letters must be durable,
+		// whichever pipeline wrote them (a no-op once they are).
 		if err := p.l.dl.sync(); err != nil {
 			p.fail(fmt.Errorf("sync dead letters: %w", err))
 			return
@@ -424,7 +403,7 @@ func (p *pipeline) submit(_ context.Context, cfg settings) {
 	}
 	p.seq++
 	batch := &Batch{Stream: p.st.name, Start: b.start, End: b.end, Records: b.records, Seq: p.seq, reject: p.reject}
-	f := &flight{b: batch, sent: p.l.cfg.now(), read: b.first, arenas: b.arenas}
+	f := &flight{b: batch, sent: p.l.cfg.now(), read: b.first, segs: b.segs}
 	p.inflight = append(p.inflight, f)
 	err := p.spec.Sink.Submit(p.sinkCtx, batch, func(err error) { p.acks <- ack{f: f, err: err} })
 	if err != nil {
@@ -542,8 +521,8 @@ func (p *pipeline) handleAck(a ack) {
 		p.backoff = 0
 		p.saveCheckpoint()
 		p.l.dl.forget(p.st.name, p.name, p.acked)
-		if p.dlOwner {
-			p.l.dl.forget(p.st.name, "", p.acked)
+		if oldest, ok := p.st.cache.noteAcked(p.name, p.acked); ok {
+			p.l.dl.forget(p.st.name, "", oldest)
 		}
 	}
 	p.updateLag()
@@ -710,7 +689,9 @@ func (p *pipeline) rewind(ctx context.Context) error {
 		}
 		p.st.setUnreadable(ue.key, ue.err) // fill retries the open
 	}
+	p.cur.release()
 	p.cur = &builder{start: p.acked, end: p.acked}
+	p.dropSegment()
 	p.failedSeq, p.failErr = 0, nil
 	p.seq = 0 // Batch.Seq 1 tells the sink this is a replay
 	return nil

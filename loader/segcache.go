@@ -1,0 +1,403 @@
+package loader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dualwrite/ingest/schema"
+)
+
+// A segment is a contiguous span [start, end) of a stream, read from disk
+// and decoded once: every item the tail yielded there, each line's bytes
+// in the segment's own memory (so records of several sinks' batches can
+// point into it) and its decoded record. Lines that could not be taken
+// were dead-lettered when the segment was read.
+type segment struct {
+	start, end Position
+	items      []segItem
+	bytes      int      // line bytes held
+	chunks     [][]byte // the memory the lines are in; chunk is the last
+	chunk      []byte
+	// refs counts the holders: the cache while it keeps the segment, the
+	// pipeline consuming it, and every batch with a record in it. The
+	// last release gives the memory back to the stream's pool, so a
+	// chunk is reused only once no sink can still be reading it.
+	refs atomic.Int32
+	pool *chunkPool
+}
+
+type segItem struct {
+	kind itemKind
+	// from is where the reader was before this item: the previous item's
+	// end, or the segment's start. A pipeline at from takes the segment
+	// from this item on.
+	from, pos, end Position
+	length         int64
+	line           []byte
+	rec            schema.Record
+	id             string // Record.RecordID
+	bad            bool   // dead-lettered: it goes to no sink
+}
+
+func (s *segment) copyLine(line []byte, chunkSize int) []byte {
+	if len(line) > cap(s.chunk)-len(s.chunk) {
+		s.chunk = s.pool.get(max(chunkSize, len(line)))
+		s.chunks = append(s.chunks, s.chunk)
+	}
+	n := len(s.chunk)
+	s.chunk = append(s.chunk, line...)
+	s.bytes += len(line)
+	return s.chunk[n:len(s.chunk):len(s.chunk)]
+}
+
+func (s *segment) retain() { s.refs.Add(1) }
+
+func (s *segment) release() {
+	if s.refs.Add(-1) == 0 {
+		s.pool.put(s.chunks)
+		s.chunks, s.chunk, s.items = nil, nil, nil
+	}
+}
+
+// chunkPool keeps the chunks of released segments for the next ones:
+// fresh chunks cost a page fault and zeroing per 4 KB, which was a tenth
+// of a backfill's CPU.
+type chunkPool struct {
+	mu     sync.Mutex
+	chunks [][]byte
+}
+
+// poolChunks bounds the free list: the cache plus a few batches in flight
+// per sink, without keeping a burst's memory for ever.
+const poolChunks = 32
+
+func (p *chunkPool) get(need int) []byte {
+	if need <= arenaChunk {
+		p.mu.Lock()
+		if n := len(p.chunks); n > 0 {
+			c := p.chunks[n-1]
+			p.chunks = p.chunks[:n-1]
+			p.mu.Unlock()
+			return c[:0]
+		}
+		p.mu.Unlock()
+		return make([]byte, 0, arenaChunk)
+	}
+	return make([]byte, 0, need)
+}
+
+func (p *chunkPool) put(chunks [][]byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range chunks {
+		if cap(c) == arenaChunk && len(p.chunks) < poolChunks {
+			p.chunks = append(p.chunks, c)
+		}
+	}
+}
+
+// segCache is a stream's bounded cache of segments, shared by its
+// pipelines: the pipeline furthest ahead reads the next span, publishes
+// it, and the others take it instead of reading and decoding it again. A
+// pipeline behind the cache (its segments evicted) reads from disk itself,
+// so no pipeline waits for another's sink and memory stays bounded.
+type segCache struct {
+	pool chunkPool
+
+	mu       sync.Mutex
+	segs     []*segment // contiguous, oldest first
+	bytes    int
+	peak     int
+	limit    int
+	reading  bool          // a pipeline is reading the span at readFrom
+	readFrom Position      //
+	readDone chan struct{} // closed when that read ends
+	sinks    int
+	acked    map[string]Position // each pipeline's checkpoint
+
+	linesRead, linesDecoded             atomic.Int64
+	segsRead, segsPublished, segsShared atomic.Int64
+	sharedLines, privateReads           atomic.Int64
+}
+
+// cacheBatches is the cache's bound in batches of Batch.MaxBytes: enough
+// for pipelines a batch or two apart to share, small next to the batches
+// in flight.
+const cacheBatches = 4
+
+// segmentBytes is how much a segment reads: a quarter batch (at most a
+// chunk), so a follower a batch behind finds its start in the cache.
+func segmentBytes(batchBytes int) int { return min(max(batchBytes/4, 16<<10), arenaChunk) }
+
+// find returns the cached segment holding a span that starts at pos, and
+// the index of its item there.
+func (c *segCache) find(pos Position) (*segment, int, bool) {
+	for _, s := range c.segs {
+		if pos.Before(s.start) || !pos.Before(s.end) && pos != s.start {
+			continue
+		}
+		i := sort.Search(len(s.items), func(i int) bool { return !s.items[i].from.Before(pos) })
+		if i < len(s.items) && s.items[i].from == pos {
+			return s, i, true
+		}
+		return nil, 0, false
+	}
+	return nil, 0, false
+}
+
+func (c *segCache) endLocked() Position { return c.segs[len(c.segs)-1].end }
+
+func (c *segCache) evictOldestLocked() {
+	s := c.segs[0]
+	c.segs[0] = nil
+	c.segs = c.segs[1:]
+	c.bytes -= s.bytes
+	s.release()
+}
+
+// publish adds a segment read from the cache's end (or ahead of it: then
+// the cache restarts there, as the reader is now the one furthest ahead).
+func (c *segCache) publishLocked(s *segment, limit int) {
+	if len(c.segs) > 0 && c.endLocked() != s.start {
+		for len(c.segs) > 0 {
+			c.evictOldestLocked()
+		}
+	}
+	c.limit = limit
+	for len(c.segs) > 0 && c.bytes+s.bytes > limit {
+		c.evictOldestLocked()
+	}
+	s.retain()
+	c.segs = append(c.segs, s)
+	c.bytes += s.bytes
+	c.peak = max(c.peak, c.bytes)
+	c.segsPublished.Add(1)
+}
+
+// noteAcked records a pipeline's checkpoint and returns the oldest of the
+// stream's, once every pipeline has one: no line before it is read again.
+func (c *segCache) noteAcked(sink string, pos Position) (Position, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.acked == nil {
+		c.acked = map[string]Position{}
+	}
+	c.acked[sink] = pos
+	if len(c.acked) < c.sinks {
+		return Position{}, false
+	}
+	first, oldest := true, Position{}
+	for _, p := range c.acked {
+		if first || p.Before(oldest) {
+			oldest, first = p, false
+		}
+	}
+	return oldest, true
+}
+
+// segmentAt returns the segment for the span starting at pos and the index
+// of its first item there: taken from the cache, or read from disk with
+// the pipeline's tail (published when the pipeline is the furthest ahead).
+// A nil segment with caughtUp means no complete line is there yet.
+func (p *pipeline) segmentAt(ctx context.Context, pos Position, cfg settings) (seg *segment, at int, caughtUp bool, err error) {
+	c := p.st.cache
+	target := segmentBytes(cfg.batch.MaxBytes)
+	for {
+		c.mu.Lock()
+		if s, i, ok := c.find(pos); ok {
+			s.retain()
+			c.mu.Unlock()
+			c.segsShared.Add(1)
+			c.sharedLines.Add(int64(len(s.items) - i))
+			return s, i, false, nil
+		}
+		if c.reading && c.readFrom == pos {
+			// Another pipeline is reading this very span: a disk read and
+			// a decode, bounded, not a sink; take its result.
+			done := c.readDone
+			c.mu.Unlock()
+			select {
+			case <-done:
+				continue
+			case <-ctx.Done():
+				return nil, 0, true, nil
+			}
+		}
+		lead := !c.reading && (len(c.segs) == 0 || !pos.Before(c.endLocked()))
+		if !lead {
+			c.mu.Unlock()
+			c.privateReads.Add(1)
+			seg, caughtUp, err = p.readSegment(pos, target)
+			return seg, 0, caughtUp, err
+		}
+		c.reading, c.readFrom, c.readDone = true, pos, make(chan struct{})
+		c.mu.Unlock()
+		seg, caughtUp, err = p.readSegment(pos, target)
+		c.mu.Lock()
+		c.reading = false
+		close(c.readDone)
+		if seg != nil {
+			c.publishLocked(seg, cacheBatches*cfg.batch.MaxBytes)
+		}
+		c.mu.Unlock()
+		return seg, 0, caughtUp, err
+	}
+}
+
+// readSegment reads up to target bytes of lines from pos with the
+// pipeline's tail (re-positioned only if another pipeline's segments
+// moved this one on since its last read), decodes each line once and
+// dead-letters what no sink can take. It returns a nil segment when
+// nothing complete is there.
+func (p *pipeline) readSegment(pos Position, target int) (*segment, bool, error) {
+	c := p.st.cache
+	if p.tail.position() != pos {
+		if err := p.tail.seek(pos); err != nil {
+			if ue, ok := isUnreadable(err); ok {
+				p.st.setUnreadable(ue.key, ue.err) // retried at every change and poll
+				return nil, true, nil
+			}
+			return nil, false, err
+		}
+	}
+	s := &segment{start: pos, end: pos, pool: &c.pool}
+	s.refs.Store(1) // the reader's
+	var read, decoded int64
+	defer func() {
+		c.linesRead.Add(read)
+		c.linesDecoded.Add(decoded)
+	}()
+	caughtUp := false
+	from := pos
+	for s.bytes < target && len(s.items) < 4*DefaultMaxRecords {
+		it, err := p.tail.next()
+		if err == errCaughtUp {
+			caughtUp = true
+			break
+		}
+		if ue, ok := isUnreadable(err); ok {
+			// Files load in order: wait at this one (reported, retried at
+			// every change and poll) rather than skip it or stop.
+			p.st.setUnreadable(ue.key, ue.err)
+			caughtUp = true
+			break
+		}
+		if err != nil {
+			// What was read is dropped; the tail is past it, so the next
+			// read seeks back (its dead letters are not written twice).
+			s.release()
+			return nil, false, err
+		}
+		si := segItem{kind: it.kind, from: from, pos: it.pos, end: it.end, length: it.length}
+		switch it.kind {
+		case itemNewFile:
+		case itemTooLong:
+			read++
+			si.bad = true
+			err = p.deadLetterFromDisk(it, ReasonLineTooLong, fmt.Sprintf("line of %d bytes exceeds the %d-byte limit", it.length, p.maxLine))
+		case itemTorn:
+			read++
+			si.bad = true
+			detail := "the file was sealed with a partial last line (writer crashed mid-append)"
+			if it.line == nil {
+				err = p.deadLetterFromDisk(it, ReasonTruncatedLine, detail)
+			} else {
+				err = p.deadLetter(it, ReasonTruncatedLine, detail, it.line)
+			}
+		case itemLine:
+			read++
+			decoded++
+			si.line = s.copyLine(it.line, target)
+			// The record's Row and strings point into the segment's copy.
+			rec, derr := p.l.cfg.Schema.Decode(si.line, p.st.cfg.DefaultTable)
+			if derr != nil {
+				reason := "invalid"
+				var serr *schema.Error
+				if errors.As(derr, &serr) {
+					reason = string(serr.Reason)
+				}
+				si.bad = true
+				err = p.deadLetter(it, reason, derr.Error(), si.line)
+				break
+			}
+			si.rec, si.id = rec, rec.ID
+			if si.id == "" {
+				si.id = p.st.name + "/" + it.pos.File + "/" + strconv.FormatInt(it.pos.Offset, 10)
+			}
+		}
+		if err != nil {
+			s.release()
+			return nil, false, err
+		}
+		s.items = append(s.items, si)
+		from = it.end
+	}
+	if len(s.items) == 0 {
+		s.release()
+		return nil, caughtUp, nil
+	}
+	s.end = from
+	c.segsRead.Add(1)
+	return s, caughtUp, nil
+}
+
+// StreamStats counts how a stream's lines were read and shared by its
+// pipelines. With every sink keeping pace, LinesRead and LinesDecoded
+// equal the stream's lines however many sinks there are; a sink that fell
+// behind the cache reads (and counts) its lines again.
+type StreamStats struct {
+	LinesRead         int64 // lines read from disk, by any pipeline
+	LinesDecoded      int64 // schema decodes
+	SegmentsRead      int64 // spans read from disk
+	SegmentsPublished int64 // spans put in the cache by the pipeline furthest ahead
+	SegmentsShared    int64 // spans a pipeline took from the cache instead of reading
+	LinesShared       int64 // lines in those spans
+	PrivateReads      int64 // spans read by a pipeline behind the cache, not published
+	CacheBytes        int   // line bytes the cache holds now
+	CachePeakBytes    int   // the most it has held
+	CacheLimitBytes   int   // its bound (cacheBatches × Batch.MaxBytes)
+}
+
+// Stats is a snapshot of every stream's [StreamStats], by stream name.
+type Stats struct {
+	Streams map[string]StreamStats
+}
+
+func (c *segCache) stats() StreamStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return StreamStats{
+		LinesRead: c.linesRead.Load(), LinesDecoded: c.linesDecoded.Load(),
+		SegmentsRead: c.segsRead.Load(), SegmentsPublished: c.segsPublished.Load(),
+		SegmentsShared: c.segsShared.Load(), LinesShared: c.sharedLines.Load(),
+		PrivateReads: c.privateReads.Load(),
+		CacheBytes:   c.bytes, CachePeakBytes: c.peak, CacheLimitBytes: c.limit,
+	}
+}
+
+// Stats returns how each stream's lines were read, decoded and shared so
+// far; it is safe to call at any time.
+func (l *Loader) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := Stats{Streams: map[string]StreamStats{}}
+	for name, st := range l.streams {
+		out.Streams[name] = st.cache.stats()
+	}
+	return out
+}
+
+// Stats returns how each stream's lines were read, decoded and shared so
+// far; it is safe to call at any time.
+func (b *Backfill) Stats() Stats {
+	out := Stats{Streams: map[string]StreamStats{}}
+	for _, st := range b.streams {
+		out.Streams[st.name] = st.cache.stats()
+	}
+	return out
+}
