@@ -16,6 +16,7 @@ import (
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/dbtest"
 	"github.com/dualwrite/ingest/internal/kafkaserver"
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
@@ -133,13 +134,7 @@ func (e *env) writeArchive(tb testing.TB, n, perFile, accounts int) string {
 // repeats (there are none: uuid is the primary key).
 func (e *env) dbRows(tb testing.TB) map[string]bool {
 	tb.Helper()
-	ctx := testenv.Context(tb, time.Minute)
-	conn, err := pgx.Connect(ctx, e.pg.URL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT uuid::text FROM raw_item`)
+	rows, err := loadertest.Connect(tb, e.pg).Query(testenv.Context(tb, time.Minute), `SELECT uuid::text FROM raw_item`)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -17,9 +17,9 @@ import (
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/dbtest"
 	"github.com/dualwrite/ingest/internal/kafkaserver"
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
-	"github.com/jackc/pgx/v5"
 )
 
 const testConfig = `spool: {dir: %q}
@@ -396,17 +396,7 @@ func TestMissingTopicStopsRun(t *testing.T) {
 // countRows counts the rows of table ev.
 func countRows(t *testing.T, url string) int {
 	t.Helper()
-	ctx := testenv.Context(t, 30*time.Second)
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM ev`).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return int(loadertest.QueryIntURL(t, url, `SELECT count(*) FROM ev`))
 }
 
 // The probe that keeps the Kafka sink from building a producer per retry
