@@ -261,7 +261,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 
 	m := newMetrics(reg, tt)
-	c := &consumer{cfg: cfg, sch: sch, o: o, log: log.With("group", o.Group), db: db, dl: dl, tables: tt, m: m}
+	c := &consumer{cfg: cfg, o: o, log: log.With("group", o.Group), db: db, dl: dl, tables: tt, m: m}
 	return c.run(ctx)
 }
 

@@ -34,7 +34,6 @@ var (
 // on it too, inside Poll.
 type consumer struct {
 	cfg    *config.Config
-	sch    *schema.Schema
 	o      Options
 	log    *slog.Logger
 	db     *dbsink.Sink
