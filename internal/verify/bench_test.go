@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/dualwrite/ingest/internal/backfill"
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/dbtest"
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/internal/verify"
 )
@@ -32,7 +32,7 @@ func TestVerifyThroughput(t *testing.T) {
 	if os.Getenv("INGEST_BENCH") == "" {
 		t.Skip("set INGEST_BENCH=1 to time a verify of a whole topic")
 	}
-	n, runs := envInt(t, "VERIFY_BENCH_MESSAGES", 200000), envInt(t, "VERIFY_BENCH_RUNS", 3)
+	n, runs := loadertest.EnvInt(t, "VERIFY_BENCH_MESSAGES", 200000), loadertest.EnvInt(t, "VERIFY_BENCH_RUNS", 3)
 	e := &env{pg: testenv.Postgres(t), spool: t.TempDir()}
 	e.bootstrap, e.topic = realTopic(t)
 	props := ""
@@ -83,17 +83,4 @@ tables:
 	slices.Sort(rates)
 	median := (rates[(len(rates)-1)/2] + rates[len(rates)/2]) / 2
 	t.Logf("verify of %d messages (batch.num.messages %q): median %.0f messages/s of %d runs %.0f", n, os.Getenv("VERIFY_BENCH_BATCH"), median, runs, rates)
-}
-
-func envInt(t *testing.T, name string, def int) int {
-	t.Helper()
-	s := os.Getenv(name)
-	if s == "" {
-		return def
-	}
-	v, err := strconv.Atoi(s)
-	if err != nil || v <= 0 {
-		t.Fatalf("%s=%q: want a positive integer", name, s)
-	}
-	return v
 }

@@ -19,12 +19,12 @@ import (
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/dbtest"
 	"github.com/dualwrite/ingest/internal/kafkaserver"
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/internal/verify"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/rotatefile"
-	"github.com/jackc/pgx/v5"
 )
 
 // env: a throwaway PostgreSQL, a Kafka topic and archived files whose
@@ -163,19 +163,11 @@ func (e *env) backfill(tb testing.TB, cfg *config.Config, o backfill.Options) {
 	}
 }
 
+// exec runs a statement on the test's database and returns the rows it
+// affected.
 func (e *env) exec(tb testing.TB, sql string, args ...any) int64 {
 	tb.Helper()
-	ctx := testenv.Context(tb, time.Minute)
-	conn, err := pgx.Connect(ctx, e.pg.URL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	tag, err := conn.Exec(ctx, sql, args...)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return tag.RowsAffected()
+	return loadertest.Exec(tb, loadertest.Connect(tb, e.pg), sql, args...)
 }
 
 func run(tb testing.TB, cfg *config.Config, o verify.Options) *verify.Report {
