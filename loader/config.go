@@ -117,7 +117,7 @@ func (c Config) withDefaults() (Config, error) {
 		errs = append(errs, errors.New("loader: Config.Schema is required"))
 	}
 	if c.StateDir == "" {
-		c.StateDir = filepath.Join(c.Dir, ".ingest")
+		c.StateDir = filepath.Join(c.Dir, DefaultStateSubdir)
 	}
 	c.Batch = c.Batch.withDefaults()
 	seen := map[string]bool{}

@@ -15,6 +15,11 @@ type StateLayout struct {
 	Dir string
 }
 
+// DefaultStateSubdir is the state dir's name under the spool dir when none
+// is configured ([Config.StateDir], spool.state_dir). It starts with a dot
+// so that stream discovery skips it.
+const DefaultStateSubdir = ".ingest"
+
 // Checkpoints is the root of the file checkpoints ([FileStore.Dir]).
 func (s StateLayout) Checkpoints() string { return filepath.Join(s.Dir, "checkpoints") }
 

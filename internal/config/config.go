@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/schema"
 )
 
@@ -123,9 +124,9 @@ const (
 	DefaultLinger     = 20 * time.Millisecond
 	DefaultSealAfter  = 10 * time.Second
 	DefaultListen     = "127.0.0.1:9464"
-	// DefaultStateSubdir is joined to spool.dir when state_dir is empty. It
-	// starts with a dot so stream discovery can skip it.
-	DefaultStateSubdir = ".ingest"
+	// DefaultStateSubdir is joined to spool.dir when state_dir is empty;
+	// the loader owns the name.
+	DefaultStateSubdir = loader.DefaultStateSubdir
 )
 
 // Environment variables consulted for db.url when it is empty, in order.
