@@ -159,15 +159,7 @@ func (f Lazy) String() string { return f() }
 // rather than silently running with the default.
 func EnvInt(tb testing.TB, name string, def int) int {
 	tb.Helper()
-	v := os.Getenv(name)
-	if v == "" {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n <= 0 {
-		tb.Fatalf("%s=%q: want a positive integer", name, v)
-	}
-	return n
+	return envPositive(tb, name, def, strconv.Atoi, "a positive integer such as 8")
 }
 
 // EnvDuration reads a duration from the environment (for lengthening or
@@ -175,13 +167,18 @@ func EnvInt(tb testing.TB, name string, def int) int {
 // test rather than silently running with the default.
 func EnvDuration(tb testing.TB, name string, def time.Duration) time.Duration {
 	tb.Helper()
+	return envPositive(tb, name, def, time.ParseDuration, "a positive duration such as 20s")
+}
+
+func envPositive[T ~int | ~int64](tb testing.TB, name string, def T, parse func(string) (T, error), want string) T {
+	tb.Helper()
 	v := os.Getenv(name)
 	if v == "" {
 		return def
 	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		tb.Fatalf("%s=%q: want a positive duration such as 20s", name, v)
+	n, err := parse(v)
+	if err != nil || n <= 0 {
+		tb.Fatalf("%s=%q: want %s", name, v, want)
 	}
-	return d
+	return n
 }

@@ -130,8 +130,9 @@ func TestPostgresHelpers(t *testing.T) {
 	}
 }
 
-// EnvInt reads a positive integer, and def when the variable is unset.
-func TestEnvInt(t *testing.T) {
+// EnvInt and EnvDuration read a positive value, and def when the
+// variable is unset.
+func TestEnvValues(t *testing.T) {
 	t.Setenv("LOADERTEST_N", "")
 	if got := loadertest.EnvInt(t, "LOADERTEST_N", 7); got != 7 {
 		t.Fatalf("unset: %d, want the default 7", got)
@@ -139,5 +140,13 @@ func TestEnvInt(t *testing.T) {
 	t.Setenv("LOADERTEST_N", "12")
 	if got := loadertest.EnvInt(t, "LOADERTEST_N", 7); got != 12 {
 		t.Fatalf("LOADERTEST_N=12: %d", got)
+	}
+	t.Setenv("LOADERTEST_D", "")
+	if got := loadertest.EnvDuration(t, "LOADERTEST_D", time.Second); got != time.Second {
+		t.Fatalf("unset: %v, want the default 1s", got)
+	}
+	t.Setenv("LOADERTEST_D", "1m30s")
+	if got := loadertest.EnvDuration(t, "LOADERTEST_D", time.Second); got != 90*time.Second {
+		t.Fatalf("LOADERTEST_D=1m30s: %v", got)
 	}
 }
