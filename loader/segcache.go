@@ -29,6 +29,9 @@ type segment struct {
 	// chunk is reused only once no sink can still be reading it.
 	refs atomic.Int32
 	pool *chunkPool
+	// takers counts the pipelines that have had the segment (its reader
+	// included); once every pipeline has, the cache lets it go.
+	takers int
 }
 
 type segItem struct {
@@ -111,6 +114,8 @@ type segCache struct {
 
 	mu       sync.Mutex
 	segs     []*segment // contiguous, oldest first
+	front    Position   // the end of the last span published: where the leader reads next
+	hasFront bool
 	bytes    int
 	peak     int
 	limit    int
@@ -150,7 +155,14 @@ func (c *segCache) find(pos Position) (*segment, int, bool) {
 	return nil, 0, false
 }
 
-func (c *segCache) endLocked() Position { return c.segs[len(c.segs)-1].end }
+// dropTakenLocked evicts the oldest segments every pipeline has had: with
+// all sinks keeping pace the cache then holds only the spans still to be
+// taken, not its bound.
+func (c *segCache) dropTakenLocked() {
+	for len(c.segs) > 0 && c.segs[0].takers >= c.sinks {
+		c.evictOldestLocked()
+	}
+}
 
 func (c *segCache) evictOldestLocked() {
 	s := c.segs[0]
@@ -163,11 +175,12 @@ func (c *segCache) evictOldestLocked() {
 // publish adds a segment read from the cache's end (or ahead of it: then
 // the cache restarts there, as the reader is now the one furthest ahead).
 func (c *segCache) publishLocked(s *segment, limit int) {
-	if len(c.segs) > 0 && c.endLocked() != s.start {
+	if c.hasFront && c.front != s.start {
 		for len(c.segs) > 0 {
 			c.evictOldestLocked()
 		}
 	}
+	c.front, c.hasFront = s.end, true
 	c.limit = limit
 	for len(c.segs) > 0 && c.bytes+s.bytes > limit {
 		c.evictOldestLocked()
@@ -177,6 +190,8 @@ func (c *segCache) publishLocked(s *segment, limit int) {
 	c.bytes += s.bytes
 	c.peak = max(c.peak, c.bytes)
 	c.segsPublished.Add(1)
+	s.takers = 1 // its reader
+	c.dropTakenLocked()
 }
 
 // noteAcked records a pipeline's checkpoint and returns the oldest of the
@@ -211,6 +226,8 @@ func (p *pipeline) segmentAt(ctx context.Context, pos Position, cfg settings) (s
 		c.mu.Lock()
 		if s, i, ok := c.find(pos); ok {
 			s.retain()
+			s.takers++
+			c.dropTakenLocked()
 			c.mu.Unlock()
 			c.segsShared.Add(1)
 			c.sharedLines.Add(int64(len(s.items) - i))
@@ -228,7 +245,7 @@ func (p *pipeline) segmentAt(ctx context.Context, pos Position, cfg settings) (s
 				return nil, 0, true, nil
 			}
 		}
-		lead := !c.reading && (len(c.segs) == 0 || !pos.Before(c.endLocked()))
+		lead := !c.reading && (!c.hasFront || !pos.Before(c.front))
 		if !lead {
 			c.mu.Unlock()
 			c.privateReads.Add(1)
@@ -360,7 +377,7 @@ type StreamStats struct {
 	PrivateReads      int64 // spans read by a pipeline behind the cache, not published
 	CacheBytes        int   // line bytes the cache holds now
 	CachePeakBytes    int   // the most it has held
-	CacheLimitBytes   int   // its bound (cacheBatches × Batch.MaxBytes)
+	CacheLimitBytes   int   // its bound (cacheBatches × Batch.MaxBytes); segments every pipeline has had leave before
 }
 
 // Stats is a snapshot of every stream's [StreamStats], by stream name.

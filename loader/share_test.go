@@ -61,6 +61,9 @@ func TestTwoSinksReadAndDecodeEachLineOnce(t *testing.T) {
 	if st.PrivateReads != 0 {
 		t.Fatalf("%d spans read outside the cache, want 0 while both keep pace", st.PrivateReads)
 	}
+	if st.CacheBytes != 0 {
+		t.Fatalf("the cache still holds %d bytes that both sinks have had", st.CacheBytes)
+	}
 }
 
 // gateSink holds every batch without acknowledging it until opened; then it
