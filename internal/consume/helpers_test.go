@@ -1,7 +1,6 @@
 package consume_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -14,11 +13,11 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/dualwrite/ingest/dbsink"
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/kafkaserver"
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/kafkasink"
@@ -231,36 +230,15 @@ func (pr *producer) trySend(ms ...msg) ([]kafka.TopicPartition, error) {
 	return out, nil
 }
 
-// query runs a query returning one int64.
+// queryInt runs a query returning one int64 on a connection of its own.
 func queryInt(t *testing.T, pg *pgserver.Server, q string, args ...any) int64 {
 	t.Helper()
-	ctx := testenv.Context(t, 30*time.Second)
-	conn, err := pgx.Connect(ctx, pg.URL())
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer conn.Close(context.Background())
-	var n int64
-	if err := conn.QueryRow(ctx, q, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", q, err)
-	}
-	return n
+	return loadertest.QueryIntURL(t, pg.URL(), q, args...)
 }
 
 // tryInt is queryInt that reports failure instead of failing the test
 // (PostgreSQL may be down).
-func tryInt(pg *pgserver.Server, q string) (int64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, pg.URL())
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close(context.Background())
-	var n int64
-	err = conn.QueryRow(ctx, q).Scan(&n)
-	return n, err
-}
+func tryInt(pg *pgserver.Server, q string) (int64, error) { return loadertest.TryQueryInt(pg.URL(), q) }
 
 // checkExactlyOnce asserts that items holds ids 1..nItems once each and
 // events seqs 1..nEvents once each (events has no id column: nothing but
