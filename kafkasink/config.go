@@ -208,7 +208,7 @@ func (c Config) validate() (*validated, error) {
 		case k == "bootstrap.servers" || k == "metadata.broker.list":
 			bad(field, "set Brokers instead")
 		case strings.HasPrefix(k, "go."):
-			bad(field, "is a confluent-kafka-go property; the sink drives librdkafka itself")
+			bad(field, "is a confluent-kafka-go property; the sink sets its own (delivery reports, channels, logs)")
 		case k == "delivery.report.only.error":
 			bad(field, "the sink needs a delivery report for every message")
 		case k == "transactional.id":

@@ -1,13 +1,13 @@
 // Package kafkasink is the loader's Kafka destination: a [loader.Sink] that
 // produces every routed record to its table's topic, keyed by account, with
-// librdkafka (the build bundled by confluent-kafka-go, driven through the
-// batch-shaped binding in internal/rdk), and acknowledges a batch only once
+// confluent-kafka-go's Producer (kafka.Producer, on the librdkafka it
+// bundles), and acknowledges a batch only once
 // Kafka has it (acks=all, idempotent; docs/operations.md, "The guarantees, in short").
 //
-// Builds: the default (confluent-kafka-go's bundled static librdkafka),
-// -tags musl (its bundled musl build) and -tags dynamic (the system's
-// librdkafka 2.11.1 or later, through pkg-config, compiled against that
-// librdkafka's own header); see internal/rdk's package doc.
+// Builds: whatever confluent-kafka-go builds: the default (its bundled
+// static librdkafka), -tags musl (its bundled musl build) and -tags dynamic
+// (the system's librdkafka, through pkg-config). The sink has no C code of
+// its own.
 //
 // # How it fits
 //
@@ -32,11 +32,12 @@
 // # Delivery tracking
 //
 // Submit queues the batch for the sink's producer goroutine and returns; that
-// goroutine hands the messages to librdkafka, 256 per cgo call, each tagged
-// with its batch's id and its index (the message opaque), in Submit order,
-// while the loader decodes the next batch on another core. One goroutine per
-// producer polls its event queue (delivery reports in arrays, errors, logs)
-// and only counts: when a batch's last message is reported delivered, the
+// goroutine hands the messages to the Producer (Produce), each with an
+// Opaque that points at its batch and its index, in Submit order, while
+// the loader decodes the next batch on another core. Every message of a
+// producer names the same delivery channel; one goroutine per producer
+// reads it, the Events channel (errors) and the Logs channel, and only
+// counts: when a batch's last message is reported delivered, the
 // batch goes to the completer goroutine, which calls the loader's ack, in
 // Submit order per stream. Polling never waits for the loader, so delivery
 // reports cannot back up.

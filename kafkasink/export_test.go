@@ -8,7 +8,7 @@ import (
 
 // InjectFatalError raises a fatal error in the sink's current producer, as
 // the idempotent producer does on an unrecoverable sequence error
-// (librdkafka's rd_kafka_test_fatal_error).
+// (librdkafka's rd_kafka_test_fatal_error, through the Producer).
 func InjectFatalError(s *Sink, code kafka.ErrorCode) kafka.ErrorCode {
 	s.mu.Lock()
 	g := s.gen

@@ -12,11 +12,9 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
-	"github.com/dualwrite/ingest/kafkasink/internal/rdk"
 )
 
-// generation is one librdkafka producer and the batches in flight on it.
+// generation is one confluent-kafka-go producer and the batches in flight on it.
 // The sink has one live generation at a time; a fatal error kills it (its
 // batches fail) and the supervisor replaces it with a fresh one. Keeping
 // per-producer state together means a late delivery report from a dead
@@ -24,9 +22,14 @@ import (
 type generation struct {
 	s         *Sink
 	id        uint64
-	p         *rdk.Producer
+	p         *kafka.Producer
 	log       *slog.Logger
 	batchSize int // the producer's batch.size
+
+	// dr is the delivery channel of every message produced on p: one
+	// channel read by one goroutine (drain), so that reports never wait on
+	// a batch's own reader.
+	dr chan kafka.Event
 
 	// use is held for reading by every Submit producing on p, and for
 	// writing by retire before it closes p: librdkafka must not be
@@ -34,10 +37,9 @@ type generation struct {
 	use sync.RWMutex
 
 	mu sync.Mutex
-	// inflight holds the batches produced on p by tracker id, which is
-	// the high half of every message's opaque (the low half is the
-	// record's index): a delivery report finds its batch here, and one
-	// for a batch that already finished finds nothing.
+	// inflight holds the batches produced on p by tracker id, for kill
+	// and waitIdle. Delivery reports do not look here: each message's
+	// Opaque points at its batch and index (msgRef).
 	inflight map[uint32]*tracker
 	lastID   uint32
 	dead     error         // why the generation stopped taking batches
@@ -52,8 +54,8 @@ type generation struct {
 	space   chan struct{}
 	waiters atomic.Int32
 
-	stopping atomic.Bool   // set by retire: drain returns
-	drained  chan struct{} // closed when the drain goroutine has returned
+	stop    chan struct{} // closed by retire: drain returns
+	drained chan struct{} // closed when the drain goroutine has returned
 
 	// errLog rate-limits transient producer errors, which librdkafka
 	// repeats at every reconnect attempt for as long as an outage lasts.
@@ -69,17 +71,41 @@ type errLogState struct {
 // errLogEvery is how often one kind of transient producer error is logged.
 const errLogEvery = 10 * time.Second
 
-// headerNames are the headers of every message, in the order Submit adds
-// their values.
-var headerNames = []string{HeaderTable, HeaderRecordID, HeaderSource}
+// msgRef is a message's Opaque: its batch and its index there, so that a
+// delivery report reaches its batch without a lookup. send allocates them
+// per batch, not per message.
+type msgRef struct {
+	t *tracker
+	i int
+}
+
+// drChanSize is the delivery channel's capacity: confluent-kafka-go's
+// poller hands reports over one by one, and a buffer lets it run ahead of
+// drain instead of switching goroutines per report.
+const drChanSize = 4096
+
+// goProps are confluent-kafka-go's own properties for the sink's producers.
+// Delivery reports carry only what deliver reads (Opaque, TopicPartition
+// and its Error): no copy of key, value or headers per report. Errors are
+// the only events on the Events channel, hence its small size (the default
+// holds a million). Logs come on their own channel, which drain reads.
+var goProps = kafka.ConfigMap{
+	"go.delivery.report.fields": "none",
+	"go.events.channel.size":    1000,
+	"go.produce.channel.size":   1, // the produce channel is not used
+	"go.logs.channel.enable":    true,
+}
 
 // newGeneration creates a producer and starts its drain goroutine, which
 // the generation owns: it ends when retire stops it.
 func (s *Sink) newGeneration() (*generation, error) {
-	conf := maps.Clone(s.cfg.conf)
 	batchSize := s.wantBatchSize()
+	conf := maps.Clone(goProps)
+	for k, v := range s.cfg.conf {
+		conf[k] = v
+	}
 	conf["batch.size"] = strconv.Itoa(batchSize)
-	p, err := rdk.New(conf, headerNames)
+	p, err := kafka.NewProducer(&conf)
 	if err != nil {
 		// librdkafka names the offending property in its message.
 		return nil, fmt.Errorf("kafkasink: create producer: %w", err)
@@ -91,102 +117,145 @@ func (s *Sink) newGeneration() (*generation, error) {
 		p:         p,
 		batchSize: batchSize,
 		log:       s.log.With("producer", id),
+		dr:        make(chan kafka.Event, drChanSize),
 		inflight:  make(map[uint32]*tracker),
 		deadc:     make(chan struct{}),
 		space:     make(chan struct{}),
+		stop:      make(chan struct{}),
 		drained:   make(chan struct{}),
 	}
 	go g.drain()
 	return g, nil
 }
 
-// pollEvery bounds how long drain waits in librdkafka before it looks at
-// stopping again (retire also wakes it at once).
-const pollEvery = 200 * time.Millisecond
-
 // drain serves the producer's delivery reports, errors and log lines until
 // retire stops it. It only does bookkeeping, never blocks on anything but
-// librdkafka's queue, and leaves acks to the completer, so a slow ack can
-// never hold delivery reports back.
+// the producer's channels, and leaves acks to the completer, so a slow ack
+// can never hold delivery reports back.
 func (g *generation) drain() {
 	defer close(g.drained)
-	pl := g.p.Poller(4096)
-	var (
-		reports []rdk.Report
-		ts      []*tracker
-		ev      *rdk.Event
-	)
-	for !g.stopping.Load() {
-		reports, ev = pl.Poll(pollEvery, reports)
-		if len(reports) > 0 {
-			ts = g.deliver(reports, ts)
-		}
-		if ev != nil {
+	events, logs := g.p.Events(), g.p.Logs()
+	for {
+		select {
+		case ev := <-g.dr:
+			g.deliver(ev)
+		case ev := <-events:
 			g.handle(ev)
+		case l := <-logs:
+			g.log.Log(context.Background(), logLevel(l.Level), "librdkafka", "tag", l.Tag, "msg", l.Message)
+		case <-g.stop:
+			return
 		}
 	}
 }
 
-// deliver applies delivery reports to their batches.
-func (g *generation) deliver(reports []rdk.Report, ts []*tracker) []*tracker {
-	// One lock for the lot; reports mostly come in runs of one batch.
-	ts = ts[:0]
-	var (
-		lastID uint32
-		last   *tracker
-	)
-	g.mu.Lock()
-	for _, r := range reports {
-		if id := uint32(r.Opaque >> 32); id != lastID {
-			lastID, last = id, g.inflight[id]
-		}
-		ts = append(ts, last)
-	}
-	g.mu.Unlock()
+// deliverRun bounds how many reports deliver takes at once before it
+// counts them and wakes Submits waiting for queue space.
+const deliverRun = 256
 
+// deliver applies a delivery report to its batch, and the reports already
+// waiting behind it.
+func (g *generation) deliver(ev kafka.Event) {
 	delivered := int64(0)
-	for i, r := range reports {
-		t := ts[i]
-		if t == nil {
-			continue // its batch already finished (failed): nothing to do
+	events := g.p.Events()
+	for n := 0; ; n++ {
+		// confluent-kafka-go's poller forwards librdkafka's queue in order,
+		// errors to Events and reports to dr: an error that came before
+		// this report is already waiting there, and is served first (a
+		// fatal one fails the batches, so the purged reports after it
+		// find them finished).
+		for more := true; more; {
+			select {
+			case e := <-events:
+				g.handle(e)
+			default:
+				more = false
+			}
 		}
-		record := int(uint32(r.Opaque))
-		switch r.Err {
-		case kafka.ErrNoError:
+		if m, ok := ev.(*kafka.Message); ok && g.report(m) {
 			delivered++
-			t.release()
-		case kafka.ErrMsgSizeTooLarge, kafka.ErrRecordListTooLarge:
-			g.refused(t, record, r)
+		}
+		if n == deliverRun {
+			break
+		}
+		var more bool
+		select {
+		case ev, more = <-g.dr:
 		default:
-			// With message.timeout.ms=0 and idempotence, librdkafka retries
-			// everything retriable by itself; what reaches us is permanent
-			// (authorization, topic deleted, purged on shutdown, or a
-			// timeout the user configured). The loader replays the batch.
-			t.finish(&deliveryError{topic: r.Topic(), partition: r.Partition, record: record, err: kafka.NewError(r.Err, "", false)}, false)
+		}
+		if !more {
+			break
 		}
 	}
 	g.s.delivered.Add(delivered)
 	if g.waiters.Load() > 0 {
 		g.wake()
 	}
-	return ts
 }
 
-// handle serves an error or a log line.
-func (g *generation) handle(ev *rdk.Event) {
-	if ev.Log {
-		g.log.Log(context.Background(), logLevel(ev.Level), "librdkafka", "tag", ev.Facility, "msg", ev.Message)
+// report applies one delivery report and says whether it counts as
+// delivered.
+func (g *generation) report(m *kafka.Message) bool {
+	ref, _ := m.Opaque.(*msgRef)
+	if ref == nil {
+		return false // not ours: send tags every message
+	}
+	t := ref.t
+	select {
+	case <-t.donec:
+		return false // its batch already finished (failed): nothing to do
+	default:
+	}
+	if m.TopicPartition.Error == nil {
+		t.release()
+		return true
+	}
+	var kerr kafka.Error
+	if !errors.As(m.TopicPartition.Error, &kerr) {
+		kerr = kafka.NewError(kafka.ErrUnknown, m.TopicPartition.Error.Error(), false)
+	}
+	switch kerr.Code() {
+	case kafka.ErrMsgSizeTooLarge, kafka.ErrRecordListTooLarge:
+		g.refused(t, ref.i, kerr)
+	default:
+		// With message.timeout.ms=0 and idempotence, librdkafka retries
+		// everything retriable by itself; what reaches us is permanent
+		// (authorization, topic deleted, purged on shutdown, or a
+		// timeout the user configured). The loader replays the batch.
+		if ferr := g.p.GetFatalError(); ferr != nil {
+			// librdkafka purges the queue after raising a fatal error,
+			// and those reports can reach drain before the fatal event
+			// does (separate channels): the batch fails with the cause.
+			g.kill(fmt.Errorf("%w: %w", ErrFatal, ferr))
+			g.s.requestRebuild()
+			return false
+		}
+		topic := ""
+		if m.TopicPartition.Topic != nil {
+			topic = *m.TopicPartition.Topic
+		}
+		t.finish(&deliveryError{topic: topic, partition: m.TopicPartition.Partition, record: ref.i, err: kerr}, false)
+	}
+	return false
+}
+
+// handle serves an event of the producer's Events channel: errors (the
+// delivery reports go to g.dr, logs to the Logs channel).
+func (g *generation) handle(ev kafka.Event) {
+	kerr, ok := ev.(kafka.Error)
+	if !ok {
+		g.log.Debug("kafkasink: producer event ignored", "event", ev)
 		return
 	}
-	if ev.Err.IsFatal() {
-		g.log.Error("kafkasink: fatal producer error: failing the batches in flight and rebuilding the producer", "err", ev.Err)
-		g.kill(fmt.Errorf("%w: %w", ErrFatal, ev.Err))
+	if kerr.IsFatal() {
+		g.log.Error("kafkasink: fatal producer error: failing the batches in flight and rebuilding the producer", "err", kerr)
+		g.kill(fmt.Errorf("%w: %w", ErrFatal, kerr))
 		g.s.requestRebuild()
 		return
 	}
 	// Transport errors, all brokers down, and the like: librdkafka keeps
 	// retrying, and undelivered messages wait (no timeout).
-	g.logTransient(ev.Err)
+	g.logTransient(kerr)
 }
 
 // logTransient logs a transient producer error at most once per
@@ -234,7 +303,7 @@ func (g *generation) add(t *tracker) bool {
 		return false
 	}
 	// Ids wrap after 2^32 batches; one still in flight by then is
-	// skipped, and 0 never serves (an opaque of 0 is librdkafka's NULL).
+	// skipped.
 	for {
 		g.lastID++
 		if _, busy := g.inflight[g.lastID]; g.lastID != 0 && !busy {
@@ -277,7 +346,7 @@ func (g *generation) remove(t *tracker) {
 //     topic's limit, read again. That happens when a topic's limit is
 //     lowered while the sink runs, or could not be read. It converges:
 //     once batch.size is below the record, the record travels alone.
-func (g *generation) refused(t *tracker, i int, r rdk.Report) {
+func (g *generation) refused(t *tracker, i int, kerr kafka.Error) {
 	// The batch may have failed since its reports were looked up (an
 	// earlier refusal in this run killed g): then the loader may own its
 	// records again. Holding t.mu while reading keeps it from finishing.
@@ -291,7 +360,7 @@ func (g *generation) refused(t *tracker, i int, r rdk.Report) {
 	topic := rec.Table.Topic
 	t.mu.Unlock()
 	if alone || g.batchSize <= minBatchSize {
-		t.rejectLater(refusal{record: i, code: r.Err, msg: r.ErrStr})
+		t.rejectLater(refusal{record: i, code: kerr.Code(), msg: kerr.Error()})
 		return
 	}
 	s := g.s
@@ -300,9 +369,9 @@ func (g *generation) refused(t *tracker, i int, r rdk.Report) {
 	delete(s.limits, topic) // read again before the next producer is built
 	s.topicsMu.Unlock()
 	err := fmt.Errorf("kafkasink: the broker refused a record batch of topic %s with batch.size %d: %s: %w",
-		topic, g.batchSize, brokerError(r.Err, r.ErrStr), errBatchRefused)
+		topic, g.batchSize, brokerError(kerr.Code(), kerr.Error()), errBatchRefused)
 	g.log.Warn("kafkasink: batch refused as too large; rebuilding the producer with smaller batches and replaying",
-		"topic", topic, "batch_size", g.batchSize, "err", brokerError(r.Err, r.ErrStr))
+		"topic", topic, "batch_size", g.batchSize, "err", brokerError(kerr.Code(), kerr.Error()))
 	g.kill(err)
 	s.requestRebuild()
 }
@@ -402,11 +471,12 @@ func (s *Sink) retire(g *generation) {
 		defer s.retiring.Done()
 		g.use.Lock()
 		defer g.use.Unlock()
-		if err := g.p.Purge(); err != nil {
+		if err := g.p.Purge(kafka.PurgeQueue | kafka.PurgeInFlight | kafka.PurgeNonBlocking); err != nil {
 			g.log.Warn("kafkasink: purge before close", "err", err)
 		}
-		g.stopping.Store(true)
-		g.p.Wake()
+		// Close stops confluent-kafka-go's poller even while it waits to
+		// hand drain a report, so drain can stop first.
+		close(g.stop)
 		<-g.drained
 		g.p.Close()
 		g.log.Debug("kafkasink: producer closed")

@@ -23,7 +23,7 @@ func (s *Sink) Ping(ctx context.Context) error {
 	// Hold the producer against retirement for the call.
 	g.use.RLock()
 	defer g.use.RUnlock()
-	if _, err := g.p.Topics(timeout(ctx)); err != nil {
+	if _, err := g.p.GetMetadata(nil, true, timeoutMs(timeout(ctx))); err != nil {
 		return fmt.Errorf("no broker of %s answered a metadata request: %w", s.cfg.Brokers, err)
 	}
 	return nil

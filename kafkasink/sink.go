@@ -9,10 +9,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
-	"github.com/dualwrite/ingest/kafkasink/internal/rdk"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/schema"
 )
@@ -54,7 +54,7 @@ type Sink struct {
 	configs  map[string]TopicConfig // topics' configs, where read
 	batchCap int                    // batch.size bound learnt from refused batches
 
-	noController sync.Once // logs that topic limits cannot be read
+	noController atomic.Bool // the brokers name no controller: topic limits are not read
 
 	streamsMu     sync.Mutex
 	queuesClosed  bool // Close failed the queued batches: refuse more
@@ -232,8 +232,8 @@ type job struct {
 }
 
 // produceLoop is the goroutine, owned by the Sink and stopped by Close,
-// that hands submitted batches to librdkafka in Submit order. Producing
-// costs a copy and a few allocations per message inside librdkafka; doing
+// that hands submitted batches to the Producer in Submit order. Producing
+// costs a cgo call, copies and a few allocations per message; doing
 // it here rather than in Submit lets the loader decode the next batch
 // meanwhile, on another core.
 func (s *Sink) produceLoop() {
@@ -277,96 +277,111 @@ func (s *Sink) send(ctx context.Context, t *tracker) error {
 	}
 	defer g.use.RUnlock()
 
-	sc := scratchPool.Get().(*scratch)
-	defer scratchPool.Put(sc)
+	// One Message, reused: Produce copies key, value and headers into
+	// librdkafka and keeps only the Opaque, which points into refs.
 	var (
 		table  *schema.Table
-		topic  rdk.Topic
+		topic  string
 		tc     *TopicConfig // table's topic config, nil when not read
 		stream = b.Stream
 		dead   sendRejects
+		refs   = make([]msgRef, len(b.Records))
+		hdrs   [3]kafka.Header
+		src    []byte
+		now    time.Time
+		msg    = kafka.Message{Headers: hdrs[:]}
 	)
+	hdrs[0].Key, hdrs[1].Key, hdrs[2].Key = HeaderTable, HeaderRecordID, HeaderSource
 	defer dead.warn(s.log, b)
-	for start := 0; start < len(b.Records); start += produceChunk {
-		end := min(start+produceChunk, len(b.Records))
-		sc.batch.Reset()
-		sc.idx = sc.idx[:0]
-		// Per chunk: send can wait for queue space through an outage.
-		now := time.Now()
-		for i := start; i < end; i++ {
-			r := &b.Records[i]
-			if table != r.Table {
-				table = r.Table
-				if topic, err = g.p.Topic(table.Topic); err != nil {
-					return fmt.Errorf("kafkasink: stream %s batch %d: topic %s: %w", b.Stream, b.Seq, table.Topic, err)
-				}
-				tc = s.topicConfig(table.Topic)
+	for i := range b.Records {
+		if i%produceChunk == 0 {
+			if i > 0 && t.finished() {
+				// Failed meanwhile (a delivery failure, fatal error or
+				// Close): ack reports it; producing the rest would only
+				// add messages the replay writes again.
+				return nil
 			}
-			var ts time.Time
-			if r.Time.UnixMilli() > 0 {
-				ts = r.Time
-				// Produced, the record would be deleted soon after it
-				// arrives, or refused (which would fail the batch for
-				// good and stall the stream): it goes to the dead
-				// letters instead, like a record too large.
-				if lim := tc.CheckTime(ts, now, s.cfg.RetentionMargin); lim != nil {
-					reason, d := lim.reason(), lim.detail(table.Topic, ts, s.cfg.Brokers)
-					if rerr := b.Reject(ctx, i, reason, d); rerr != nil {
-						return fmt.Errorf("kafkasink: stream %s batch %d: dead-letter record at %s: %w", b.Stream, b.Seq, r.Pos, rerr)
-					}
-					s.rejected.Add(1)
-					dead.add(reason, d)
-					continue
-				}
-			}
-			sc.idx = append(sc.idx, i)
-			sc.batch.Add(topic, r.Key, r.Row, ts, uint64(t.id)<<32|uint64(i))
-			sc.batch.HeaderString(table.Name)
-			sc.batch.HeaderString(r.RecordID)
-			sc.src = append(append(append(append(sc.src[:0], stream...), '/'), r.Pos.File...), '/')
-			sc.batch.Header(strconv.AppendInt(sc.src, r.Pos.Offset, 10))
+			// Per chunk: send can wait for queue space through an outage.
+			now = time.Now()
 		}
-		// Counted before producing: a delivery report may come back
-		// before Produce returns.
-		t.pending.Add(int64(len(sc.idx)))
-		for from := 0; from < sc.batch.Len(); {
-			next, err := s.produce(ctx, g, t, &sc.batch, from)
-			if err == nil {
-				break
-			}
-			i := sc.idx[next]
-			r := &b.Records[i]
-			t.pending.Add(-1) // record i is not in librdkafka
-			switch {
-			case code(err) == kafka.ErrMsgSizeTooLarge:
-				d := fmt.Sprintf("message of %d bytes (key %d, value %d, plus headers) exceeds the producer's message.max.bytes=%d",
-					len(r.Key)+len(r.Row), len(r.Key), len(r.Row), s.cfg.messageMaxBytes)
-				if rerr := b.Reject(ctx, i, reasonTooLarge, d); rerr != nil {
+		r := &b.Records[i]
+		if table != r.Table {
+			table = r.Table
+			topic = table.Topic
+			msg.TopicPartition = kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}
+			hdrs[0].Value = bytesOf(table.Name)
+			tc = s.topicConfig(table.Topic)
+		}
+		msg.Timestamp = time.Time{}
+		if r.Time.UnixMilli() > 0 {
+			msg.Timestamp = r.Time
+			// Produced, the record would be deleted soon after it
+			// arrives, or refused (which would fail the batch for
+			// good and stall the stream): it goes to the dead
+			// letters instead, like a record too large.
+			if lim := tc.CheckTime(r.Time, now, s.cfg.RetentionMargin); lim != nil {
+				reason, d := lim.reason(), lim.detail(table.Topic, r.Time, s.cfg.Brokers)
+				if rerr := b.Reject(ctx, i, reason, d); rerr != nil {
 					return fmt.Errorf("kafkasink: stream %s batch %d: dead-letter record at %s: %w", b.Stream, b.Seq, r.Pos, rerr)
 				}
 				s.rejected.Add(1)
-				dead.add(reasonTooLarge, d)
-				from = next + 1
-			case code(err) == kafka.ErrFatal:
-				// The fatal event also reaches drain; whoever is first
-				// kills the generation, which fails t (and ack reports it).
-				ferr := fmt.Errorf("%w: %w", ErrFatal, err)
-				g.kill(ferr)
-				s.requestRebuild()
-				return ferr
-			default:
-				return fmt.Errorf("kafkasink: stream %s batch %d: produce record at %s: %w", b.Stream, b.Seq, r.Pos, err)
+				dead.add(reason, d)
+				continue
 			}
 		}
-		if t.finished() {
-			// Failed meanwhile (a delivery failure, fatal error or Close):
-			// ack reports it; producing the rest would only add messages
-			// the replay writes again.
-			return nil
+		refs[i] = msgRef{t: t, i: i}
+		msg.Opaque = &refs[i]
+		msg.Key = bytesOf(r.Key)
+		msg.Value = r.Row
+		if msg.Value == nil {
+			msg.Value = []byte{} // an empty row, not a tombstone
 		}
+		hdrs[1].Value = bytesOf(r.RecordID)
+		src = append(append(append(append(src[:0], stream...), '/'), r.Pos.File...), '/')
+		hdrs[2].Value = strconv.AppendInt(src, r.Pos.Offset, 10)
+		// Counted before producing: a delivery report may come back
+		// before Produce returns.
+		t.pending.Add(1)
+		err := s.produce(ctx, g, t, &msg)
+		if err == nil {
+			continue
+		}
+		t.pending.Add(-1) // record i is not in librdkafka
+		switch code(err) {
+		case kafka.ErrMsgSizeTooLarge:
+			d := fmt.Sprintf("message of %d bytes (key %d, value %d, plus headers) exceeds the producer's message.max.bytes=%d",
+				len(r.Key)+len(r.Row), len(r.Key), len(r.Row), s.cfg.messageMaxBytes)
+			if rerr := b.Reject(ctx, i, reasonTooLarge, d); rerr != nil {
+				return fmt.Errorf("kafkasink: stream %s batch %d: dead-letter record at %s: %w", b.Stream, b.Seq, r.Pos, rerr)
+			}
+			s.rejected.Add(1)
+			dead.add(reasonTooLarge, d)
+		case kafka.ErrFatal:
+			// The fatal event also reaches drain; whoever is first
+			// kills the generation, which fails t (and ack reports it).
+			ferr := fmt.Errorf("%w: %w", ErrFatal, err)
+			g.kill(ferr)
+			s.requestRebuild()
+			return ferr
+		default:
+			return fmt.Errorf("kafkasink: stream %s batch %d: produce record at %s: %w", b.Stream, b.Seq, r.Pos, err)
+		}
+	}
+	if t.finished() {
+		return nil
 	}
 	t.release()
 	return nil
+}
+
+// bytesOf is s's memory as a byte slice, for Produce, which copies it into
+// librdkafka and writes nothing. An empty string gives an empty, non-nil
+// slice: an empty key or header, not a missing one.
+func bytesOf(s string) []byte {
+	if s == "" {
+		return []byte{}
+	}
+	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
 // sendRejects counts the records one send dead-lettered, per reason: the
@@ -401,31 +416,21 @@ func (d *sendRejects) warn(log *slog.Logger, b *loader.Batch) {
 	}
 }
 
-// produceChunk is how many messages cross into librdkafka per call: big
-// enough that the call's cost vanishes, small enough that the copy of keys,
-// values and headers it takes stays in cache.
+// produceChunk is how many messages send produces between looks at
+// whether the batch failed meanwhile and at the clock (the retention
+// check's now).
 const produceChunk = 256
 
-// scratch is Submit's reusable memory for a chunk of messages.
-type scratch struct {
-	batch rdk.Batch
-	idx   []int // the batch index of each message in batch: dead-lettered records leave gaps
-	src   []byte
-}
-
-var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
-
-// produce hands batch[from:] of t's records to librdkafka, waiting for
-// room while its queue is full (queue.buffering.max.messages/kbytes: the
-// memory bound during an outage). It returns nil when all went in, else
-// the index of the message that did not and why.
-func (s *Sink) produce(ctx context.Context, g *generation, t *tracker, batch *rdk.Batch, from int) (int, error) {
-	next, err := g.p.Produce(batch, from)
+// produce hands msg to librdkafka, waiting for room while its queue is full
+// (queue.buffering.max.messages/kbytes: the memory bound during an
+// outage). An error says why it did not go in.
+func (s *Sink) produce(ctx context.Context, g *generation, t *tracker, msg *kafka.Message) error {
+	err := g.p.Produce(msg, g.dr)
 	for code(err) == kafka.ErrQueueFull {
 		// Register as a waiter before retrying, so that a delivery report
 		// landing between the retry and the wait still wakes us.
 		space, done := g.spaceChan()
-		if next, err = g.p.Produce(batch, next); code(err) == kafka.ErrQueueFull {
+		if err = g.p.Produce(msg, g.dr); code(err) == kafka.ErrQueueFull {
 			select {
 			case <-space: // a delivery report freed room: retry
 			case <-g.deadc:
@@ -441,7 +446,7 @@ func (s *Sink) produce(ctx context.Context, g *generation, t *tracker, batch *rd
 		}
 		done()
 	}
-	return next, err
+	return err
 }
 
 // current returns the live generation, waiting while a dead one is being

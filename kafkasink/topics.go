@@ -3,6 +3,7 @@ package kafkasink
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -136,16 +137,19 @@ func (s *Sink) checkTopics(ctx context.Context, topics []string) error {
 	// librdkafka sends DescribeConfigs to the controller and waits for
 	// one; librdkafka's mock cluster (`kafka.brokers: embedded`) has none,
 	// and enforces no topic limit either.
-	ok, err := g.p.HasController(timeout(ctx))
+	ok, err := false, error(nil)
+	if !s.noController.Load() {
+		ok, err = g.hasController(ctx)
+	}
 	switch {
 	case err != nil:
 		s.log.Warn("kafkasink: metadata for the controller; topic limits not read", "err", err)
 	case ok:
 		s.learnLimits(ctx, topics, true)
 	default:
-		s.noController.Do(func() {
+		if !s.noController.Swap(true) {
 			s.log.Info("kafkasink: the brokers name no controller (librdkafka's mock cluster?): topic limits not read; batches refused as too large shrink batch.size")
-		})
+		}
 	}
 	return nil
 }
@@ -153,7 +157,7 @@ func (s *Sink) checkTopics(ctx context.Context, topics []string) error {
 // missingTopics lists all topics and returns those of want that are not
 // among them (sorted), remembering the others as known.
 func (s *Sink) missingTopics(ctx context.Context, g *generation, want []string) ([]string, error) {
-	md, err := g.p.Topics(timeout(ctx))
+	md, err := g.p.GetMetadata(nil, true, timeoutMs(timeout(ctx)))
 	if err != nil {
 		return nil, fmt.Errorf("kafkasink: list topics on %s: %w", s.cfg.Brokers, err)
 	}
@@ -161,10 +165,10 @@ func (s *Sink) missingTopics(ctx context.Context, g *generation, want []string) 
 	s.topicsMu.Lock()
 	defer s.topicsMu.Unlock()
 	for _, t := range want {
-		tm, ok := md[t]
+		tm, ok := md.Topics[t]
 		// A topic being deleted, or one the client may not describe, is
 		// listed with an error: it is not there to produce to.
-		if !ok || tm.Err != kafka.ErrNoError || tm.Partitions == 0 {
+		if !ok || tm.Error.Code() != kafka.ErrNoError || len(tm.Partitions) == 0 {
 			if !slices.Contains(missing, t) {
 				missing = append(missing, t)
 			}
@@ -224,10 +228,54 @@ func (s *Sink) createTopics(ctx context.Context, g *generation, topics []string)
 	s.log.Warn("kafkasink: CreateTopics request failed; asking for the topics by name so the broker auto-creates them",
 		"err", err, "topics", topics)
 	for _, t := range topics {
-		if _, err := g.p.AskTopic(t, timeout(ctx)); err != nil {
+		if _, err := g.p.GetMetadata(&t, false, timeoutMs(timeout(ctx))); err != nil {
 			s.log.Warn("kafkasink: metadata for topic", "topic", t, "err", err)
 		}
 	}
+}
+
+// hasController reports whether the cluster names a controller that is one
+// of its brokers. librdkafka sends admin requests such as DescribeConfigs
+// to the controller and waits until there is one; librdkafka's mock
+// cluster names none that is a broker, or does not serve DescribeCluster
+// at all (ErrUnsupportedFeature), which counts as no controller.
+func (g *generation) hasController(ctx context.Context) (bool, error) {
+	ac, err := kafka.NewAdminClientFromProducer(g.p)
+	if err != nil {
+		return false, err
+	}
+	defer ac.Close() // a derived client: the producer stays open
+	cctx, cancel := context.WithTimeout(ctx, min(timeout(ctx), controllerWait))
+	defer cancel()
+	res, err := ac.DescribeCluster(cctx)
+	switch {
+	case code(err) == kafka.ErrUnsupportedFeature:
+		return false, nil
+	case err != nil && ctx.Err() == nil && cctx.Err() != nil:
+		// The brokers answered the metadata request just before, so
+		// silence here is the mock, which never answers.
+		return false, nil
+	case err != nil:
+		return false, err
+	case res.Controller == nil:
+		return false, nil
+	}
+	for _, n := range res.Nodes {
+		if n.ID == res.Controller.ID {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// controllerWait bounds hasController's request: a broker that has just
+// answered a metadata request answers it at once, and librdkafka's mock
+// never does.
+const controllerWait = 3 * time.Second
+
+// timeoutMs is d as a librdkafka timeout in milliseconds (at least 1).
+func timeoutMs(d time.Duration) int {
+	return int(min(max(d.Milliseconds(), 1), math.MaxInt32))
 }
 
 // timeout turns ctx's deadline into a librdkafka timeout.
