@@ -6,19 +6,35 @@
 //
 // # How the pieces fit
 //
-// A [Loader] runs one pipeline per (stream, sink). A pipeline owns a tail
-// (the files of its stream, read from the sink's checkpoint, yielding only
-// complete lines; at the end of the active ".open" file it waits for file
-// events or polls, and it follows the writer's rename to the sealed name at
-// the same offset), a batch being built, and up to [SinkSpec.MaxInFlight]
-// batches awaiting acknowledgement. The checkpoint advances over the
-// contiguous prefix of acknowledged batches ([Batch.End]); after a failed
-// batch the pipeline waits for the rest and replays from the checkpoint.
+// A [Loader] runs one pipeline per (stream, sink). A pipeline has a
+// position (from the sink's checkpoint), a batch being built, and up to
+// [SinkSpec.MaxInFlight] batches awaiting acknowledgement. The checkpoint
+// advances over the contiguous prefix of acknowledged batches
+// ([Batch.End]); after a failed batch the pipeline waits for the rest and
+// replays from the checkpoint.
 //
-// Pipelines never wait for each other. A sink that is down or slow falls
-// behind alone and later re-reads from disk what it has not taken, so
-// memory stays bounded (a read buffer and MaxInFlight batches per pipeline)
-// whatever the backlog. A file is deleted, or archived under
+// The walk of one line: the stream's pipelines share a bounded cache of
+// segments, each a contiguous span of the stream holding its lines' bytes
+// and their decoded records. The pipeline furthest ahead reads the next
+// span with its tail (the files of the stream in order, yielding only
+// complete lines; at the end of the active ".open" file it waits for file
+// events or polls, and it follows the writer's rename to the sealed name
+// at the same offset), decodes and validates each line once with
+// [schema], dead-letters what no sink can take, and publishes the span. A
+// pipeline at the start of a cached span takes it instead of reading;
+// each pipeline then routes the records (routes and a backfill's filter
+// are per sink) and batches them. Batches point into the segments' memory,
+// which is reused only once every batch holding it is acknowledged and
+// the cache has let the segment go. So with every sink keeping pace a line
+// is read from disk and decoded once, however many sinks there are
+// ([Loader.Stats] counts it).
+//
+// Pipelines never wait for each other's sinks. A sink that is down or slow
+// falls behind alone: once the cache (a few [BatchConfig.MaxBytes]) has let
+// its spans go, it reads and decodes them from disk itself, without
+// publishing, until it is back at the front. Memory stays bounded
+// (the cache, a read buffer, a span being consumed and MaxInFlight batches
+// per pipeline) whatever the backlog. A file is deleted, or archived under
 // StateDir/archive when [Config.Retention] is set, only once every sink's
 // checkpoint has passed it.
 //
@@ -36,10 +52,16 @@
 // [Config.MaxLineBytes], or is the torn tail of a sealed file goes to
 // StateDir/deadletter/<stream>/<UTC date>.ndjson as a [DeadLetter] with the
 // reason, file, offset and the original bytes, and is counted in
-// ingest_lines_dead_lettered_total; loading goes on. Each such line is
-// written once, by the stream's first pipeline. A sink that cannot store a
-// record calls [Batch.Reject], which records the sink too. Dead letters are
-// synced before any checkpoint can pass them.
+// ingest_lines_dead_lettered_total; loading goes on. It is written when the
+// line is read from disk, by whichever pipeline reads it first, so a sink
+// that is down does not hold back the others' dead letters. Each line is
+// written once: the loader remembers the positions it dead-lettered after
+// the stream's oldest checkpoint (seeded from the files at start), so a
+// pipeline that reads the line again, behind the cache or replaying, skips
+// it. A sink that cannot store a record calls [Batch.Reject], which
+// records the sink too. Every pipeline whose batch covers a dead-lettered
+// line syncs the dead-letter files before handing the batch over, so dead
+// letters are durable before any checkpoint can pass them.
 //
 // # Backfill
 //

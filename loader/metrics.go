@@ -23,7 +23,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		linesRead: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ingest_lines_read_total", Help: "Complete lines read from offline files, per stream and sink pipeline.",
+			Name: "ingest_lines_read_total", Help: "Complete lines a sink's pipeline took from a stream; while sinks keep pace each line is read from disk and decoded once per stream and shared.",
 		}, []string{"stream", "sink"}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ingest_lines_dead_lettered_total", Help: "Lines written to the dead-letter file, by reason; sink is empty for lines no sink could take.",
