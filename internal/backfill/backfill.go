@@ -1,7 +1,6 @@
 package backfill
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -233,7 +232,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	sum.Streams, sum.Files, sum.Bytes, sum.DoneBytes = pr.Streams, pr.Files, pr.TotalBytes, pr.DoneBytes
 	sum.Elapsed, sum.Complete = time.Since(start), pr.Complete && runErr == nil
 	sum.LinesRead, sum.DeadLettered = pr.LinesRead, pr.DeadLettered
-	sum.DeadLettersTotal = countLines(loader.StateLayout{Dir: job.dir()}.DeadLetters())
+	dlTotal, dlErr := loader.CountDeadLetters(job.dir(), "")
+	sum.DeadLettersTotal = dlTotal
 	for _, sp := range pr.Sinks {
 		sum.Resumed = sum.Resumed || sp.ResumedBytes > 0
 		sum.Sinks = append(sum.Sinks, SinkSummary{
@@ -253,6 +253,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 		return sum, fmt.Errorf("%w: interrupted with %s of %s done; run the same command again to resume", ErrIncomplete, humanBytes(pr.DoneBytes), humanBytes(pr.TotalBytes))
 	case runErr != nil:
 		return sum, fmt.Errorf("backfill: %w", runErr)
+	case dlErr != nil:
+		// An unread dead-letter file may hold lines not delivered: the
+		// job is not known to be complete.
+		return sum, fmt.Errorf("%w: %w", ErrNotDelivered, dlErr)
 	case sum.DeadLettersTotal > 0:
 		return sum, fmt.Errorf("%w: %d dead letter(s) in %s", ErrNotDelivered, sum.DeadLettersTotal, sum.DeadLetterDir)
 	}
@@ -557,26 +561,4 @@ func (j *job) close() {
 		j.lock.Close() // releases the flock
 		j.lock = nil
 	}
-}
-
-// countLines counts the lines of the .ndjson files under dir/<stream>/.
-func countLines(dir string) int64 {
-	files, _ := filepath.Glob(filepath.Join(dir, "*", "*.ndjson"))
-	var n int64
-	buf := make([]byte, 64<<10)
-	for _, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			continue
-		}
-		for {
-			k, err := f.Read(buf)
-			n += int64(bytes.Count(buf[:k], []byte{'\n'}))
-			if err != nil {
-				break
-			}
-		}
-		f.Close()
-	}
-	return n
 }

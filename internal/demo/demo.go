@@ -304,7 +304,10 @@ func report(ctx context.Context, out io.Writer, pg *pgserver.Server, mc *mockkaf
 		}
 		a.last, a.n = seq, a.n+1
 	}
-	dl := countLines(state.DeadLetters())
+	dl, err := loader.CountDeadLetters(state.Dir, "")
+	if err != nil {
+		return err
+	}
 
 	fmt.Fprintln(out, "\nreport")
 	check(rows == st.Lines && distinct == rows, "PostgreSQL holds every line exactly once: %d rows, %d distinct ids, %d written", rows, distinct, st.Lines)
@@ -353,16 +356,4 @@ func jsonInt(b []byte, field string) int64 {
 	}
 	v, _ := strconv.ParseInt(string(rest[:j]), 10, 64)
 	return v
-}
-
-func countLines(dir string) int {
-	n := 0
-	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			data, _ := os.ReadFile(path)
-			n += bytes.Count(data, []byte{'\n'})
-		}
-		return nil
-	})
-	return n
 }

@@ -233,7 +233,7 @@ func checkStreams(ctx context.Context, r *Report, cfg *config.Config) {
 	defer cancel()
 	st, err := loader.Status(sctx, config.LoaderConfig(cfg, sch, nil, nil), sinks)
 	if err != nil {
-		r.fail("streams", err.Error(), "make the spool readable by the loader's user")
+		r.fail("streams", err.Error(), "make the spool and the state dir readable by the loader's user")
 		return
 	}
 	if len(st) == 0 {
