@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -144,7 +145,11 @@ func TestConcurrentAppendsExactlyOnceInOrder(t *testing.T) {
 func TestRotatesByAgeAndNeverSealsEmptyFiles(t *testing.T) {
 	dir := t.TempDir()
 	const maxAge = 50 * time.Millisecond
-	w := mustOpen(t, Options{Dir: dir, Stream: "api", MaxAge: maxAge})
+	// The clock can be moved on, so "idle for several ages" is checked at a
+	// time the test sets rather than after a sleep.
+	var skew atomic.Int64
+	w := mustOpen(t, Options{Dir: dir, Stream: "api", MaxAge: maxAge,
+		now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }})
 	stream := filepath.Join(dir, "api")
 
 	if err := w.Append([]byte(`{"n":1}`)); err != nil {
@@ -159,8 +164,13 @@ func TestRotatesByAgeAndNeverSealsEmptyFiles(t *testing.T) {
 		t.Fatalf("sealed file holds %q", got)
 	}
 
-	// Idle for several ages: nothing new may appear.
-	time.Sleep(4 * maxAge)
+	// Idle for several ages: the writer holds no bytes, so it has no age
+	// deadline and plans no wake-up (the flusher's timer stays at its idle
+	// hour), and nothing new may appear.
+	skew.Store(int64(4 * maxAge))
+	if d := w.nextDeadline(); d != time.Hour {
+		t.Fatalf("idle writer plans to wake in %v, want the idle hour", d)
+	}
 	if fs := readStream(t, stream); len(fs) != 1 {
 		t.Fatalf("idle writer created files: %v", fs)
 	}
