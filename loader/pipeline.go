@@ -84,8 +84,6 @@ type builder struct {
 	segs       []*segment
 }
 
-const arenaChunk = 1 << 20
-
 func (b *builder) empty() bool { return b.covered == 0 && b.end == b.start }
 
 // release gives up the segments of a batch that is never submitted.

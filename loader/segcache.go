@@ -49,7 +49,7 @@ type segItem struct {
 
 func (s *segment) copyLine(line []byte, chunkSize int) []byte {
 	if len(line) > cap(s.chunk)-len(s.chunk) {
-		s.chunk = s.pool.get(max(chunkSize, len(line)))
+		s.chunk = s.pool.get(chunkSize, len(line))
 		s.chunks = append(s.chunks, s.chunk)
 	}
 	n := len(s.chunk)
@@ -62,7 +62,7 @@ func (s *segment) retain() { s.refs.Add(1) }
 
 func (s *segment) release() {
 	if s.refs.Add(-1) == 0 {
-		s.pool.put(s.chunks)
+		s.pool.put(s.chunks, s.items)
 		s.chunks, s.chunk, s.items = nil, nil, nil
 	}
 }
@@ -72,35 +72,58 @@ func (s *segment) release() {
 // of a backfill's CPU.
 type chunkPool struct {
 	mu     sync.Mutex
+	size   int // the chunk size kept: the last one asked for
 	chunks [][]byte
+	items  [][]segItem
 }
 
-// poolChunks bounds the free list: the cache plus a few batches in flight
-// per sink, without keeping a burst's memory for ever.
-const poolChunks = 32
+// poolChunks bounds the free lists: what the batches in flight release
+// between two reads, without keeping a burst's memory for ever.
+const poolChunks = 16
 
-func (p *chunkPool) get(need int) []byte {
-	if need <= arenaChunk {
-		p.mu.Lock()
-		if n := len(p.chunks); n > 0 {
-			c := p.chunks[n-1]
-			p.chunks = p.chunks[:n-1]
-			p.mu.Unlock()
-			return c[:0]
-		}
-		p.mu.Unlock()
-		return make([]byte, 0, arenaChunk)
+// get returns an empty chunk of size bytes, or of need bytes for a line
+// longer than that.
+func (p *chunkPool) get(size, need int) []byte {
+	if need > size {
+		return make([]byte, 0, need)
 	}
-	return make([]byte, 0, need)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.size != size {
+		p.size, p.chunks = size, nil // the batch size changed
+	}
+	if n := len(p.chunks); n > 0 {
+		c := p.chunks[n-1]
+		p.chunks = p.chunks[:n-1]
+		return c[:0]
+	}
+	return make([]byte, 0, size)
 }
 
-func (p *chunkPool) put(chunks [][]byte) {
+// itemSlice returns an empty item list for a new segment: a list grown
+// from nothing for a 1 MiB span of 2 KB lines allocates twice its ~150 KB.
+func (p *chunkPool) itemSlice() []segItem {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.items); n > 0 {
+		it := p.items[n-1]
+		p.items = p.items[:n-1]
+		return it
+	}
+	return make([]segItem, 0, 256)
+}
+
+func (p *chunkPool) put(chunks [][]byte, items []segItem) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range chunks {
-		if cap(c) == arenaChunk && len(p.chunks) < poolChunks {
+		if cap(c) == p.size && len(p.chunks) < poolChunks {
 			p.chunks = append(p.chunks, c)
 		}
+	}
+	if cap(items) > 0 && len(p.items) < poolChunks {
+		clear(items) // drop the references to old lines and strings
+		p.items = append(p.items, items[:0])
 	}
 }
 
@@ -135,9 +158,11 @@ type segCache struct {
 // in flight.
 const cacheBatches = 4
 
-// segmentBytes is how much a segment reads: a quarter batch (at most a
-// chunk), so a follower a batch behind finds its start in the cache.
-func segmentBytes(batchBytes int) int { return min(max(batchBytes/4, 16<<10), arenaChunk) }
+// segmentBytes is how much a segment reads: a quarter batch, at least
+// 16 KiB, at most 1 MiB (fresh chunks cost a page fault and zeroing per
+// 4 KB, so they are reused, and a span much larger than a batch would
+// keep more memory than the batches in flight need).
+func segmentBytes(batchBytes int) int { return min(max(batchBytes/4, 16<<10), 1<<20) }
 
 // find returns the cached segment holding a span that starts at pos, and
 // the index of its item there.
@@ -282,7 +307,7 @@ func (p *pipeline) readSegment(pos Position, target int) (*segment, bool, error)
 			return nil, false, err
 		}
 	}
-	s := &segment{start: pos, end: pos, pool: &c.pool}
+	s := &segment{start: pos, end: pos, pool: &c.pool, items: c.pool.itemSlice()}
 	s.refs.Store(1) // the reader's
 	var read, decoded int64
 	defer func() {
@@ -329,7 +354,9 @@ func (p *pipeline) readSegment(pos Position, target int) (*segment, bool, error)
 		case itemLine:
 			read++
 			decoded++
-			si.line = s.copyLine(it.line, target)
+			// The chunk has room past target, so the line that reaches
+			// it does not take a second chunk for itself.
+			si.line = s.copyLine(it.line, target+target/8)
 			// The record's Row and strings point into the segment's copy.
 			rec, derr := p.l.cfg.Schema.Decode(si.line, p.st.cfg.DefaultTable)
 			if derr != nil {
@@ -355,7 +382,7 @@ func (p *pipeline) readSegment(pos Position, target int) (*segment, bool, error)
 		from = it.end
 	}
 	if len(s.items) == 0 {
-		s.release()
+		s.release() // gives the empty list back to the pool
 		return nil, caughtUp, nil
 	}
 	s.end = from
