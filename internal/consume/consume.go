@@ -23,7 +23,14 @@ import (
 
 // Defaults of [Options].
 const (
-	DefaultMaxInFlight   = 2
+	// DefaultMaxInFlight is 4 although a partition's batches commit one
+	// at a time: pausing a partition makes librdkafka drop what it had
+	// prefetched of it and fetch it again on resume, and at 2 (one
+	// committing, one queued) that happened at every batch, so the batch
+	// after the queued one was still being fetched when its turn came
+	// (docs/consume.md, throughput). The cost is memory: up to 4 batches
+	// (batch.max_bytes each) per partition.
+	DefaultMaxInFlight   = 4
 	DefaultRevokeTimeout = 10 * time.Second
 	DefaultStopTimeout   = 30 * time.Second
 	// DeadLetterSuffix makes a source topic's default dead-letter topic.
@@ -58,7 +65,7 @@ type Options struct {
 	// moves past them.
 	DeadLetterFile string
 	// MaxInFlight bounds the batches per partition handed to PostgreSQL
-	// and not yet committed (default 2): the partition is paused at the
+	// and not yet committed (default 4): the partition is paused at the
 	// bound, which is the backpressure of a slow database.
 	MaxInFlight int
 	// PoolSize is the number of PostgreSQL connections (default 4); a
