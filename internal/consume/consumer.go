@@ -108,7 +108,12 @@ type completion struct {
 	err error
 }
 
-func (c *consumer) run(ctx context.Context) (err error) {
+// subscribe creates the Kafka consumer and subscribes it to the topics:
+// librdkafka joins the group in its own threads from here on, while Run
+// prepares the rest, and the first Poll of run gets the assignment. The
+// rebalance callback runs only inside Poll, so nothing is assigned before
+// run; until run, the caller closes c.k on failure.
+func (c *consumer) subscribe() error {
 	cm := kafkaConfig(c.cfg, nil)
 	cm["group.id"] = c.o.Group
 	// PostgreSQL holds the positions (seeked to on assignment); Kafka's
@@ -136,7 +141,20 @@ func (c *consumer) run(ctx context.Context) (err error) {
 	if err != nil {
 		return &ArgError{fmt.Errorf("kafka consumer (kafka.brokers, kafka.properties): %w", err)}
 	}
+	topics := c.tables.topics()
+	if err := k.SubscribeTopics(topics, c.rebalance); err != nil {
+		k.Close()
+		return fmt.Errorf("kafka: subscribe to %v: %w", topics, err)
+	}
 	c.k = k
+	return nil
+}
+
+// run polls the subscribed consumer until ctx ends or a fatal error, then
+// stops it (closing c.k).
+func (c *consumer) run(ctx context.Context) (err error) {
+	k := c.k
+	topics := c.tables.topics()
 	c.runCtx = ctx
 	base, cancelBase := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelBase(nil)
@@ -144,11 +162,6 @@ func (c *consumer) run(ctx context.Context) (err error) {
 	c.parts = map[tpKey]*partition{}
 	c.wake = make(chan struct{}, 1)
 
-	topics := c.tables.topics()
-	if err := k.SubscribeTopics(topics, c.rebalance); err != nil {
-		k.Close()
-		return fmt.Errorf("kafka: subscribe to %v: %w", topics, err)
-	}
 	addr, stopHTTP, err := health.Serve(c.cfg.Metrics.Listen, c.o.Registry, []health.Check{
 		{Name: "db", Check: c.db.Ping},
 		{Name: "kafka", Check: func(context.Context) error {
