@@ -92,6 +92,11 @@ func TestBackfillReplaysSealedFilesExactlyOnceInOrder(t *testing.T) {
 	if seq := own.records()[n-1].Seq; seq != n-1 {
 		t.Fatalf("last record seq %d: the active file was read", seq)
 	}
+	// The job fits in the stream's cache, so however the two pipelines
+	// are scheduled each line is read and decoded once for both.
+	if st := b.Stats().Streams["api"]; st.LinesRead != n || st.LinesDecoded != n || st.SegmentsShared == 0 {
+		t.Fatalf("backfill stats %+v: want %d lines read and decoded once each, segments shared", st, n)
+	}
 	// The files are the backfill's input, never retired.
 	if after := spoolFiles(t, dir); !slices.Equal(before, after) {
 		t.Fatalf("files changed: %v -> %v", before, after)
