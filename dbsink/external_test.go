@@ -17,11 +17,8 @@ import (
 // (the next batch skips what lies before it).
 func TestSetCheckpointRepositionsStream(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	sch := seqSchema(t)
-	s := newSink(t, srv, sch, true)
-	conn := connect(t, srv)
-	ctx := testenv.Context(t, 60*time.Second)
+	e := newSinkEnv(t, seqSchema(t), true)
+	sch, s, conn, ctx := e.sch, e.sink, e.conn, e.ctx
 	f := newLineFile("000001", seqLines(30, "z"))
 	batch := func(from, to int) *loader.Batch {
 		return loader.NewBatch("s", f.pos[from], f.pos[to], f.decode(t, sch, from, to), nil)
@@ -68,10 +65,8 @@ func TestSetCheckpointRepositionsStream(t *testing.T) {
 // the abandoned one.
 func TestDrainAfterAbandonedBatch(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	sch := seqSchema(t)
-	s := newSink(t, srv, sch, true)
-	ctx := testenv.Context(t, 60*time.Second)
+	e := newSinkEnv(t, seqSchema(t), true)
+	sch, s, ctx := e.sch, e.sink, e.ctx
 	var failing atomic.Bool
 	failing.Store(true)
 	var attempts atomic.Int32

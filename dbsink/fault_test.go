@@ -34,12 +34,11 @@ func seqRange(n int) []int {
 // retries by itself, logs the retries, and stores the batch once.
 func TestOutageMidSubmitRetriesUntilBack(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	sch := seqSchema(t)
 	logs := &testenv.SyncBuffer{}
-	s := newSink(t, srv, sch, true, func(c *Config) {
+	e := newSinkEnv(t, seqSchema(t), true, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	})
+	srv, sch, s := e.srv, e.sch, e.sink
 	ctx := testenv.Context(t, 90*time.Second)
 	const outage = 3 * time.Second
 	f := newLineFile("000001", seqLines(200, strings.Repeat("b", 500)))
@@ -88,10 +87,8 @@ func TestOutageMidSubmitRetriesUntilBack(t *testing.T) {
 // Submit that is still retrying with ErrClosed.
 func TestDownDatabaseWaitsAndCloseInterrupts(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	sch := seqSchema(t)
-	s := newSink(t, srv, sch, true)
-	ctx := testenv.Context(t, 60*time.Second)
+	e := newSinkEnv(t, seqSchema(t), true)
+	srv, sch, s, ctx := e.srv, e.sch, e.sink, e.ctx
 	if err := srv.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}

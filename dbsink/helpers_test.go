@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
 	"github.com/dualwrite/ingest/internal/loadertest"
@@ -51,6 +52,31 @@ func newSink(tb testing.TB, srv *pgserver.Server, sch *schema.Schema, migrate bo
 		}
 	}
 	return s
+}
+
+// sinkEnv is where most sink tests start: a PostgreSQL of their own, a
+// sink on it, a connection to check what landed, and a context that ends
+// the test instead of letting it hang.
+type sinkEnv struct {
+	srv  *pgserver.Server
+	sch  *schema.Schema
+	sink *Sink
+	conn *pgx.Conn
+	ctx  context.Context
+}
+
+// newSinkEnv starts that environment for sch; migrate and mod are as for
+// newSink.
+func newSinkEnv(t *testing.T, sch *schema.Schema, migrate bool, mod ...func(*Config)) *sinkEnv {
+	t.Helper()
+	srv := testenv.Postgres(t)
+	return &sinkEnv{
+		srv:  srv,
+		sch:  sch,
+		sink: newSink(t, srv, sch, migrate, mod...),
+		conn: connect(t, srv),
+		ctx:  testenv.Context(t, 60*time.Second),
+	}
 }
 
 // lineFile lays out lines as one offline file would: each record's

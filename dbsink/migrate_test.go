@@ -7,21 +7,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/schema"
 )
 
 func TestMigrateIsIdempotentAndChecksExistingTables(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	conn := connect(t, srv)
-	ctx := testenv.Context(t, 60*time.Second)
 	sch := mustSchema(t, map[string]*schema.Table{
 		"events": {Key: "acct", ID: "id", DBTable: "app.events",
 			Columns:   map[string]string{"acct": "bigint", "id": "uuid", "n": "integer"},
 			DBStorage: map[string]string{"toast_tuple_target": "8160"}},
 	})
-	s := newSink(t, srv, sch, true)
+	e := newSinkEnv(t, sch, true)
+	srv, s, conn, ctx := e.srv, e.sink, e.conn, e.ctx
 	// Twice, and concurrently: the advisory lock serialises the creates.
 	errs := make(chan error, 3)
 	for range 3 {

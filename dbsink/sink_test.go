@@ -8,10 +8,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/dualwrite/ingest/internal/loadertest"
-	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/schema"
 )
@@ -33,11 +31,8 @@ func typesSchema(tb testing.TB) *schema.Schema {
 
 func TestRoundTripEveryType(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	sch := typesSchema(t)
-	s := newSink(t, srv, sch, true)
-	conn := connect(t, srv)
-	ctx := testenv.Context(t, 60*time.Second)
+	e := newSinkEnv(t, typesSchema(t), true)
+	sch, s, conn, ctx := e.sch, e.sink, e.conn, e.ctx
 
 	// 1 MiB of text with multi-byte characters and an escape every 1000 bytes.
 	big := strings.Repeat(strings.Repeat("ab€d", 250)+`\n`, 1024)
@@ -141,11 +136,8 @@ func show(s *string) string {
 
 func TestValueThatDoesNotConvertIsRejected(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	sch := typesSchema(t)
-	s := newSink(t, srv, sch, true)
-	conn := connect(t, srv)
-	ctx := testenv.Context(t, 60*time.Second)
+	e := newSinkEnv(t, typesSchema(t), true)
+	sch, s, conn, ctx := e.sch, e.sink, e.conn, e.ctx
 	tbl, _ := sch.Lookup("types")
 
 	u := func(n int) string { return fmt.Sprintf(`"bad3a155-585f-47cb-bc3e-%012d"`, n) }
@@ -211,15 +203,13 @@ func TestValueThatDoesNotConvertIsRejected(t *testing.T) {
 
 func TestConstraintViolationRejectsOnlyThatRow(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
 	cols := map[string]string{"acct": "bigint", "id": "uuid", "seq": "integer", "n": "integer", "t": "text"}
 	sch := mustSchema(t, map[string]*schema.Table{
 		"with_id": {Key: "acct", ID: "id", Columns: cols},
 		"no_id":   {Key: "acct", Columns: cols},
 	})
-	s := newSink(t, srv, sch, true)
-	conn := connect(t, srv)
-	ctx := testenv.Context(t, 60*time.Second)
+	e := newSinkEnv(t, sch, true)
+	s, conn, ctx := e.sink, e.conn, e.ctx
 	for _, tbl := range []string{"with_id", "no_id"} {
 		exec(t, conn, `ALTER TABLE `+tbl+` ADD CONSTRAINT n_nonneg CHECK (n >= 0)`)
 		exec(t, conn, `ALTER TABLE `+tbl+` ALTER COLUMN t SET NOT NULL`)
@@ -318,11 +308,8 @@ func seqLines(n int, body string) []string {
 
 func TestReplayAddsNothing(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	sch := seqSchema(t)
-	s := newSink(t, srv, sch, true)
-	conn := connect(t, srv)
-	ctx := testenv.Context(t, 60*time.Second)
+	e := newSinkEnv(t, seqSchema(t), true)
+	sch, s, conn, ctx := e.sch, e.sink, e.conn, e.ctx
 	f := newLineFile("000001", seqLines(30, "x"))
 	batch := func(from, to int) *loader.Batch {
 		return loader.NewBatch("s", f.pos[from], f.pos[to], f.decode(t, sch, from, to), nil)
@@ -354,10 +341,8 @@ func TestReplayAddsNothing(t *testing.T) {
 
 func TestEmptyBatchMovesCheckpoint(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	sch := seqSchema(t)
-	s := newSink(t, srv, sch, true)
-	ctx := testenv.Context(t, 60*time.Second)
+	e := newSinkEnv(t, seqSchema(t), true)
+	srv, sch, s, ctx := e.srv, e.sch, e.sink, e.ctx
 	if _, ok, err := s.Checkpoint(ctx, "s"); err != nil || ok {
 		t.Fatalf("Checkpoint before any batch = %v, %v; want none", ok, err)
 	}
@@ -380,11 +365,8 @@ func TestEmptyBatchMovesCheckpoint(t *testing.T) {
 // add nothing, even for a table without id.
 func TestLostCommitReplyIsNotDuplicated(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	sch := seqSchema(t)
-	s := newSink(t, srv, sch, true)
-	conn := connect(t, srv)
-	ctx := testenv.Context(t, 60*time.Second)
+	e := newSinkEnv(t, seqSchema(t), true)
+	sch, s, conn, ctx := e.sch, e.sink, e.conn, e.ctx
 	var committed, commits atomic.Int32
 	s.hook = func(ctx context.Context, point string) error {
 		switch point {
@@ -418,10 +400,8 @@ func TestLostCommitReplyIsNotDuplicated(t *testing.T) {
 
 func TestNonRetryableErrorFailsBatch(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	sch := seqSchema(t)
-	s := newSink(t, srv, sch, false) // not migrated: the tables do not exist
-	ctx := testenv.Context(t, 60*time.Second)
+	e := newSinkEnv(t, seqSchema(t), false) // not migrated: the tables do not exist
+	sch, s, ctx := e.sch, e.sink, e.ctx
 	f := newLineFile("000001", seqLines(3, "z"))
 	err := submit(t, ctx, s, loader.NewBatch("s", f.pos[0], f.pos[3], f.decode(t, sch, 0, 3), nil))
 	if err == nil || Retryable(err) || !strings.Contains(err.Error(), "42P01") {
@@ -450,12 +430,9 @@ func TestNonRetryableErrorFailsBatch(t *testing.T) {
 // does not skip them: only the id does, as in a backfill over live data.
 func TestDuplicateIDsSkippedAfterDirectCopy(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	sch := seqSchema(t)
+	e := newSinkEnv(t, seqSchema(t), true)
+	sch, s, conn, ctx := e.sch, e.sink, e.conn, e.ctx
 	keyed, _ := sch.Lookup("keyed")
-	s := newSink(t, srv, sch, true)
-	conn := connect(t, srv)
-	ctx := testenv.Context(t, 60*time.Second)
 	lines := func(seqs ...int) *lineFile {
 		var ls []string
 		for _, q := range seqs {
@@ -505,11 +482,8 @@ func TestDuplicateIDsSkippedAfterDirectCopy(t *testing.T) {
 // it instead of letting them move the checkpoint over its lines.
 func TestSubmitQueuesInStreamOrder(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	sch := seqSchema(t)
-	s := newSink(t, srv, sch, true)
-	conn := connect(t, srv)
-	ctx := testenv.Context(t, 60*time.Second)
+	e := newSinkEnv(t, seqSchema(t), true)
+	sch, s, conn, ctx := e.sch, e.sink, e.conn, e.ctx
 	const n, per = 60, 6 // lines, lines per batch
 	linesB := seqLines(n, "b")
 	for i := range linesB { // ids of their own: stream b's keyed rows are not a's repeats
