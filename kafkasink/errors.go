@@ -99,6 +99,11 @@ func brokerError(c kafka.ErrorCode, msg string) string {
 // code returns err's librdkafka error code, or ErrNoError when err is not a
 // kafka.Error.
 func code(err error) kafka.ErrorCode {
+	if err == nil {
+		// Produce's common case, once per message: errors.As below
+		// would allocate ke on the heap for nothing.
+		return kafka.ErrNoError
+	}
 	var ke kafka.Error
 	if errors.As(err, &ke) {
 		return ke.Code()
