@@ -24,22 +24,8 @@ import (
 // line in order, and the bad line was dead-lettered once.
 func TestLoaderDeadLettersWhilePostgresIsDown(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	sch := feedSchema(t)
-	migrateTables(t, srv, sch)
-	_, log := loadertest.NewLog(t)
-	db := openSink(t, srv, sch, log)
-	kafka := loadertest.NewMemSink("kafka")
-
-	spool := t.TempDir()
-	feed := openFeed(t, spool, 64<<20, "pgdown") // one file, so offsets hold
-	run := loadertest.Start(t, loader.Config{
-		Dir:             spool,
-		Schema:          sch,
-		Batch:           loader.BatchConfig{MaxRecords: 100, Linger: 5 * time.Millisecond},
-		ShutdownTimeout: 10 * time.Second,
-		Logger:          log,
-	}, loader.SinkSpec{Sink: db, MaxInFlight: 1}, loader.SinkSpec{Sink: kafka})
+	e := startTwoSinks(t, 64<<20, "pgdown", 100, 1) // one file, so offsets hold
+	srv, kafka, spool, feed, run := e.srv, e.kafka, e.spool, e.feed, e.run
 
 	add := func(n int) {
 		t.Helper()

@@ -25,6 +25,7 @@ import (
 	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/rotatefile"
 	"github.com/dualwrite/ingest/schema"
 )
@@ -226,6 +227,41 @@ func openSink(tb testing.TB, srv *pgserver.Server, sch *schema.Schema, log *slog
 	}
 	tb.Cleanup(s.Close)
 	return s
+}
+
+// twoSinks is where the outage tests start: a PostgreSQL of the test's
+// own with feedSchema's tables, the DB sink on it and a MemSink as the
+// Kafka side, both fed by a running loader from a spool of the test's own.
+type twoSinks struct {
+	srv   *pgserver.Server
+	sch   *schema.Schema
+	logs  *loadertest.Log
+	db    *dbsink.Sink
+	kafka *loadertest.MemSink
+	spool string
+	feed  *lineFeed
+	run   *loadertest.Running
+}
+
+// startTwoSinks starts that loader. The feed's files rotate at maxBytes,
+// a batch holds up to maxRecords lines, and the DB sink has up to
+// dbInFlight batches awaiting their ack (0: the loader's default).
+func startTwoSinks(t *testing.T, maxBytes int64, body string, maxRecords, dbInFlight int) *twoSinks {
+	t.Helper()
+	e := &twoSinks{srv: testenv.Postgres(t), sch: feedSchema(t), kafka: loadertest.NewMemSink("kafka"), spool: t.TempDir()}
+	migrateTables(t, e.srv, e.sch)
+	var log *slog.Logger
+	e.logs, log = loadertest.NewLog(t)
+	e.db = openSink(t, e.srv, e.sch, log)
+	e.feed = openFeed(t, e.spool, maxBytes, body)
+	e.run = loadertest.Start(t, loader.Config{
+		Dir:             e.spool,
+		Schema:          e.sch,
+		Batch:           loader.BatchConfig{MaxRecords: maxRecords, Linger: 5 * time.Millisecond},
+		ShutdownTimeout: 10 * time.Second,
+		Logger:          log,
+	}, loader.SinkSpec{Sink: e.db, MaxInFlight: dbInFlight}, loader.SinkSpec{Sink: e.kafka})
+	return e
 }
 
 func migrateTables(tb testing.TB, srv *pgserver.Server, sch *schema.Schema) {

@@ -7,7 +7,6 @@ import (
 
 	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
-	"github.com/dualwrite/ingest/loader"
 )
 
 // PostgreSQL is stopped (fast shutdown) for the outage (20 s, as the issue
@@ -30,22 +29,8 @@ import (
 func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 	t.Parallel()
 	outage := loadertest.EnvDuration(t, "INGEST_DB_LOADER_OUTAGE", 20*time.Second)
-	srv := testenv.Postgres(t)
-	sch := feedSchema(t)
-	migrateTables(t, srv, sch)
-	logs, log := loadertest.NewLog(t)
-	db := openSink(t, srv, sch, log)
-	kafka := loadertest.NewMemSink("kafka")
-
-	spool := t.TempDir()
-	feed := openFeed(t, spool, 256<<10, "outage")
-	run := loadertest.Start(t, loader.Config{
-		Dir:             spool,
-		Schema:          sch,
-		Batch:           loader.BatchConfig{MaxRecords: 500, Linger: 5 * time.Millisecond},
-		ShutdownTimeout: 10 * time.Second,
-		Logger:          log,
-	}, loader.SinkSpec{Sink: db}, loader.SinkSpec{Sink: kafka})
+	e := startTwoSinks(t, 256<<10, "outage", 500, 0)
+	srv, logs, db, kafka, feed, run := e.srv, e.logs, e.db, e.kafka, e.feed, e.run
 
 	// About 500 lines/s for the whole test.
 	stopFeed := make(chan struct{})
