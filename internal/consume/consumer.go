@@ -126,13 +126,12 @@ func (c *consumer) subscribe() error {
 	// move; the others keep loading through the rebalance.
 	cm["partition.assignment.strategy"] = "cooperative-sticky"
 	cm["queued.max.messages.kbytes"] = 16384
-	// When the prefetched messages exceed that bound (the thresholds
-	// count the one consumer queue all partitions forward to), librdkafka
-	// postpones each partition's next fetch by fetch.queue.backoff.ms,
-	// 1 s by default: a catching-up consumer drains the queue in
-	// milliseconds and then waited out the second, which were the
-	// 0.5-0.9 s gaps between a partition's full batches in the bench row
-	// (docs/consume.md, throughput).
+	// When the prefetched messages exceed that bound (or
+	// queued.min.messages), librdkafka postpones the partition's next
+	// fetch by fetch.queue.backoff.ms, 1 s by default: a catching-up
+	// consumer drains the queue in milliseconds and then waited out the
+	// second, which were the 0.5-0.9 s gaps between a partition's full
+	// batches in the bench row (docs/consume.md, throughput).
 	cm["fetch.queue.backoff.ms"] = 20
 	for k, v := range c.o.Properties {
 		cm[k] = v
