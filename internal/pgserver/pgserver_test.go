@@ -55,6 +55,19 @@ func values(t *testing.T, ctx context.Context, url string) []string {
 	return got
 }
 
+// serverWithRow starts a server whose table t holds the one row v, for
+// the tests that check what survives a stop or a crash; it returns the
+// server with a bounded context and a connection to it.
+func serverWithRow(t *testing.T, v string) (*pgserver.Server, context.Context, *pgx.Conn) {
+	t.Helper()
+	srv := testenv.Postgres(t)
+	ctx := testenv.Context(t, 20*time.Second)
+	conn := connect(t, ctx, srv.URL())
+	exec(t, ctx, conn, "CREATE TABLE t (v text)")
+	exec(t, ctx, conn, "INSERT INTO t VALUES ($1)", v)
+	return srv, ctx, conn
+}
+
 func equal(a, b []string) bool { return strings.Join(a, "\x00") == strings.Join(b, "\x00") }
 
 func TestRoundTrip(t *testing.T) {
@@ -85,12 +98,7 @@ func TestRoundTrip(t *testing.T) {
 
 func TestStopStartKeepsData(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	ctx := testenv.Context(t, 20*time.Second)
-
-	conn := connect(t, ctx, srv.URL())
-	exec(t, ctx, conn, "CREATE TABLE t (v text)")
-	exec(t, ctx, conn, "INSERT INTO t VALUES ('before-stop')")
+	srv, ctx, _ := serverWithRow(t, "before-stop")
 	pid, port := srv.PID(), srv.Port()
 
 	if err := srv.Stop(ctx); err != nil {
@@ -124,12 +132,7 @@ func TestStopStartKeepsData(t *testing.T) {
 
 func TestKillKeepsCommittedOnly(t *testing.T) {
 	t.Parallel()
-	srv := testenv.Postgres(t)
-	ctx := testenv.Context(t, 20*time.Second)
-
-	conn := connect(t, ctx, srv.URL())
-	exec(t, ctx, conn, "CREATE TABLE t (v text)")
-	exec(t, ctx, conn, "INSERT INTO t VALUES ('committed')")
+	srv, ctx, conn := serverWithRow(t, "committed")
 	// An open transaction at crash time must vanish.
 	tx, err := conn.Begin(ctx)
 	if err != nil {
