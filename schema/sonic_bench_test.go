@@ -217,24 +217,7 @@ func BenchmarkDecodeSonic(b *testing.B) {
 			if php {
 				name = dec.name + "/php_escaped_slashes"
 			}
-			b.Run(name, func(b *testing.B) {
-				s := benchSchema(b)
-				lines := benchLines(1024, php)
-				var total int
-				for _, l := range lines {
-					total += len(l)
-				}
-				b.SetBytes(int64(total / len(lines)))
-				b.ReportAllocs()
-				cpu := startCPU()
-				for i := 0; b.Loop(); i++ {
-					if _, err := dec.fn(s, lines[i%len(lines)], ""); err != nil {
-						b.Fatal(err)
-					}
-				}
-				cpu.report(b)
-				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lines/s")
-			})
+			b.Run(name, func(b *testing.B) { benchDecodeLines(b, php, dec.fn) })
 		}
 	}
 }
