@@ -25,41 +25,13 @@ import (
 
 var binary string
 
-const binPrefix = "ingest-consume-bin-"
-
 // TestMain builds the ingest binary that the kill tests run as a child
 // process (without -race: the kill tests exercise crash recovery, and
 // the in-process tests run the same code under the race detector), then
 // runs the tests under testenv.Main: shared broker stopped, goleak.
 func TestMain(m *testing.M) {
-	removeStaleBinaries()
-	dir, err := os.MkdirTemp("", binPrefix+strconv.Itoa(os.Getpid())+"-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "ingest")
-	if out, err := exec.Command("go", "build", "-o", binary, "../../cmd/ingest").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build ingest: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	binary = testenv.BuildIngest("../../cmd/ingest")
 	testenv.Main(m, true)
-}
-
-// removeStaleBinaries removes binary directories of test processes that
-// have exited (testenv.Main exits the process before a defer could).
-func removeStaleBinaries() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binPrefix+"*"))
-	for _, d := range dirs {
-		pidStr, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), binPrefix), "-")
-		pid, err := strconv.Atoi(pidStr)
-		if err != nil || pid <= 0 {
-			continue
-		}
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			os.RemoveAll(d)
-		}
-	}
 }
 
 // env is what a test consumes from and loads into: the shared broker with

@@ -7,6 +7,8 @@
 // server or a cluster. [Context] gives a test a bounded context, and
 // [Eventually] waits for a condition by polling with a deadline, which is
 // how tests synchronise with asynchronous code instead of sleeping.
+// [BuildIngest] builds the ingest command once per test binary, for the
+// tests that run it as a child process.
 //
 // # Skip or fail
 //
