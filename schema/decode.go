@@ -694,15 +694,8 @@ func isNumericString(b []byte) bool {
 		return false
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		d := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == d {
+		var ok bool
+		if i, ok = exponentEnd(b, i+1); !ok {
 			return false
 		}
 	}

@@ -416,21 +416,29 @@ func (s *scanner) num() (start, end int, isInt bool, err *syntaxError) {
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
 		isInt = false
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		d := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		if i == d {
+		var ok bool
+		if i, ok = exponentEnd(b, i+1); !ok {
 			s.i = i
 			return 0, 0, false, s.errf("invalid number: no digits in exponent")
 		}
 	}
 	s.i = i
 	return start, i, isInt, nil
+}
+
+// exponentEnd returns where the exponent that starts at b[i], just after
+// its 'e' or 'E', ends: an optional sign, then digits. ok is false when
+// there are no digits. JSON numbers and PostgreSQL numeric strings share
+// this grammar.
+func exponentEnd(b []byte, i int) (end int, ok bool) {
+	if i < len(b) && (b[i] == '+' || b[i] == '-') {
+		i++
+	}
+	d := i
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return i, i > d
 }
 
 // lit consumes the literal word (true, false, null) at s.i.
