@@ -97,7 +97,7 @@ func newBenchEnv(tb testing.TB, withID bool) *benchEnv {
 	f := newLineFile("000001", rawItemLines(benchRows, 1))
 	for from := 0; from < benchRows; from += benchBatchRows {
 		to := min(from+benchBatchRows, benchRows)
-		e.batches = append(e.batches, loader.NewBatch("bench", f.pos[from], f.pos[to], f.decode(tb, sch, from, to), nil))
+		e.batches = append(e.batches, f.batch(tb, sch, "bench", from, to))
 	}
 	for _, l := range f.lines {
 		e.bytes += int64(len(l))

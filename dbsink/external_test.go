@@ -20,10 +20,7 @@ func TestSetCheckpointRepositionsStream(t *testing.T) {
 	e := newSinkEnv(t, seqSchema(t), true)
 	sch, s, conn, ctx := e.sch, e.sink, e.conn, e.ctx
 	f := newLineFile("000001", seqLines(30, "z"))
-	batch := func(from, to int) *loader.Batch {
-		return loader.NewBatch("s", f.pos[from], f.pos[to], f.decode(t, sch, from, to), nil)
-	}
-	if err := submit(t, ctx, s, batch(0, 10)); err != nil {
+	if err := submit(t, ctx, s, f.batch(t, sch, "s", 0, 10)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.SetCheckpoint(ctx, "s", f.pos[5]); err != nil {
@@ -32,7 +29,7 @@ func TestSetCheckpointRepositionsStream(t *testing.T) {
 	if cp := checkpointOf(t, s, "s"); cp != f.pos[5] {
 		t.Fatalf("checkpoint %v after SetCheckpoint, want %v", cp, f.pos[5])
 	}
-	if err := submit(t, ctx, s, batch(0, 10)); err != nil {
+	if err := submit(t, ctx, s, f.batch(t, sch, "s", 0, 10)); err != nil {
 		t.Fatal(err)
 	}
 	// Lines 5-9 loaded again (plain has no id: a replay repeats them).
@@ -42,7 +39,7 @@ func TestSetCheckpointRepositionsStream(t *testing.T) {
 	if err := s.SetCheckpoint(ctx, "s", f.pos[20]); err != nil {
 		t.Fatal(err)
 	}
-	if err := submit(t, ctx, s, batch(10, 30)); err != nil {
+	if err := submit(t, ctx, s, f.batch(t, sch, "s", 10, 30)); err != nil {
 		t.Fatal(err)
 	}
 	if n := queryInt(t, conn, `SELECT count(*) FROM plain WHERE seq BETWEEN 10 AND 19`); n != 0 {
@@ -80,7 +77,7 @@ func TestDrainAfterAbandonedBatch(t *testing.T) {
 	f := newLineFile("000001", seqLines(20, "d"))
 	bctx, cancel := context.WithCancel(ctx)
 	acks := make(chan error, 1)
-	if err := s.Submit(bctx, loader.NewBatch("s", f.pos[0], f.pos[10], f.decode(t, sch, 0, 10), nil), func(err error) { acks <- err }); err != nil {
+	if err := s.Submit(bctx, f.batch(t, sch, "s", 0, 10), func(err error) { acks <- err }); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 30*time.Second, func() bool { return attempts.Load() >= 2 }, "the batch retries")
@@ -92,7 +89,7 @@ func TestDrainAfterAbandonedBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	failing.Store(false)
-	if err := submit(t, ctx, s, loader.NewBatch("s", f.pos[0], f.pos[20], f.decode(t, sch, 0, 20), nil)); err != nil {
+	if err := submit(t, ctx, s, f.batch(t, sch, "s", 0, 20)); err != nil {
 		t.Fatalf("batch after Drain: %v", err)
 	}
 	if cp := checkpointOf(t, s, "s"); cp != f.pos[20] {

@@ -43,7 +43,7 @@ func TestOutageMidSubmitRetriesUntilBack(t *testing.T) {
 	const outage = 3 * time.Second
 	f := newLineFile("000001", seqLines(200, strings.Repeat("b", 500)))
 
-	if err := submit(t, ctx, s, loader.NewBatch("s", f.pos[0], f.pos[100], f.decode(t, sch, 0, 100), nil)); err != nil {
+	if err := submit(t, ctx, s, f.batch(t, sch, "s", 0, 100)); err != nil {
 		t.Fatal(err)
 	}
 	var once sync.Once
@@ -65,7 +65,7 @@ func TestOutageMidSubmitRetriesUntilBack(t *testing.T) {
 		})
 		return nil
 	}
-	if err := submit(t, ctx, s, loader.NewBatch("s", f.pos[100], f.pos[200], f.decode(t, sch, 100, 200), nil)); err != nil {
+	if err := submit(t, ctx, s, f.batch(t, sch, "s", 100, 200)); err != nil {
 		t.Fatalf("ack after the outage: %v", err)
 	}
 	if err := <-restarted; err != nil {
@@ -107,7 +107,7 @@ func TestDownDatabaseWaitsAndCloseInterrupts(t *testing.T) {
 	}
 	f := newLineFile("000001", seqLines(5, "c"))
 	acked := make(chan error, 1)
-	if err := s.Submit(ctx, loader.NewBatch("s", f.pos[0], f.pos[5], f.decode(t, sch, 0, 5), nil), func(err error) { acked <- err }); err != nil {
+	if err := s.Submit(ctx, f.batch(t, sch, "s", 0, 5), func(err error) { acked <- err }); err != nil {
 		t.Fatalf("Submit: %v", err)
 	}
 	time.Sleep(300 * time.Millisecond)
@@ -133,7 +133,7 @@ func TestDownDatabaseWaitsAndCloseInterrupts(t *testing.T) {
 	s2 := newSink(t, srv, sch, false)
 	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
-	if err := submit(t, cctx, s2, loader.NewBatch("s", f.pos[0], f.pos[5], f.decode(t, sch, 0, 5), nil)); !errors.Is(err, context.DeadlineExceeded) {
+	if err := submit(t, cctx, s2, f.batch(t, sch, "s", 0, 5)); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("ack = %v, want the context's error", err)
 	}
 }

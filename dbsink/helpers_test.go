@@ -114,6 +114,13 @@ func (f *lineFile) decode(tb testing.TB, s *schema.Schema, from, to int) []loade
 	return recs
 }
 
+// batch is lines [from, to) of f as one batch of stream, decoded with s,
+// without a dead-letter queue.
+func (f *lineFile) batch(tb testing.TB, s *schema.Schema, stream string, from, to int) *loader.Batch {
+	tb.Helper()
+	return loader.NewBatch(stream, f.pos[from], f.pos[to], f.decode(tb, s, from, to), nil)
+}
+
 // rawRecord builds a record without Decode, for rows Decode would refuse.
 func rawRecord(t *schema.Table, pos loader.Position, row string) loader.Record {
 	return loader.Record{Record: schema.Record{Table: t, Row: []byte(row)}, Pos: pos, Line: []byte(row)}

@@ -311,9 +311,6 @@ func TestReplayAddsNothing(t *testing.T) {
 	e := newSinkEnv(t, seqSchema(t), true)
 	sch, s, conn, ctx := e.sch, e.sink, e.conn, e.ctx
 	f := newLineFile("000001", seqLines(30, "x"))
-	batch := func(from, to int) *loader.Batch {
-		return loader.NewBatch("s", f.pos[from], f.pos[to], f.decode(t, sch, from, to), nil)
-	}
 	steps := []struct {
 		from, to, want int // want: checkpoint line after the step
 	}{
@@ -325,7 +322,7 @@ func TestReplayAddsNothing(t *testing.T) {
 		{15, 30, 30},
 	}
 	for _, st := range steps {
-		if err := submit(t, ctx, s, batch(st.from, st.to)); err != nil {
+		if err := submit(t, ctx, s, f.batch(t, sch, "s", st.from, st.to)); err != nil {
 			t.Fatalf("batch [%d,%d): %v", st.from, st.to, err)
 		}
 		if cp := checkpointOf(t, s, "s"); cp != f.pos[st.want] {
@@ -384,7 +381,7 @@ func TestLostCommitReplyIsNotDuplicated(t *testing.T) {
 		return nil
 	}
 	f := newLineFile("000001", seqLines(50, "y"))
-	if err := submit(t, ctx, s, loader.NewBatch("s", f.pos[0], f.pos[50], f.decode(t, sch, 0, 50), nil)); err != nil {
+	if err := submit(t, ctx, s, f.batch(t, sch, "s", 0, 50)); err != nil {
 		t.Fatalf("ack: %v", err)
 	}
 	if c, k := commits.Load(), committed.Load(); c != 2 || k != 1 {
@@ -403,7 +400,7 @@ func TestNonRetryableErrorFailsBatch(t *testing.T) {
 	e := newSinkEnv(t, seqSchema(t), false) // not migrated: the tables do not exist
 	sch, s, ctx := e.sch, e.sink, e.ctx
 	f := newLineFile("000001", seqLines(3, "z"))
-	err := submit(t, ctx, s, loader.NewBatch("s", f.pos[0], f.pos[3], f.decode(t, sch, 0, 3), nil))
+	err := submit(t, ctx, s, f.batch(t, sch, "s", 0, 3))
 	if err == nil || Retryable(err) || !strings.Contains(err.Error(), "42P01") {
 		t.Fatalf("ack = %v; want a non-retryable undefined-table error", err)
 	}
@@ -443,7 +440,7 @@ func TestDuplicateIDsSkippedAfterDirectCopy(t *testing.T) {
 	load := func(stream string, seqs ...int) {
 		t.Helper()
 		f := lines(seqs...)
-		b := loader.NewBatch(stream, f.pos[0], f.pos[len(seqs)], f.decode(t, sch, 0, len(seqs)), nil)
+		b := f.batch(t, sch, stream, 0, len(seqs))
 		if err := submit(t, ctx, s, b); err != nil {
 			t.Fatalf("stream %s %v: %v", stream, seqs, err)
 		}
@@ -512,7 +509,7 @@ func TestSubmitQueuesInStreamOrder(t *testing.T) {
 		for i := 0; i < n; i += per {
 			for _, st := range streams {
 				f := files[st]
-				b := loader.NewBatch(st, f.pos[i], f.pos[i+per], f.decode(t, sch, i, i+per), nil)
+				b := f.batch(t, sch, st, i, i+per)
 				b.Seq = uint64(i/per + 1)
 				if err := s.Submit(context.WithValue(ctx, seqKey{}, b.Seq), b, func(err error) { acks <- acked{st, b.Seq, err} }); err != nil {
 					t.Fatalf("Submit: %v", err)
