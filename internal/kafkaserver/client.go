@@ -249,6 +249,17 @@ func (c *Cluster) consumer() (*kafka.Consumer, error) {
 	return cons, nil
 }
 
+// topicConsumer returns how many partitions an existing topic has and a
+// consumer to query or read them with, which the caller closes.
+func (c *Cluster) topicConsumer(ctx context.Context, topic string) (int, *kafka.Consumer, error) {
+	n, err := c.Partitions(ctx, topic)
+	if err != nil {
+		return 0, nil, err
+	}
+	cons, err := c.consumer()
+	return n, cons, err
+}
+
 // ReadTopic reads every message a topic holds now, from the start of each
 // partition to its high watermark at the time of the call, with keys,
 // headers and timestamps. Order is per partition, partitions interleaved.
@@ -264,11 +275,7 @@ func (c *Cluster) Consume(ctx context.Context, topic string, want int) ([]*kafka
 }
 
 func (c *Cluster) read(ctx context.Context, topic string, want int) ([]*kafka.Message, error) {
-	n, err := c.Partitions(ctx, topic)
-	if err != nil {
-		return nil, err
-	}
-	cons, err := c.consumer()
+	n, cons, err := c.topicConsumer(ctx, topic)
 	if err != nil {
 		return nil, err
 	}

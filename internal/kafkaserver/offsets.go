@@ -11,11 +11,7 @@ import (
 // them. Reading a topic that a producer is still filling can take long,
 // since the read ends only when it has caught up with the producer.
 func (c *Cluster) EndOffsets(ctx context.Context, topic string) ([]int64, error) {
-	n, err := c.Partitions(ctx, topic)
-	if err != nil {
-		return nil, err
-	}
-	cons, err := c.consumer()
+	n, cons, err := c.topicConsumer(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
