@@ -47,3 +47,70 @@ func TestLagSecondsGrowsWhileSinkIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// ingest_lag_bytes and `ingest status` report the same bytes, because
+// both come from pending: the lines a failing sink has not acknowledged,
+// then 0 once it has. No Kafka or PostgreSQL: an in-memory sink that owns
+// its checkpoint and fails on demand.
+func TestLagBytesMatchesStatus(t *testing.T) {
+	spool := t.TempDir()
+	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	sink := newMemSink(t, "mem", true)
+	cfg := Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{Linger: time.Millisecond}}
+	l, stop := runLoader(t, cfg, sink.spec())
+	appendLines := func(from, to int) (n int64) {
+		for i := from; i < to; i++ {
+			line := evLine(1, i, "lagbytes")
+			if err := w.Append([]byte(line)); err != nil {
+				t.Fatal(err)
+			}
+			n += int64(len(line)) + 1 // the newline the writer adds
+		}
+		return n
+	}
+	metric := func() int64 {
+		l.measureLag()
+		var m dto.Metric
+		if err := l.metrics.lagBytes.WithLabelValues("api", "mem").Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return int64(m.GetGauge().GetValue())
+	}
+	status := func() int64 {
+		st, err := Status(t.Context(), cfg, map[string]CheckpointFunc{"mem": memOwner{sink}.Checkpoint})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range st {
+			if s.Stream == "api" {
+				for _, k := range s.Sinks {
+					if k.Sink == "mem" {
+						return k.LagBytes
+					}
+				}
+			}
+		}
+		t.Fatalf("status has no api/mem: %+v", st)
+		return 0
+	}
+	appendLines(0, 10)
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 10 && metric() == 0 }, "10 lines acknowledged and lag_bytes 0 (%d)", metric())
+	sink.failing.Store(true)
+	want := appendLines(10, 15)
+	testenv.Eventually(t, 10*time.Second, func() bool { return counterValue(t, l.metrics.batchFailed.WithLabelValues("api", "mem")) >= 1 }, "a failed batch")
+	if got, st := metric(), status(); got != want || st != want {
+		t.Fatalf("while the sink is down: lag_bytes %d, status %d; want both %d (the 5 unacknowledged lines)", got, st, want)
+	}
+	sink.failing.Store(false)
+	testenv.Eventually(t, 60*time.Second, func() bool { return sink.count() == 15 && metric() == 0 }, "lag_bytes back to 0 (%d)", metric())
+	if st := status(); st != 0 {
+		t.Fatalf("status lag %d after every line was acknowledged, want 0", st)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}

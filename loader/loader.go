@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -451,15 +450,9 @@ func (l *Loader) measureLag() {
 			}
 		}
 		for sink, pos := range bySink {
-			var lag int64
-			i := sort.Search(len(files), func(i int) bool { return files[i].key >= pos.File })
-			for ; i < len(files); i++ {
-				lag += sizes[i]
-				if files[i].key == pos.File {
-					lag -= pos.Offset
-				}
-			}
-			l.metrics.lagBytes.WithLabelValues(stream, sink).Set(float64(max(lag, 0)))
+			// Positions holds only checkpoints that exist, hence ok.
+			lag, _, _ := pending(files, sizes, pos, true)
+			l.metrics.lagBytes.WithLabelValues(stream, sink).Set(float64(lag))
 		}
 	}
 }

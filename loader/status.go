@@ -124,8 +124,7 @@ func Status(ctx context.Context, cfg Config, sinks map[string]CheckpointFunc) ([
 // holding them, and the index of the first such file (-1: none). files are
 // the stream's files in key order, sizes their sizes. It is the one
 // definition of a sink's byte lag, so that `ingest status` and
-// ingest_lag_bytes cannot disagree; Loader.measureLag still sums the same
-// bytes in a loop of its own until loader.go is changed to call it.
+// ingest_lag_bytes (Loader.measureLag) cannot disagree.
 func pending(files []spoolFile, sizes []int64, pos Position, ok bool) (lagBytes int64, lagFiles, first int) {
 	first = -1
 	for i, f := range files {
