@@ -30,6 +30,12 @@ type Loader struct {
 
 	rootReported map[string]string // spool dir entries logged as not loaded, by name: reason
 	rootScans    int               // reportRootEntries calls, for tests that watch rescans repeat nothing
+
+	// boundHolds counts the times a pipeline stopped filling because the
+	// batches acked past the durable checkpoint reached the repeat bound:
+	// while saves stall that state cannot end, so a test that sees it
+	// knows no further batch can come without watching for one.
+	boundHolds atomic.Int64
 }
 
 // settings are what may change while running, at a batch boundary.

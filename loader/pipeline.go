@@ -160,7 +160,12 @@ func (p *pipeline) run(ctx context.Context) error {
 		// Bound what a crash makes the sink receive again: the batches in
 		// flight plus those acked past the durable checkpoint stay within
 		// MaxInFlight+1 (one batch may be acked while its save runs).
-		if len(p.inflight) >= maxInFlight || len(p.inflight)+p.notDurable() > maxInFlight {
+		if len(p.inflight) >= maxInFlight {
+			p.waitAck(ctx)
+			continue
+		}
+		if len(p.inflight)+p.notDurable() > maxInFlight {
+			p.l.boundHolds.Add(1)
 			p.waitAck(ctx)
 			continue
 		}
