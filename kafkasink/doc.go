@@ -20,6 +20,26 @@
 // report, and the loader advances the stream's Kafka checkpoint (its file
 // store) over it. [Sink.Close] shuts down within a bounded time.
 //
+// # Starting without a broker
+//
+// [New] checks the topics before it returns, so with no broker reachable
+// it waits for a metadata timeout and fails. A caller that loads other
+// sinks too calls [Start] instead, as `ingest run` does: it returns at
+// once a [Lazy], a [loader.Sink] that builds the [Sink] in the background.
+// Batches submitted meanwhile wait in its queue (Submit returns at once,
+// so the loader's lag stays visible, and the loader's MaxInFlight bounds
+// the queue) and reach the sink in Submit order once it is built. Failed
+// attempts repeat: after the first, the next waits until a bootstrap
+// broker accepts a TCP connection, then for a gap that doubles (from 2 s
+// up to a minute) while attempts still fail; "kafka still unreachable"
+// is logged once a minute. A config error or a missing topic ends the
+// attempts: [Lazy.StartErr] returns it before loading when a broker
+// accepted a connection at start, [Lazy.Fatal] when it is found later.
+// [Lazy.Ready] says whether the sink answers (started, a broker answers a
+// metadata request, and batches in flight got a delivery report within
+// 10 s), for a readiness endpoint: the producer itself retries through
+// any outage without failing a batch.
+//
 // Each record becomes one message: topic [schema.Table].Topic, key the
 // account key (Record.Key), value the row JSON exactly as written
 // (Record.Row), timestamp the row's event time (Record.Time) when the table

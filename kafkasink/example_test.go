@@ -89,3 +89,60 @@ func ExampleNew_missingTopic() {
 	// Output:
 	// missing: [raw_item]
 }
+
+// Start the sink in the background, as `ingest run` does, so that a broker
+// outage at start holds up nothing else: StartErr returns a missing topic
+// at once when a broker answers (and nil at once when none accepts a
+// connection), Submit queues batches until the sink is built, Fatal
+// reports a missing topic found later, and Ready serves a readiness
+// check. Mock: an example must run anywhere; the outage at start is
+// tested on a real broker (cmd/ingest, internal/runner).
+func ExampleStart() {
+	cluster, err := mockkafka.New(1)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer cluster.Close()
+	if err := cluster.CreateTopic("raw_item", 3); err != nil {
+		log.Fatal(err)
+	}
+	sch, err := schema.New(map[string]*schema.Table{
+		"raw_item": {Key: "project_id", Columns: map[string]string{"project_id": "bigint", "body": "text"}},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sink := kafkasink.Start(ctx, kafkasink.Config{Brokers: cluster.Bootstrap(), Topics: []string{"raw_item"}})
+	defer sink.Close(ctx)
+	if err := sink.StartErr(ctx); err != nil {
+		log.Fatal(err) // a missing topic or a config error: waiting would not fix it
+	}
+	go func() {
+		select {
+		case err := <-sink.Fatal():
+			log.Fatal(err) // the same, found once a broker answered
+		case <-ctx.Done():
+		}
+	}()
+
+	line := []byte(`{"table":"raw_item","row":{"project_id":42,"body":"hello"}}`)
+	rec, err := sch.Decode(line, "")
+	if err != nil {
+		log.Fatal(err)
+	}
+	pos := loader.Position{File: "000001.ndjson", Offset: 0}
+	batch := loader.NewBatch("api", pos, loader.Position{File: pos.File, Offset: int64(len(line)) + 1},
+		[]loader.Record{{Record: rec, RecordID: "api/000001.ndjson/0", Pos: pos, Line: line}}, nil)
+	acked := make(chan error, 1)
+	if err := sink.Submit(ctx, batch, func(err error) { acked <- err }); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("acked:", <-acked)
+	fmt.Println("ready:", sink.Ready(ctx))
+	// Output:
+	// acked: <nil>
+	// ready: <nil>
+}

@@ -1,6 +1,7 @@
 package kafkasink
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -42,4 +43,21 @@ func SetConfigRefresh(d time.Duration) (restore func()) {
 	old := configRefreshEvery
 	configRefreshEvery = d
 	return func() { configRefreshEvery = old }
+}
+
+// NewUnbuilt is a [Lazy] whose background start never runs: the test
+// decides when the sink is built with SetBuilt.
+func NewUnbuilt(cfg Config) *Lazy {
+	return &Lazy{cfg: cfg, log: slog.New(slog.DiscardHandler), cancel: func() {},
+		built: make(chan struct{}), tried: make(chan struct{}), done: make(chan struct{}), fatal: make(chan error, 1)}
+}
+
+// SetBuilt hands k the sink, as a successful first attempt would.
+func SetBuilt(k *Lazy, s *Sink) {
+	k.mu.Lock()
+	k.sink = s
+	k.mu.Unlock()
+	close(k.built)
+	close(k.tried)
+	close(k.done)
 }

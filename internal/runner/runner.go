@@ -44,7 +44,7 @@ type Options struct {
 	WrapSink func(loader.Sink) loader.Sink
 	// Started, when set, is called once the loader runs, with the metrics
 	// listener's address ("" when off). The Kafka sink may still be
-	// starting then, in the background (see startKafka).
+	// starting then, in the background (see kafkasink.Start).
 	Started func(metricsAddr string)
 }
 
@@ -52,7 +52,7 @@ type Options struct {
 // cannot connect, a missing topic): the CLI reports it and exits 1. They
 // come before loading started, without having touched any checkpoint,
 // with one exception: when no Kafka broker accepted a connection at start,
-// the Kafka sink's topic check runs beside loading (see startKafka), so a
+// the Kafka sink's topic check runs beside loading (see kafkasink.Start), so a
 // missing topic found once a broker is back ends Run after the other sinks
 // may have loaded, each up to its own checkpoint, which is safe.
 type StartupError struct{ Err error }
@@ -89,15 +89,6 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if o.WrapSink != nil {
 		so.Wrap = func(_ string, s loader.Sink) loader.Sink { return o.WrapSink(s) }
 	}
-	// The Kafka sink starts in the background (see startKafka), so that an
-	// outage at start never holds up PostgreSQL; sinks.Build takes that
-	// start in place of kafkasink.New. Moving it into kafkasink is a later
-	// step of the engine redesign.
-	var ks *lazyKafka
-	so.StartKafka = func(ctx context.Context, c kafkasink.Config) sinks.KafkaSink {
-		ks = startKafka(ctx, c, log)
-		return ks
-	}
 	if cfg.KafkaEnabled() {
 		createTopics := o.CreateTopics
 		brokers := cfg.Kafka.Brokers
@@ -123,21 +114,19 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	closers = append(closers, set.Close)
 	specs := set.Specs
+	// In Live mode the Kafka sink starts in the background (see
+	// kafkasink.Start), so that an outage at start never holds up
+	// PostgreSQL; Build already returned a missing topic a reachable
+	// broker reported.
+	ks := set.Lazy
 	var ready []health.Check
 	if set.DB != nil {
 		ready = append(ready, health.Check{Name: config.SinkDB, Check: set.DB.Ping})
 	}
 	if ks != nil {
-		ready = append(ready, health.Check{Name: config.SinkKafka, Check: ks.ready})
+		ready = append(ready, health.Check{Name: config.SinkKafka, Check: ks.Ready})
 	}
 
-	if ks != nil {
-		// A missing topic must stop the run before any sink loads a line,
-		// or the database would be ahead of a Kafka that never starts.
-		if err := ks.startErr(ctx); err != nil {
-			return &StartupError{fmt.Errorf("kafka sink (kafka.brokers): %w", err)}
-		}
-	}
 	l, err := loader.New(config.LoaderConfig(cfg, sch, log, reg), specs...)
 	if err != nil {
 		return &StartupError{err}

@@ -6,11 +6,12 @@
 // route from the config's selectors, and gives each mode its batches in
 // flight, so the commands cannot drift apart.
 //
-// What stays with the caller: `ingest run` starts the Kafka sink in the
-// background (it passes that start as [Options.StartKafka]) and sets up an
+// In [Live] mode the Kafka sink starts in the background ([kafkasink.Start]),
+// so that a broker outage at start never holds up PostgreSQL; [Set.Lazy]
+// gives the caller its readiness check and the fatal errors found after
+// Build returned. What stays with the caller: `ingest run` sets up an
 // embedded mock cluster; backfill names the sinks after its job and guards
-// Kafka with the topics' retention. Moving the background start into
-// kafkasink itself is a later step.
+// Kafka with the topics' retention.
 package sinks
 
 import (
@@ -80,8 +81,8 @@ func MaxInFlight(m Mode, kind string) int {
 	return 0
 }
 
-// KafkaSink is a Kafka sink as [Set] holds it: kafkasink's, or what
-// [Options.StartKafka] returns in its place.
+// KafkaSink is a Kafka sink as [Set] holds it: a [kafkasink.Sink], or in
+// [Live] mode the [kafkasink.Lazy] that [kafkasink.Start] returns.
 type KafkaSink interface {
 	loader.Sink
 	Close(ctx context.Context) error
@@ -100,9 +101,6 @@ type Options struct {
 	// (bootstrap servers of an embedded cluster, topic creation, the
 	// retention margin).
 	TuneKafka func(*kafkasink.Config)
-	// StartKafka builds the Kafka sink in place of kafkasink.New; ingest
-	// run passes its background start, which returns at once.
-	StartKafka func(ctx context.Context, c kafkasink.Config) KafkaSink
 	// Wrap wraps each built sink before it goes into Specs (the ack
 	// tracer, backfill's retention guard).
 	Wrap func(kind string, s loader.Sink) loader.Sink
@@ -117,6 +115,11 @@ type Set struct {
 	Kinds map[string]string
 	DB    *dbsink.Sink // nil unless built
 	Kafka KafkaSink    // nil unless built
+	// Lazy is Kafka in [Live] mode, started in the background: Build
+	// already returned the missing topic or config error its first attempt
+	// found when a broker accepted a connection; the caller watches Fatal
+	// for one found later and serves Ready. nil in the other modes.
+	Lazy *kafkasink.Lazy
 
 	log     *slog.Logger
 	closers []func()
@@ -189,8 +192,18 @@ func Build(ctx context.Context, cfg *config.Config, sch *schema.Schema, o Option
 				o.TuneKafka(&kc)
 			}
 			var ks KafkaSink
-			if o.StartKafka != nil {
-				ks = o.StartKafka(ctx, kc)
+			if o.Mode == Live {
+				lz := kafkasink.Start(ctx, kc)
+				// A missing topic must fail Build before any sink loads a
+				// line, or the database would be ahead of a Kafka that never
+				// starts. With no broker reachable this returns at once, and
+				// the check comes later on lz.Fatal.
+				if err := lz.StartErr(ctx); err != nil {
+					closeKafka(lz, name, log)
+					set.Close()
+					return nil, fmt.Errorf("kafka sink (kafka.brokers): %w", err)
+				}
+				set.Lazy, ks = lz, lz
 			} else {
 				s, err := kafkasink.New(ctx, kc)
 				if err != nil {
@@ -199,13 +212,7 @@ func Build(ctx context.Context, cfg *config.Config, sch *schema.Schema, o Option
 				}
 				ks = s
 			}
-			set.closers = append(set.closers, func() {
-				cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-				defer cancel()
-				if err := ks.Close(cctx); err != nil {
-					log.Warn("kafka sink close", "sink", name, "err", err)
-				}
-			})
+			set.closers = append(set.closers, func() { closeKafka(ks, name, log) })
 			set.Kafka, sink = ks, ks
 		default:
 			set.Close()
@@ -218,6 +225,15 @@ func Build(ctx context.Context, cfg *config.Config, sch *schema.Schema, o Option
 		set.Specs = append(set.Specs, loader.SinkSpec{Sink: sink, Route: routes[kind], MaxInFlight: MaxInFlight(o.Mode, kind)})
 	}
 	return set, nil
+}
+
+// closeKafka gives a Kafka sink 15 s to deliver what it holds.
+func closeKafka(ks KafkaSink, name string, log *slog.Logger) {
+	cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if err := ks.Close(cctx); err != nil {
+		log.Warn("kafka sink close", "sink", name, "err", err)
+	}
 }
 
 func kindRank(kind string) int {

@@ -57,7 +57,8 @@ func TestMaxInFlightPerMode(t *testing.T) {
 // Real PostgreSQL (testenv.Postgres) and a real Kafka broker
 // (testenv.Broker): Build opens both sinks of a config, PostgreSQL first
 // whatever the order asked, names them, gives each the mode's batches in
-// flight and the config's route, and wraps them.
+// flight and the config's route, and wraps them; in Live mode Kafka is the
+// background start.
 func TestBuildBothSinksForEachMode(t *testing.T) {
 	pg := testenv.Postgres(t)
 	c := testenv.Broker(t)
@@ -78,6 +79,9 @@ func TestBuildBothSinksForEachMode(t *testing.T) {
 		if len(set.Specs) != 2 || set.DB == nil || set.Kafka == nil {
 			set.Close()
 			t.Fatalf("mode %v: %d specs, db %v, kafka %v", mode, len(set.Specs), set.DB, set.Kafka)
+		}
+		if (set.Lazy != nil) != (mode == sinks.Live) {
+			t.Errorf("mode %v: Lazy set %t, want the background start in Live mode only", mode, set.Lazy != nil)
 		}
 		for i, kind := range []string{config.SinkDB, config.SinkKafka} {
 			sp := set.Specs[i]

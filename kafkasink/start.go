@@ -1,4 +1,4 @@
-package runner
+package kafkasink
 
 import (
 	"context"
@@ -10,58 +10,62 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
 )
 
-// Timing of the background start of the Kafka sink. A variable so tests
-// can shorten it.
+// Timing of [Start]'s background start and of [Lazy.Ready]. Variables so
+// tests can shorten them.
 var (
-	// kafkaAttemptTimeout bounds one attempt to build the sink: its topic
+	// startAttemptTimeout bounds one attempt to build the sink: its topic
 	// check is a metadata call librdkafka cannot cancel, so this is also
 	// how long Close may wait for an attempt under way.
-	kafkaAttemptTimeout = 5 * time.Second
-	// kafkaRetryEvery spaces the attempts, and the TCP probes of the
+	startAttemptTimeout = 5 * time.Second
+	// startRetryEvery spaces the attempts, and the TCP probes of the
 	// bootstrap brokers while none accepts a connection.
-	kafkaRetryEvery = 2 * time.Second
-	// kafkaMaxGap caps the doubling gap between attempts that fail while
+	startRetryEvery = 2 * time.Second
+	// startMaxGap caps the doubling gap between attempts that fail while
 	// a broker accepts TCP connections (up, but not answering metadata).
-	kafkaMaxGap = time.Minute
-	// kafkaLogEvery spaces the "still unreachable" log lines.
-	kafkaLogEvery = time.Minute
-	// kafkaDialTimeout bounds the TCP probe of one bootstrap broker.
-	kafkaDialTimeout = 2 * time.Second
-	// kafkaStallAfter is how long batches may wait without any delivery
+	startMaxGap = time.Minute
+	// startLogEvery spaces the "still unreachable" log lines.
+	startLogEvery = time.Minute
+	// startDialTimeout bounds the TCP probe of one bootstrap broker.
+	startDialTimeout = 2 * time.Second
+	// stallAfter is how long batches may wait without any delivery
 	// report before /readyz says the sink does not answer. A leader
 	// failover stalls acks for ~13 s on a real cluster: that is not
 	// answering, and the orchestrator may as well know.
-	kafkaStallAfter = 10 * time.Second
-	// kafkaProbeEvery spaces the metadata requests /readyz makes: a
+	stallAfter = 10 * time.Second
+	// probeEvery spaces the metadata requests /readyz makes: a
 	// result this recent is reused, so frequent probes cost the brokers
 	// one request a second at most.
-	kafkaProbeEvery = time.Second
+	probeEvery = time.Second
 )
 
-// startKafka starts building the Kafka sink in the background and returns
-// at once, so that the other sinks load from the first second: building it
+// Start starts building the sink in the background and returns at once, so
+// that a caller with other sinks loads them from the first second: [New]
 // checks the topics, and with the brokers unreachable that check waits for
 // a metadata timeout. One sink's outage must never stop the other, and that
-// includes an outage that began before `ingest run` did. The Kafka
-// pipelines' batches wait in lazyKafka's queue until the sink is built
-// (Submit returns at once, so their lag stays visible); the attempts repeat
-// every kafkaRetryEvery until one succeeds; after a failed attempt the next
+// includes an outage that began before the process did. Batches submitted
+// before the sink is built wait in the returned [Lazy]'s queue ([Lazy.Submit]
+// returns at once, so the loader's lag stays visible); the attempts repeat
+// every startRetryEvery until one succeeds; after a failed attempt the next
 // one waits until a bootstrap broker accepts a TCP connection (and, while
-// attempts still fail, for a doubling gap up to kafkaMaxGap), because
+// attempts still fail, for a doubling gap up to startMaxGap), because
 // every attempt builds and tears down a librdkafka producer, and during a
 // long outage those cost memory (measured: RSS grew ~1 MB a minute at one
-// attempt every 7 s) and two log lines each. A config error or a missing
-// topic ends the attempts and is reported on Fatal: waiting would not fix
-// them, and Run stops with it. Close stops the attempts and waits for them.
-func startKafka(ctx context.Context, cfg kafkasink.Config, log *slog.Logger) *lazyKafka {
-	// Run's ctx ending stops the attempts too: batches waiting for the
-	// sink must not hold up the shutdown.
+// attempt every 7 s) and two log lines each (to cfg.Logger). A config
+// error or a missing topic ends the attempts and is reported on
+// [Lazy.Fatal]: waiting would not fix them, and the caller should stop
+// with it. ctx ending, or [Lazy.Close], stops the attempts.
+func Start(ctx context.Context, cfg Config) *Lazy {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// The caller's ctx ending stops the attempts too: batches waiting for
+	// the sink must not hold up its shutdown.
 	life, cancel := context.WithCancel(ctx)
-	k := &lazyKafka{
+	k := &Lazy{
 		cfg: cfg, log: log, cancel: cancel,
 		built: make(chan struct{}), tried: make(chan struct{}), done: make(chan struct{}),
 		fatal: make(chan error, 1),
@@ -73,10 +77,11 @@ func startKafka(ctx context.Context, cfg kafkasink.Config, log *slog.Logger) *la
 	return k
 }
 
-// lazyKafka is the Kafka sink, or the promise of one until the background
-// start succeeds. Its owner goroutine is the only one that builds it.
-type lazyKafka struct {
-	cfg    kafkasink.Config
+// Lazy is the sink [Start] returns: a [loader.Sink] that is the [Sink], or
+// the promise of one until the background start succeeds. Its owner
+// goroutine is the only one that builds it.
+type Lazy struct {
+	cfg    Config
 	log    *slog.Logger
 	cancel context.CancelFunc
 	built  chan struct{} // closed once sink is set
@@ -85,7 +90,7 @@ type lazyKafka struct {
 	fatal  chan error    // a config error or missing topic, at most one
 
 	mu       sync.Mutex
-	sink     *kafkasink.Sink
+	sink     *Sink
 	lastErr  error
 	fatalErr error // what was sent on fatal
 
@@ -102,24 +107,24 @@ type lazyKafka struct {
 }
 
 // own makes attempts until the sink is built, a fatal error, or ctx ends.
-func (k *lazyKafka) own(ctx context.Context) {
+func (k *Lazy) own(ctx context.Context) {
 	start := time.Now()
 	var lastLog time.Time
-	gap := kafkaRetryEvery // between attempts; doubles while brokers accept TCP but attempts fail
+	gap := startRetryEvery // between attempts; doubles while brokers accept TCP but attempts fail
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 && !k.waitReachable(ctx, gap, start, &lastLog) {
 			return
 		}
-		actx, cancel := context.WithTimeout(ctx, kafkaAttemptTimeout)
-		s, err := kafkasink.New(actx, k.cfg)
+		actx, cancel := context.WithTimeout(ctx, startAttemptTimeout)
+		s, err := New(actx, k.cfg)
 		cancel()
-		var cerr *kafkasink.ConfigError
-		var terr *kafkasink.MissingTopicError
+		var cerr *ConfigError
+		var terr *MissingTopicError
 		fatal := errors.As(err, &cerr) || errors.As(err, &terr)
 		k.mu.Lock()
 		k.sink, k.lastErr = s, err
 		if fatal && ctx.Err() == nil {
-			k.fatalErr = err // before tried closes: startErr reads it then
+			k.fatalErr = err // before tried closes: StartErr reads it then
 		}
 		k.mu.Unlock()
 		if attempt == 1 {
@@ -140,13 +145,13 @@ func (k *lazyKafka) own(ctx context.Context) {
 			return
 		}
 		if attempt > 1 {
-			gap = min(2*gap, kafkaMaxGap)
+			gap = min(2*gap, startMaxGap)
 		}
 		switch {
 		case attempt == 1:
 			k.log.Error("kafka is unreachable; loading the other sinks and retrying Kafka in the background", "err", err)
 			lastLog = time.Now()
-		case time.Since(lastLog) >= kafkaLogEvery:
+		case time.Since(lastLog) >= startLogEvery:
 			k.log.Error("kafka still unreachable; retrying", "attempts", attempt, "for", time.Since(start).Round(time.Second).String(), "err", err)
 			lastLog = time.Now()
 		}
@@ -154,9 +159,9 @@ func (k *lazyKafka) own(ctx context.Context) {
 }
 
 // waitReachable waits gap, then probes the bootstrap brokers every
-// kafkaRetryEvery until one accepts a TCP connection; false when ctx ended.
-func (k *lazyKafka) waitReachable(ctx context.Context, gap time.Duration, start time.Time, lastLog *time.Time) bool {
-	for wait := gap; ; wait = kafkaRetryEvery {
+// startRetryEvery until one accepts a TCP connection; false when ctx ended.
+func (k *Lazy) waitReachable(ctx context.Context, gap time.Duration, start time.Time, lastLog *time.Time) bool {
+	for wait := gap; ; wait = startRetryEvery {
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -171,7 +176,7 @@ func (k *lazyKafka) waitReachable(ctx context.Context, gap time.Duration, start 
 		if ctx.Err() != nil {
 			return false
 		}
-		if time.Since(*lastLog) >= kafkaLogEvery {
+		if time.Since(*lastLog) >= startLogEvery {
 			k.log.Error("kafka still unreachable; retrying", "for", time.Since(start).Round(time.Second).String(), "err", err)
 			*lastLog = time.Now()
 		}
@@ -195,7 +200,7 @@ func dialAny(ctx context.Context, brokers string) error {
 		if _, _, perr := net.SplitHostPort(b); perr != nil {
 			b = net.JoinHostPort(strings.Trim(b, "[]"), "9092")
 		}
-		dctx, cancel := context.WithTimeout(ctx, kafkaDialTimeout)
+		dctx, cancel := context.WithTimeout(ctx, startDialTimeout)
 		var c net.Conn
 		c, err = d.DialContext(dctx, "tcp", b)
 		cancel()
@@ -207,13 +212,15 @@ func dialAny(ctx context.Context, brokers string) error {
 	return err
 }
 
-// startErr returns the config error or missing topic that the first
+// StartErr returns the config error or missing topic that the first
 // attempt found, waiting for that attempt when a bootstrap broker accepts
 // a TCP connection (with the brokers up it takes milliseconds; at most
-// kafkaAttemptTimeout when they accept but do not answer). With none
+// startAttemptTimeout when they accept but do not answer). With none
 // reachable it returns nil at once: the other sinks must not wait for
-// Kafka, and the check then happens beside loading.
-func (k *lazyKafka) startErr(ctx context.Context) error {
+// Kafka, and the check then happens beside loading ([Lazy.Fatal]). A caller
+// that must not load a line before a missing topic is known calls it
+// before loading.
+func (k *Lazy) StartErr(ctx context.Context) error {
 	if dialAny(ctx, k.cfg.Brokers) != nil {
 		return nil
 	}
@@ -228,14 +235,15 @@ func (k *lazyKafka) startErr(ctx context.Context) error {
 }
 
 // Fatal delivers the error that ended the attempts for good: a config
-// error or a missing topic.
-func (k *lazyKafka) Fatal() <-chan error { return k.fatal }
+// error or a missing topic. At most one error is sent.
+func (k *Lazy) Fatal() <-chan error { return k.fatal }
 
-func (k *lazyKafka) Name() string { return k.cfg.Name }
+// Name implements loader.Sink: [Config].Name.
+func (k *Lazy) Name() string { return k.cfg.Name }
 
 // wait returns the sink once built. It gives up when ctx ends or when the
-// attempts stopped without a sink (Close, Run's end, a fatal error).
-func (k *lazyKafka) wait(ctx context.Context) (*kafkasink.Sink, error) {
+// attempts stopped without a sink (Close, Start's ctx ending, a fatal error).
+func (k *Lazy) wait(ctx context.Context) (*Sink, error) {
 	select {
 	case <-k.built:
 	case <-k.done:
@@ -251,7 +259,7 @@ func (k *lazyKafka) wait(ctx context.Context) (*kafkasink.Sink, error) {
 }
 
 // stoppedErr is why there is no sink; k.mu must be held.
-func (k *lazyKafka) stoppedErr() error {
+func (k *Lazy) stoppedErr() error {
 	if k.lastErr != nil {
 		return k.lastErr
 	}
@@ -266,7 +274,7 @@ func (k *lazyKafka) stoppedErr() error {
 // Submit order once it is built, or fails batch by batch (ack with the
 // error) when the attempts stopped or the batch's ctx ended. Once the
 // queue is empty, later batches go straight to the sink.
-func (k *lazyKafka) Submit(ctx context.Context, b *loader.Batch, ack func(error)) error {
+func (k *Lazy) Submit(ctx context.Context, b *loader.Batch, ack func(error)) error {
 	k.qmu.Lock()
 	if !k.forwarding && k.isBuilt() {
 		k.qmu.Unlock()
@@ -292,7 +300,7 @@ type queued struct {
 	ack func(error)
 }
 
-func (k *lazyKafka) isBuilt() bool {
+func (k *Lazy) isBuilt() bool {
 	select {
 	case <-k.built:
 		return true
@@ -304,7 +312,7 @@ func (k *lazyKafka) isBuilt() bool {
 // forward is the goroutine, started by Submit and waited for by Close,
 // that hands the queued batches to the sink once it is built, in order.
 // It returns when the queue is empty.
-func (k *lazyKafka) forward() {
+func (k *Lazy) forward() {
 	defer k.forwarder.Done()
 	for {
 		k.qmu.Lock()
@@ -329,7 +337,7 @@ func (k *lazyKafka) forward() {
 }
 
 // submit hands b to the built sink, watching its delivery for /readyz.
-func (k *lazyKafka) submit(ctx context.Context, s *kafkasink.Sink, b *loader.Batch, ack func(error)) error {
+func (k *Lazy) submit(ctx context.Context, s *Sink, b *loader.Batch, ack func(error)) error {
 	k.watch.submitted(time.Now())
 	err := s.Submit(ctx, b, func(err error) {
 		k.watch.acked(time.Now())
@@ -341,13 +349,14 @@ func (k *lazyKafka) submit(ctx context.Context, s *kafkasink.Sink, b *loader.Bat
 	return err
 }
 
-// ready reports, for /readyz, whether the sink answers: it has started
+// Ready reports, for a readiness check such as /readyz, whether the sink
+// answers: it has started
 // (while the first attempt is under way it waits for it, bounded by ctx:
 // with the brokers up that takes milliseconds), a broker answers a
 // metadata request through its producer, and batches in flight get
 // delivery reports. The producer itself never says: it retries through
 // any outage without failing a batch, so the loader sees nothing either.
-func (k *lazyKafka) ready(ctx context.Context) error {
+func (k *Lazy) Ready(ctx context.Context) error {
 	select {
 	case <-k.built:
 	case <-k.tried:
@@ -367,15 +376,15 @@ func (k *lazyKafka) ready(ctx context.Context) error {
 	if err := k.probe(ctx, s); err != nil {
 		return err
 	}
-	return k.watch.stalled(time.Now(), kafkaStallAfter)
+	return k.watch.stalled(time.Now(), stallAfter)
 }
 
 // probe asks a broker for metadata through the sink's producer, reusing
-// a result younger than kafkaProbeEvery.
-func (k *lazyKafka) probe(ctx context.Context, s *kafkasink.Sink) error {
+// a result younger than probeEvery.
+func (k *Lazy) probe(ctx context.Context, s *Sink) error {
 	k.probeMu.Lock()
 	defer k.probeMu.Unlock()
-	if !k.probeAt.IsZero() && time.Since(k.probeAt) < kafkaProbeEvery {
+	if !k.probeAt.IsZero() && time.Since(k.probeAt) < probeEvery {
 		return k.probeErr
 	}
 	start := time.Now()
@@ -429,7 +438,7 @@ func (w *deliveryWatch) stalled(now time.Time, after time.Duration) error {
 // Close stops the attempts, waits for the one under way (bounded by ctx),
 // closes the sink if it was built, and waits for the batches still queued
 // to fail (without a sink they fail at once; a closed sink refuses them).
-func (k *lazyKafka) Close(ctx context.Context) error {
+func (k *Lazy) Close(ctx context.Context) error {
 	k.cancel()
 	select {
 	case <-k.done:

@@ -1,30 +1,28 @@
-package runner
+package kafkasink_test
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/schema"
 )
 
-// Batches the Kafka pipelines submit before the sink is built wait in
-// lazyKafka's queue: Submit returns at once (so the pipeline goes on
+// Batches the loader submits to a started sink before it is built wait in
+// Lazy's queue: Submit returns at once (so the pipeline goes on
 // refreshing its lag) and nothing is acked. Once the sink is built they
 // reach it in Submit order, batches submitted meanwhile behind them, and
 // each stream's acks and messages come in that order. Kafka: librdkafka's
 // mock cluster: the claim is about the hand-over, not about a broker.
-func TestLazyKafkaQueuesUntilBuilt(t *testing.T) {
+func TestLazyQueuesUntilBuilt(t *testing.T) {
 	mc := testenv.Kafka(t, 1)
 	const topic = "ev"
 	if err := mc.CreateTopic(topic, 1); err != nil {
@@ -35,9 +33,8 @@ func TestLazyKafkaQueuesUntilBuilt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := kafkasink.Config{Brokers: mc.Bootstrap(), Topics: []string{topic}, Name: config.SinkKafka}
-	k := &lazyKafka{cfg: cfg, log: slog.New(slog.DiscardHandler), cancel: func() {},
-		built: make(chan struct{}), tried: make(chan struct{}), done: make(chan struct{}), fatal: make(chan error, 1)}
+	cfg := kafkasink.Config{Brokers: mc.Bootstrap(), Topics: []string{topic}, Name: "kafka"}
+	k := kafkasink.NewUnbuilt(cfg)
 	ctx := testenv.Context(t, time.Minute)
 
 	var mu sync.Mutex
@@ -94,12 +91,7 @@ func TestLazyKafkaQueuesUntilBuilt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.mu.Lock()
-	k.sink = s
-	k.mu.Unlock()
-	close(k.built)
-	close(k.tried)
-	close(k.done)
+	kafkasink.SetBuilt(k, s)
 	submit("a", 4) // behind the queue, or straight to the sink once it drained
 	testenv.Eventually(t, 30*time.Second, func() bool {
 		mu.Lock()
