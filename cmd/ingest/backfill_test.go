@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -85,13 +86,21 @@ func (c *cutover) writeCutoverConfig(t *testing.T, path, route, topic string) {
 func start(t *testing.T, args ...string) (*exec.Cmd, *testenv.SyncBuffer) {
 	t.Helper()
 	out := &testenv.SyncBuffer{}
+	return startTo(t, out, args...), out
+}
+
+// startTo runs the binary in the background with its output going to out
+// (a log that several runs share, as in the kill tests). Cleanup kills
+// and reaps it if the test has not, so a failing test leaves no process.
+func startTo(t *testing.T, out io.Writer, args ...string) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		t.Fatalf("start ingest %s: %v", strings.Join(args, " "), err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd, out
+	return cmd
 }
 
 func exitCode(err error) int {

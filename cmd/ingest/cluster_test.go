@@ -26,7 +26,6 @@ import (
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/rotatefile"
-	"github.com/jackc/pgx/v5"
 )
 
 // How long the outages of these tests last. The defaults are issue #14's;
@@ -153,16 +152,7 @@ func (lr *loadRun) kafkaCheckpoint() loader.Position {
 // rows counts the rows PostgreSQL holds now.
 func (lr *loadRun) rows() int {
 	lr.t.Helper()
-	ctx := testenv.Context(lr.t, 30*time.Second)
-	conn, err := pgx.Connect(ctx, lr.e.pg.URL())
-	if err != nil {
-		lr.t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM raw_item`).Scan(&n); err != nil {
-		lr.t.Fatal(err)
-	}
+	n, _ := rawItemRows(lr.t, lr.e.pg.URL())
 	return n
 }
 
@@ -399,15 +389,7 @@ func writtenLines(t *testing.T, spool, stream string) []written {
 func checkDelivered(t *testing.T, e *e2eEnv, lines []written) {
 	t.Helper()
 	ctx := testenv.Context(t, 2*time.Minute)
-	conn, err := pgx.Connect(ctx, e.pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var rows, distinct int
-	if err := conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT uuid) FROM raw_item`).Scan(&rows, &distinct); err != nil {
-		t.Fatal(err)
-	}
+	rows, distinct := rawItemRows(t, e.pg.URL())
 	if rows != len(lines) || distinct != rows {
 		t.Errorf("postgres: %d rows, %d distinct; want the %d written lines once each", rows, distinct, len(lines))
 	}
@@ -685,16 +667,7 @@ func TestRunRefusesMissingTopic(t *testing.T) {
 		t.Errorf("ingest run took %v to refuse a missing topic", d)
 	}
 	ctx := testenv.Context(t, time.Minute)
-	conn, err := pgx.Connect(ctx, e.pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var rows int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM raw_item`).Scan(&rows); err != nil {
-		t.Fatal(err)
-	}
-	if rows != 0 {
+	if rows, _ := rawItemRows(t, e.pg.URL()); rows != 0 {
 		t.Errorf("PostgreSQL loaded %d rows before ingest run refused to start", rows)
 	}
 	if exists, err := e.kb.TopicExists(ctx, e.topic); err != nil || exists {

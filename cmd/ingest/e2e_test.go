@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -31,44 +30,12 @@ import (
 
 var binary string
 
-// binPrefix names the directories holding a test run's binary, followed
-// by the pid of the test process that built it.
-const binPrefix = "ingest-bin-"
-
-// TestMain builds the binary the tests run, then runs them under
-// testenv.Main, which stops the shared Kafka broker at the end and checks
-// for leaked goroutines. testenv.Main exits the process, so the binary's
-// directory (tens of MB) cannot be removed after the tests: each run
-// removes those of earlier runs whose process is gone instead.
+// TestMain builds the binary the tests run (with the race detector), then
+// runs them under testenv.Main, which stops the shared Kafka broker at the
+// end and checks for leaked goroutines.
 func TestMain(m *testing.M) {
-	removeStaleBinaries()
-	dir, err := os.MkdirTemp("", binPrefix+strconv.Itoa(os.Getpid())+"-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "ingest")
-	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build ingest: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
+	binary = testenv.BuildIngest(".", "-race")
 	testenv.Main(m, true)
-}
-
-// removeStaleBinaries removes the binary directories of test processes
-// that have exited (other packages' or developers' runs may be going on).
-func removeStaleBinaries() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binPrefix+"*"))
-	for _, d := range dirs {
-		pidStr, _, ok := strings.Cut(strings.TrimPrefix(filepath.Base(d), binPrefix), "-")
-		pid, err := strconv.Atoi(pidStr)
-		if !ok || err != nil || pid <= 0 {
-			continue // not named by this TestMain: whose it is is unknown
-		}
-		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-			os.RemoveAll(d)
-		}
-	}
 }
 
 func ingest(t *testing.T, args ...string) (string, int) {
@@ -230,13 +197,7 @@ func TestRunDualWritesThroughRouteChanges(t *testing.T) {
 		t.Fatalf("schema sql: %d %s", code, out)
 	}
 
-	runLog := &testenv.SyncBuffer{}
-	run := exec.Command(binary, "run", "--config", cfgPath)
-	run.Stdout, run.Stderr = runLog, runLog
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer run.Process.Kill()
+	run, runLog := start(t, "run", "--config", cfgPath)
 	defer func() {
 		if t.Failed() {
 			t.Logf("ingest run log:\n%s", runLog.String())
@@ -301,13 +262,7 @@ func TestRunDualWritesThroughRouteChanges(t *testing.T) {
 	}
 
 	ctx := testenv.Context(t, time.Minute)
-	conn, err := pgx.Connect(ctx, pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var rows, distinct int
-	conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT uuid) FROM raw_item`).Scan(&rows, &distinct)
+	rows, distinct := rawItemRows(t, pg.URL())
 	if rows != 3*perPhase || distinct != rows {
 		t.Fatalf("postgres: %d rows, %d distinct; want %d once each", rows, distinct, 3*perPhase)
 	}
@@ -353,6 +308,23 @@ func TestRunDualWritesThroughRouteChanges(t *testing.T) {
 		t.Fatalf("kafka has %d of the %d routed records", len(got), len(want))
 	}
 	t.Logf("kafka: %d messages for %d routed records; postgres: %d rows", len(msgs), len(want), rows)
+}
+
+// rawItemRows counts the rows of raw_item in the PostgreSQL at url, and
+// how many distinct record ids they hold: a line loaded twice shows as
+// rows > distinct.
+func rawItemRows(t *testing.T, url string) (rows, distinct int) {
+	t.Helper()
+	ctx := testenv.Context(t, 30*time.Second)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect to PostgreSQL to count raw_item: %v", err)
+	}
+	defer conn.Close(ctx)
+	if err := conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT uuid) FROM raw_item`).Scan(&rows, &distinct); err != nil {
+		t.Fatalf("count raw_item: %v", err)
+	}
+	return rows, distinct
 }
 
 // sourceBefore compares "stream/file/offset" positions of one stream, or
@@ -438,12 +410,7 @@ func TestRunSurvivesKillDashNine(t *testing.T) {
 	defer gen.Process.Kill()
 	log := &testenv.SyncBuffer{}
 	start := func() *exec.Cmd {
-		run := exec.Command(binary, "run", "--config", cfgPath)
-		run.Stdout, run.Stderr = log, log
-		if err := run.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return run
+		return startTo(t, log, "run", "--config", cfgPath)
 	}
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
 	for range 5 {
@@ -463,13 +430,7 @@ func TestRunSurvivesKillDashNine(t *testing.T) {
 	}
 
 	ctx := testenv.Context(t, time.Minute)
-	conn, err := pgx.Connect(ctx, pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var rows, distinct int
-	conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT uuid) FROM raw_item`).Scan(&rows, &distinct)
+	rows, distinct := rawItemRows(t, pg.URL())
 	if rows != count || distinct != count {
 		t.Fatalf("postgres: %d rows, %d distinct, want %d exactly once", rows, distinct, count)
 	}
@@ -525,12 +486,7 @@ func TestSecretsNeverShow(t *testing.T) {
 	outputs = append(outputs, out)
 	ingest(t, "gen", "--dir", e.spool, "--count", "50")
 
-	log := &testenv.SyncBuffer{}
-	run := exec.Command(binary, "run", "--config", cfgPath, "--debug", "--metrics-listen", "127.0.0.1:0")
-	run.Stdout, run.Stderr = log, log
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
+	run, log := start(t, "run", "--config", cfgPath, "--debug", "--metrics-listen", "127.0.0.1:0")
 	testenv.Eventually(t, 30*time.Second, func() bool { return statusLag(t, cfgPath) == 0 }, "loaded")
 	out, _ = ingest(t, "status", "--config", cfgPath)
 	outputs = append(outputs, out)

@@ -104,13 +104,7 @@ func TestJavaClientReadsOurMessages(t *testing.T) {
 	if out, code := ingest(t, "gen", "--dir", e.spool, "--count", strconv.Itoa(lines), "--accounts", "400", "--size", "300"); code != 0 {
 		t.Fatalf("gen: %d %s", code, out)
 	}
-	runLog := &testenv.SyncBuffer{}
-	run := exec.Command(binary, "run", "--config", e.cfgPath)
-	run.Stdout, run.Stderr = runLog, runLog
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { run.Process.Kill(); run.Wait() })
+	run, runLog := start(t, "run", "--config", e.cfgPath)
 	testenv.Eventually(t, time.Minute, func() bool { return statusLag(t, e.cfgPath) == 0 }, "both sinks caught up")
 	run.Process.Signal(syscall.SIGTERM)
 	if err := run.Wait(); err != nil {

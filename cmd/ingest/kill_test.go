@@ -86,16 +86,7 @@ func TestRunKilledTenTimesRepeatsWithinBound(t *testing.T) {
 	start := func(n int) *exec.Cmd {
 		t.Helper()
 		fmt.Fprintf(log, "---- run %d\n", n)
-		run := exec.Command(binary, "run", "--config", e.cfgPath)
-		run.Stdout, run.Stderr = log, log
-		if err := run.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = run.Process.Kill()
-			_ = run.Wait()
-		})
-		return run
+		return startTo(t, log, "run", "--config", e.cfgPath)
 	}
 
 	// ends[i] holds, per partition, the end offset once run i is over.
