@@ -211,6 +211,12 @@ func (c Config) validate() (*validated, error) {
 			bad(field, "is a confluent-kafka-go property; the sink sets its own (delivery reports, channels, logs)")
 		case k == "delivery.report.only.error":
 			bad(field, "the sink needs a delivery report for every message")
+		case (k == "sasl.mechanism" || k == "sasl.mechanisms") && strings.EqualFold(val, "OAUTHBEARER") &&
+			!strings.EqualFold(c.Properties["sasl.oauthbearer.method"], "oidc") && c.Properties["enable.sasl.oauthbearer.unsecure.jwt"] != "true":
+			// confluent-kafka-go hands token refreshes to the application,
+			// and the sink has no token source of its own: without OIDC
+			// every connection would wait for a token that never comes.
+			bad(field, "OAUTHBEARER needs sasl.oauthbearer.method: oidc (with sasl.oauthbearer.client.id, client.secret and token.endpoint.url); the sink cannot supply tokens itself")
 		case k == "transactional.id":
 			bad(field, "transactions are not supported: the sink is idempotent, not transactional")
 		default:

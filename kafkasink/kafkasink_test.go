@@ -624,6 +624,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bootstrap in properties", kafkasink.Config{Brokers: "h:9092", Properties: map[string]string{"bootstrap.servers": "x:1"}}, "Properties[bootstrap.servers]"},
 		{"go property", kafkasink.Config{Brokers: "h:9092", Properties: map[string]string{"go.delivery.reports": "false"}}, "Properties[go.delivery.reports]"},
 		{"transactions", kafkasink.Config{Brokers: "h:9092", Properties: map[string]string{"transactional.id": "x"}}, "Properties[transactional.id]"},
+		{"oauthbearer without oidc", kafkasink.Config{Brokers: "h:9092", Properties: map[string]string{"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER"}}, "Properties[sasl.mechanism]"},
 		{"bad topic", kafkasink.Config{Brokers: "h:9092", Topics: []string{"a b"}}, "Topics[0]"},
 		{"negative timeout", kafkasink.Config{Brokers: "h:9092", ShutdownTimeout: -1}, "ShutdownTimeout"},
 		{"bad max bytes", kafkasink.Config{Brokers: "h:9092", Properties: map[string]string{"message.max.bytes": "lots"}}, "Properties[message.max.bytes]"},

@@ -231,7 +231,7 @@ func (f lazy) String() string { return f() }
 
 // stallSeen is how long an outage must last for /readyz to have said that
 // Kafka does not answer by its end, whether no broker answers or the
-// brokers that answer acknowledge nothing (runner's kafkaStallAfter, 10 s,
+// brokers that answer acknowledge nothing (kafkasink's stallAfter, 10 s,
 // plus margin).
 const stallSeen = 15 * time.Second
 
