@@ -165,6 +165,7 @@ func NewBackfill(cfg BackfillConfig, sinks ...SinkSpec) (*Backfill, error) {
 		}
 		st := newStream(bs.Name, "", StreamConfig{Name: bs.Name, DefaultTable: bs.DefaultTable}, l.cfg.now)
 		st.fixed, st.bf = ff, run
+		l.cacheStreams.Add(1)
 		b.streams = append(b.streams, st)
 		b.files += len(ff.files)
 		b.total += ff.total

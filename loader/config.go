@@ -22,6 +22,7 @@ const (
 	DefaultMaxLineBytes    = 16 << 20
 	DefaultShutdownTimeout = 30 * time.Second
 	DefaultMaxInFlight     = 1
+	DefaultCacheBytes      = 32 << 20
 	maxRetryBackoff        = 30 * time.Second
 )
 
@@ -99,6 +100,13 @@ type Config struct {
 	// ShutdownTimeout bounds how long Run waits for in-flight batches after
 	// its context ends. Default 30 s.
 	ShutdownTimeout time.Duration
+	// CacheBytes bounds the decoded lines that the pipelines of a stream
+	// share (so that each line is read and decoded once however many
+	// sinks take it), all streams together: each stream gets an equal
+	// share, at most 4 × Batch.MaxBytes, and keeps no more than its share
+	// of spare chunks either. Without it the memory grew with the number
+	// of streams. Default 32 MiB (two streams at the default batch size).
+	CacheBytes int
 
 	Logger   *slog.Logger          // nil: discard
 	Registry prometheus.Registerer // nil: metrics are kept but not registered
@@ -115,6 +123,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Schema == nil {
 		errs = append(errs, errors.New("loader: Config.Schema is required"))
+	}
+	if c.CacheBytes <= 0 {
+		c.CacheBytes = DefaultCacheBytes
 	}
 	if c.StateDir == "" {
 		c.StateDir = filepath.Join(c.Dir, DefaultStateSubdir)

@@ -30,11 +30,15 @@
 // ([Loader.Stats] counts it).
 //
 // Pipelines never wait for each other's sinks. A sink that is down or slow
-// falls behind alone: once the cache (a few [BatchConfig.MaxBytes]) has let
-// its spans go, it reads and decodes them from disk itself, without
-// publishing, until it is back at the front. Memory stays bounded
-// (the cache, a read buffer, a span being consumed and MaxInFlight batches
-// per pipeline) whatever the backlog. A file is deleted, or archived under
+// falls behind alone: once the cache has let its spans go, it reads and
+// decodes them from disk itself, without publishing, until it is back at
+// the front. The caches of all streams share [Config.CacheBytes] (32 MiB
+// by default), each stream an equal share of at most four
+// [BatchConfig.MaxBytes], so their memory does not grow with the number
+// of streams; a stream whose share is less than a span shares nothing and
+// every pipeline reads for itself. Memory stays bounded (the caches, a
+// read buffer, a span being consumed and MaxInFlight batches per
+// pipeline) whatever the backlog. A file is deleted, or archived under
 // StateDir/archive when [Config.Retention] is set, only once every sink's
 // checkpoint has passed it.
 //

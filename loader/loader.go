@@ -36,6 +36,17 @@ type Loader struct {
 	// while saves stall that state cannot end, so a test that sees it
 	// knows no further batch can come without watching for one.
 	boundHolds atomic.Int64
+
+	// cacheStreams is the number of streams Config.CacheBytes is shared
+	// by: those of the spool found so far, or a backfill's.
+	cacheStreams atomic.Int32
+}
+
+// cacheLimit is one stream's share of Config.CacheBytes for batches of
+// batchBytes: a stream that appears shrinks the others' caches at their
+// next publish, so the sum exceeds the budget only until then.
+func (l *Loader) cacheLimit(batchBytes int) int {
+	return min(cacheBatches*batchBytes, l.cfg.CacheBytes/max(int(l.cacheStreams.Load()), 1))
 }
 
 // settings are what may change while running, at a batch boundary.
@@ -297,6 +308,7 @@ func (l *Loader) discover() []*stream {
 			st.openFile = l.cfg.openFile
 		}
 		l.streams[name] = st
+		l.cacheStreams.Add(1)
 		l.positions[name] = map[string]Position{}
 		found = append(found, st)
 	}

@@ -73,13 +73,33 @@ func (s *segment) release() {
 type chunkPool struct {
 	mu     sync.Mutex
 	size   int // the chunk size kept: the last one asked for
+	keep   int // bytes of chunks kept at most: the stream's cache share
 	chunks [][]byte
 	items  [][]segItem
 }
 
 // poolChunks bounds the free lists: what the batches in flight release
-// between two reads, without keeping a burst's memory for ever.
+// between two reads, without keeping a burst's memory for ever. The
+// stream's cache share bounds the chunks' bytes too (setKeep), so that
+// idle chunks do not grow with the number of streams either.
 const poolChunks = 16
+
+// setKeep bounds the spare chunks' bytes to limit (0: no bound but
+// poolChunks), dropping the excess now.
+func (p *chunkPool) setKeep(limit int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.keep = limit
+	for n := len(p.chunks); n > 0 && !p.roomLocked(n-1); n-- {
+		p.chunks[n-1] = nil
+		p.chunks = p.chunks[:n-1]
+	}
+}
+
+// roomLocked says whether the pool may keep a chunk when it holds n.
+func (p *chunkPool) roomLocked(n int) bool {
+	return n < poolChunks && (p.keep <= 0 || (n+1)*p.size <= p.keep)
+}
 
 // get returns an empty chunk of size bytes, or of need bytes for a line
 // longer than that.
@@ -117,7 +137,7 @@ func (p *chunkPool) put(chunks [][]byte, items []segItem) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, c := range chunks {
-		if cap(c) == p.size && len(p.chunks) < poolChunks {
+		if cap(c) == p.size && p.roomLocked(len(p.chunks)) {
 			p.chunks = append(p.chunks, c)
 		}
 	}
@@ -162,7 +182,9 @@ const cacheBatches = 4
 // 16 KiB, at most 1 MiB (fresh chunks cost a page fault and zeroing per
 // 4 KB, so they are reused, and a span much larger than a batch would
 // keep more memory than the batches in flight need).
-func segmentBytes(batchBytes int) int { return min(max(batchBytes/4, 16<<10), 1<<20) }
+func segmentBytes(batchBytes int) int { return min(max(batchBytes/4, minSegmentBytes), 1<<20) }
+
+const minSegmentBytes = 16 << 10
 
 // find returns the cached segment holding a span that starts at pos, and
 // the index of its item there.
@@ -207,6 +229,16 @@ func (c *segCache) publishLocked(s *segment, limit int) {
 	}
 	c.front, c.hasFront = s.end, true
 	c.limit = limit
+	c.pool.setKeep(limit)
+	if s.bytes > limit {
+		// Over the stream's share of Config.CacheBytes on its own (a long
+		// line, or a share below the smallest span): the pipelines behind
+		// read it themselves rather than the budget being exceeded.
+		for len(c.segs) > 0 {
+			c.evictOldestLocked()
+		}
+		return
+	}
 	for len(c.segs) > 0 && c.bytes+s.bytes > limit {
 		c.evictOldestLocked()
 	}
@@ -246,7 +278,11 @@ func (c *segCache) noteAcked(sink string, pos Position) (Position, bool) {
 // A nil segment with caughtUp means no complete line is there yet.
 func (p *pipeline) segmentAt(ctx context.Context, pos Position, cfg settings) (seg *segment, at int, caughtUp bool, err error) {
 	c := p.st.cache
-	target := segmentBytes(cfg.batch.MaxBytes)
+	// With many streams a share can be less than a span: the span shrinks
+	// to half of it (a span ends with the line that reaches its target,
+	// so it is larger), and publish keeps none larger than the share.
+	limit := p.l.cacheLimit(cfg.batch.MaxBytes)
+	target := min(segmentBytes(cfg.batch.MaxBytes), max(limit/2, minSegmentBytes))
 	for {
 		c.mu.Lock()
 		if s, i, ok := c.find(pos); ok {
@@ -284,7 +320,7 @@ func (p *pipeline) segmentAt(ctx context.Context, pos Position, cfg settings) (s
 		c.reading = false
 		close(c.readDone)
 		if seg != nil {
-			c.publishLocked(seg, cacheBatches*cfg.batch.MaxBytes)
+			c.publishLocked(seg, limit)
 		}
 		c.mu.Unlock()
 		return seg, 0, caughtUp, err
@@ -404,7 +440,7 @@ type StreamStats struct {
 	PrivateReads      int64 // spans read by a pipeline behind the cache, not published
 	CacheBytes        int   // line bytes the cache holds now
 	CachePeakBytes    int   // the most it has held
-	CacheLimitBytes   int   // its bound (cacheBatches × Batch.MaxBytes); segments every pipeline has had leave before
+	CacheLimitBytes   int   // its bound: its share of Config.CacheBytes, at most 4 × Batch.MaxBytes; segments every pipeline has had leave before
 }
 
 // Stats is a snapshot of every stream's [StreamStats], by stream name.

@@ -1,0 +1,72 @@
+package loader
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dualwrite/ingest/internal/testenv"
+)
+
+// Six streams share Config.CacheBytes: with one sink stuck (so every
+// stream's cache fills to its bound) and the other taking everything,
+// each stream's cache stays within an equal share and all of them
+// together within the budget, where each alone used to keep 4 ×
+// Batch.MaxBytes whatever the number of streams. No Kafka or PostgreSQL:
+// in-memory sinks.
+func TestCacheBudgetIsSharedByStreams(t *testing.T) {
+	spool := t.TempDir()
+	const streams, lines, maxBytes = 6, 1000, 16 << 10
+	const budget = streams * maxBytes // a quarter of the 4 batches each stream would keep
+	pad := strings.Repeat("c", 150)
+	var streamBytes int
+	for s := range streams {
+		dir := filepath.Join(spool, "s"+string(rune('a'+s)))
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		var sb strings.Builder
+		for i := range lines {
+			sb.WriteString(evLine(s, i, pad) + "\n")
+		}
+		streamBytes = sb.Len()
+		if err := os.WriteFile(filepath.Join(dir, "0000000000000001-20261206T000000.000Z.ndjson"), []byte(sb.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stuck := &gateSink{name: "stuck"}
+	fast := newMemSink(t, "fast", false)
+	l, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), PollInterval: 5 * time.Millisecond, CacheBytes: budget,
+		Batch: BatchConfig{MaxRecords: 40, MaxBytes: maxBytes, Linger: time.Millisecond}},
+		SinkSpec{Sink: stuck, MaxInFlight: 2}, fast.spec())
+
+	testenv.Eventually(t, 60*time.Second, func() bool { return fast.count() == streams*lines },
+		"the fast sink gets every line of every stream while the other is stuck (%d of %d)", fast.count(), streams*lines)
+	stats := l.Stats().Streams
+	if len(stats) != streams {
+		t.Fatalf("%d streams in Stats, want %d", len(stats), streams)
+	}
+	share, sum := budget/streams, 0
+	if streamBytes < 10*share {
+		t.Fatalf("a stream (%d bytes) should be many times its share (%d)", streamBytes, share)
+	}
+	for name, st := range stats {
+		if st.CacheLimitBytes != share || st.CachePeakBytes > share || st.CachePeakBytes == 0 {
+			t.Errorf("stream %s: cache peak %d bytes, bound %d; want 0 < peak <= bound = %d (Config.CacheBytes %d / %d streams)",
+				name, st.CachePeakBytes, st.CacheLimitBytes, share, budget, streams)
+		}
+		sum += st.CachePeakBytes
+	}
+	if sum > budget {
+		t.Errorf("the streams' cache peaks add up to %d bytes, over Config.CacheBytes %d", sum, budget)
+	}
+
+	stuck.release()
+	testenv.Eventually(t, 60*time.Second, func() bool { return len(stuck.records()) >= streams*lines },
+		"the released sink catches up (%d of %d)", len(stuck.records()), streams*lines)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
