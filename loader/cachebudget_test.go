@@ -3,6 +3,7 @@ package loader
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +69,63 @@ func TestCacheBudgetIsSharedByStreams(t *testing.T) {
 		"the released sink catches up (%d of %d)", len(stuck.records()), streams*lines)
 	if err := stop(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCacheBudgetHeap measures the Go heap in use of a loader with 8
+// streams of 40 MB, one sink stuck and the other taking everything, under
+// the default Config.CacheBytes and under the former bound (each stream
+// 4 × Batch.MaxBytes, i.e. CacheBytes = 8 × 16 MiB), alternating, three
+// rounds. A measurement, not a check: it runs only with INGEST_BENCH=1
+// and logs RESULT lines (docs/benchmarks.md, memory). No Kafka or
+// PostgreSQL: a counting sink and a sink that holds its batches.
+func TestCacheBudgetHeap(t *testing.T) {
+	if os.Getenv("INGEST_BENCH") != "1" {
+		t.Skip("a measurement: run with INGEST_BENCH=1")
+	}
+	spool := t.TempDir()
+	const streams, lines = 8, 20000
+	pad := strings.Repeat("m", 1900)
+	for s := range streams {
+		dir := filepath.Join(spool, "s"+string(rune('a'+s)))
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		var sb strings.Builder
+		for i := range lines {
+			sb.WriteString(evLine(s, i, pad) + "\n")
+		}
+		if err := os.WriteFile(filepath.Join(dir, "0000000000000001-20261206T000000.000Z.ndjson"), []byte(sb.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(cacheBytes int) (cached int, heap uint64) {
+		stuck := &gateSink{name: "stuck"}
+		fast := &countSink{name: "fast"}
+		state := t.TempDir()
+		l, stop := runLoader(t, Config{Dir: spool, StateDir: state, Schema: testSchema(t), CacheBytes: cacheBytes},
+			SinkSpec{Sink: stuck, MaxInFlight: 2}, SinkSpec{Sink: fast, MaxInFlight: 4})
+		testenv.Eventually(t, 120*time.Second, func() bool { return fast.n.Load() == streams*lines },
+			"the counting sink gets every line (%d of %d)", fast.n.Load(), streams*lines)
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		for _, st := range l.Stats().Streams {
+			cached += st.CacheBytes
+		}
+		stuck.release()
+		if err := stop(); err != nil {
+			t.Fatal(err)
+		}
+		return cached, ms.HeapInuse
+	}
+	for round := range 3 {
+		for _, c := range []struct {
+			name  string
+			bytes int
+		}{{"budget (default CacheBytes)", 0}, {"former per-stream bound", streams * cacheBatches * DefaultMaxBytes}} {
+			cached, heap := run(c.bytes)
+			t.Logf("RESULT round %d, %s: caches hold %.1f MiB, heap in use %.1f MiB", round+1, c.name, float64(cached)/(1<<20), float64(heap)/(1<<20))
+		}
 	}
 }
