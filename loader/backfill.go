@@ -70,11 +70,25 @@ type BackfillConfig struct {
 	// Rate limits the lines each sink reads, per second, over all streams
 	// (0: no limit), so a backfill does not starve live loading.
 	Rate float64
+	// HoldFor is how long a slower sink may go without progress (taking
+	// a span of lines or having a batch acknowledged) and still hold the
+	// faster sinks back. A backfill finishes when its slowest sink does,
+	// so when the span cache is full the pipeline furthest ahead waits for
+	// a sink that is behind but moving to take the cached spans, rather
+	// than evicting them and having that sink read and decode them again
+	// while competing for the CPU; a sink idle for longer than HoldFor
+	// (down, or stuck) is left behind and reads from disk later. 0 means
+	// 5s; negative: never wait, as the live loader does.
+	HoldFor time.Duration
 	// MaxLineBytes and ShutdownTimeout are as in [Config].
 	MaxLineBytes    int
 	ShutdownTimeout time.Duration
 	Logger          *slog.Logger // nil: discard
 }
+
+// DefaultHoldFor is [BackfillConfig.HoldFor] when unset: longer than a
+// healthy sink takes for a batch, short next to a backfill.
+const DefaultHoldFor = 5 * time.Second
 
 // Backfill replays an explicit list of sealed files through the loader's
 // pipelines (the same tail, decoding, routing, batching, dead letters and
@@ -94,6 +108,7 @@ type backfillRun struct {
 	filter     func(*schema.Record) bool
 	limiters   map[string]*limiter      // by sink; nil map: no rate
 	yieldAfter time.Duration            // a paced batch older than this is handed over
+	holdFor    time.Duration            // BackfillConfig.HoldFor; 0: the reader never waits
 	filtered   map[string]*atomic.Int64 // by sink
 	notRouted  map[string]*atomic.Int64
 
@@ -140,6 +155,12 @@ func NewBackfill(cfg BackfillConfig, sinks ...SinkSpec) (*Backfill, error) {
 			}
 			run.limiters[name] = newLimiter(cfg.Rate)
 		}
+	}
+	switch {
+	case cfg.HoldFor == 0:
+		run.holdFor = DefaultHoldFor
+	case cfg.HoldFor > 0:
+		run.holdFor = cfg.HoldFor
 	}
 	batch := cfg.Batch.withDefaults()
 	run.yieldAfter = max(batch.Linger, 100*time.Millisecond)

@@ -29,16 +29,16 @@
 // is read from disk and decoded once, however many sinks there are
 // ([Loader.Stats] counts it).
 //
-// Pipelines never wait for each other's sinks. A sink that is down or slow
-// falls behind alone: once the cache has let its spans go, it reads and
-// decodes them from disk itself, without publishing, until it is back at
-// the front. The caches of all streams share [Config.CacheBytes] (32 MiB
-// by default), each stream an equal share of at most four
-// [BatchConfig.MaxBytes], so their memory does not grow with the number
-// of streams; a stream whose share is less than a span shares nothing and
-// every pipeline reads for itself. Memory stays bounded (the caches, a
-// read buffer, a span being consumed and MaxInFlight batches per
-// pipeline) whatever the backlog. A file is deleted, or archived under
+// A live [Loader]'s pipelines never wait for each other's sinks. A sink that
+// is down or slow falls behind alone: once the cache has let its spans go,
+// it reads and decodes them from disk itself, without publishing, until it
+// is back at the front. The caches of all streams share [Config.CacheBytes]
+// (32 MiB by default), each stream an equal share of at most four
+// [BatchConfig.MaxBytes], so their memory does not grow with the number of
+// streams; a stream whose share is less than a span shares nothing and every
+// pipeline reads for itself. Memory stays bounded (the caches, a read
+// buffer, a span being consumed and MaxInFlight batches per pipeline)
+// whatever the backlog. A file is deleted, or archived under
 // StateDir/archive when [Config.Retention] is set, only once every sink's
 // checkpoint has passed it.
 //
@@ -71,14 +71,21 @@
 //
 // [NewBackfill] runs the same pipelines over an explicit list of sealed
 // files ([ResolveBackfill] turns paths, directories and globs into
-// [BackfillStream]s, refusing or skipping active ".open" files) instead of
-// a spool directory: a stream backed by a fixed file list, every file
-// sealed, nothing ever retired. A [BackfillConfig.Filter] (accounts, a time
+// [BackfillStream]s, refusing or skipping active ".open" files) instead of a
+// spool directory: a stream backed by a fixed file list, every file sealed,
+// nothing ever retired. A [BackfillConfig.Filter] (accounts, a time
 // [Window]) and a [BackfillConfig.Rate] apply per line; [Backfill.Run]
 // returns once every sink's checkpoint covers the last byte, or with
 // [ErrBackfillIncomplete] when stopped, and [Backfill.Progress] counts what
-// happened. The sinks' names are the checkpoint keys, so a backfill under
-// its own names never moves the live checkpoints and resumes where it
+// happened. A backfill ends when its slowest sink does, so there the
+// pipeline furthest ahead, when publishing a span would evict one a slower
+// pipeline has not taken, waits for that pipeline to take it — as long as it
+// made progress within [BackfillConfig.HoldFor] (5 s by default): the slower
+// sink gets every span from memory instead of reading and decoding it again
+// while competing for the CPU, and a sink that is down or stuck holds the
+// others back no longer than that ([StreamStats] RoomWaits, RoomWaited,
+// EvictedUntaken). The sinks' names are the checkpoint keys, so a backfill
+// under its own names never moves the live checkpoints and resumes where it
 // stopped.
 //
 // # Shutdown

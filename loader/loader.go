@@ -248,6 +248,14 @@ func (l *Loader) newPipeline(st *stream, spec SinkSpec, sinkCtx context.Context)
 		maxLine: l.cfg.MaxLineBytes,
 		acks:    make(chan ack, max(spec.MaxInFlight, 1)+1),
 	}
+	for i, s := range l.sinks {
+		if s.Sink.Name() == name {
+			p.idx = i
+			if i < 64 {
+				p.bit = 1 << i
+			}
+		}
+	}
 	switch {
 	case spec.Store != nil:
 		p.store = spec.Store

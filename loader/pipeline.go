@@ -17,10 +17,14 @@ import (
 // other, so a slow or failing sink only delays itself; it re-reads from disk
 // what it has not yet taken, so memory stays bounded whatever the backlog.
 type pipeline struct {
-	l     *Loader
-	st    *stream
-	spec  SinkSpec
-	name  string
+	l    *Loader
+	st   *stream
+	spec SinkSpec
+	name string
+	// idx is the sink's place in the loader's list and bit its flag in
+	// segment.takenBy (zero past 64 sinks: then no backfill waits).
+	idx   int
+	bit   uint64
 	store CheckpointStore // nil when the sink owns its checkpoint
 	owner CheckpointOwner
 	// tail reads from disk when neither seg nor the stream's cache has
@@ -241,7 +245,7 @@ func (p *pipeline) start(ctx context.Context) error {
 	if err := p.l.dl.seed(p.st.name, "", pos); err != nil {
 		return fmt.Errorf("stream %s: %w", p.st.name, err)
 	}
-	p.st.cache.noteAcked(p.name, pos)
+	p.st.cache.noteAcked(p.name, p.idx, pos)
 	return nil
 }
 
@@ -524,7 +528,7 @@ func (p *pipeline) handleAck(a ack) {
 		p.backoff = 0
 		p.saveCheckpoint()
 		p.l.dl.forget(p.st.name, p.name, p.acked)
-		if oldest, ok := p.st.cache.noteAcked(p.name, p.acked); ok {
+		if oldest, ok := p.st.cache.noteAcked(p.name, p.idx, p.acked); ok {
 			p.l.dl.forget(p.st.name, "", oldest)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/dualwrite/ingest/schema"
 )
@@ -30,8 +31,11 @@ type segment struct {
 	refs atomic.Int32
 	pool *chunkPool
 	// takers counts the pipelines that have had the segment (its reader
-	// included); once every pipeline has, the cache lets it go.
-	takers int
+	// included); once every pipeline has, the cache lets it go. takenBy
+	// says which (pipeline.bit), so that a backfill's reader knows whose
+	// progress it would be evicting.
+	takers  int
+	takenBy uint64
 }
 
 type segItem struct {
@@ -151,7 +155,9 @@ func (p *chunkPool) put(chunks [][]byte, items []segItem) {
 // pipelines: the pipeline furthest ahead reads the next span, publishes
 // it, and the others take it instead of reading and decoding it again. A
 // pipeline behind the cache (its segments evicted) reads from disk itself,
-// so no pipeline waits for another's sink and memory stays bounded.
+// so no pipeline waits for another's sink and memory stays bounded (except
+// a backfill's reader, which waits a bounded time for room: see
+// waitForRoomLocked).
 type segCache struct {
 	pool chunkPool
 
@@ -167,10 +173,18 @@ type segCache struct {
 	readDone chan struct{} // closed when that read ends
 	sinks    int
 	acked    map[string]Position // each pipeline's checkpoint
+	// progress is when each pipeline (by pipeline.idx) last took or read
+	// a span or had a batch acknowledged; room is closed (and cleared)
+	// when a pipeline takes a span or its checkpoint moves, which is when
+	// a backfill's reader waiting for room looks again.
+	progress []time.Time
+	room     chan struct{}
 
 	linesRead, linesDecoded             atomic.Int64
 	segsRead, segsPublished, segsShared atomic.Int64
 	sharedLines, privateReads           atomic.Int64
+	roomWaits, evictedUntaken           atomic.Int64
+	roomWaited                          atomic.Int64 // nanoseconds
 }
 
 // cacheBatches is the cache's bound in batches of Batch.MaxBytes: enough
@@ -213,6 +227,9 @@ func (c *segCache) dropTakenLocked() {
 
 func (c *segCache) evictOldestLocked() {
 	s := c.segs[0]
+	if s.takers < c.sinks {
+		c.evictedUntaken.Add(1)
+	}
 	c.segs[0] = nil
 	c.segs = c.segs[1:]
 	c.bytes -= s.bytes
@@ -253,9 +270,10 @@ func (c *segCache) publishLocked(s *segment, limit int) {
 
 // noteAcked records a pipeline's checkpoint and returns the oldest of the
 // stream's, once every pipeline has one: no line before it is read again.
-func (c *segCache) noteAcked(sink string, pos Position) (Position, bool) {
+func (c *segCache) noteAcked(sink string, idx int, pos Position) (Position, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.progressedLocked(idx)
 	if c.acked == nil {
 		c.acked = map[string]Position{}
 	}
@@ -288,7 +306,9 @@ func (p *pipeline) segmentAt(ctx context.Context, pos Position, cfg settings) (s
 		if s, i, ok := c.find(pos); ok {
 			s.retain()
 			s.takers++
+			s.takenBy |= p.bit
 			c.dropTakenLocked()
+			c.progressedLocked(p.idx)
 			c.mu.Unlock()
 			c.segsShared.Add(1)
 			c.sharedLines.Add(int64(len(s.items) - i))
@@ -308,6 +328,7 @@ func (p *pipeline) segmentAt(ctx context.Context, pos Position, cfg settings) (s
 		}
 		lead := !c.reading && (!c.hasFront || !pos.Before(c.front))
 		if !lead {
+			c.progressedLocked(p.idx) // a pipeline catching up on the cache from disk
 			c.mu.Unlock()
 			c.privateReads.Add(1)
 			seg, caughtUp, err = p.readSegment(pos, target)
@@ -317,14 +338,110 @@ func (p *pipeline) segmentAt(ctx context.Context, pos Position, cfg settings) (s
 		c.mu.Unlock()
 		seg, caughtUp, err = p.readSegment(pos, target)
 		c.mu.Lock()
+		if seg != nil && p.st.bf != nil && p.st.bf.holdFor > 0 {
+			p.waitForRoomLocked(ctx, seg, limit, p.st.bf.holdFor)
+		}
 		c.reading = false
 		close(c.readDone)
 		if seg != nil {
 			c.publishLocked(seg, limit)
+			seg.takenBy = p.bit
 		}
 		c.mu.Unlock()
 		return seg, 0, caughtUp, err
 	}
+}
+
+// progressedLocked notes that pipeline idx moved (took or read a span, or
+// had a batch acknowledged) and wakes a reader waiting for room.
+func (c *segCache) progressedLocked(idx int) {
+	if idx >= len(c.progress) {
+		c.progress = append(c.progress, make([]time.Time, idx+1-len(c.progress))...)
+	}
+	c.progress[idx] = time.Now()
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
+}
+
+// waitForRoomLocked is a backfill's reader holding a fresh span it would
+// publish by evicting spans a slower pipeline has not taken yet: it waits,
+// with c.mu released, until taking them makes room, so the slower sink
+// gets them from memory instead of reading and decoding them again while
+// competing for the CPU. A backfill ends when its slowest sink does, so
+// holding the faster one back costs no completion time. It waits only for
+// pipelines that made progress within holdFor: one whose sink is down or
+// stuck is left behind (its spans evicted as in the live loader, it reads
+// them from disk later), so it holds nobody back for longer than holdFor.
+// The live loader never calls this: there a sink's lag must not delay
+// another. The cache stays within limit; the span waiting is the reader's
+// own, as it would be once published.
+func (p *pipeline) waitForRoomLocked(ctx context.Context, seg *segment, limit int, holdFor time.Duration) {
+	c := p.st.cache
+	var began time.Time
+	for {
+		wake, ok := c.roomWaitLocked(seg, limit, p.bit, holdFor)
+		if !ok {
+			break
+		}
+		if began.IsZero() {
+			began = time.Now()
+			c.roomWaits.Add(1)
+		}
+		if c.room == nil {
+			c.room = make(chan struct{})
+		}
+		room := c.room
+		c.mu.Unlock()
+		timer := time.NewTimer(time.Until(wake))
+		select {
+		case <-room:
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+		timer.Stop()
+		c.mu.Lock()
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if !began.IsZero() {
+		c.roomWaited.Add(int64(time.Since(began)))
+	}
+}
+
+// roomWaitLocked says whether publishing seg would evict a span that a
+// pipeline other than self (a bit), which made progress within holdFor,
+// has not taken; and if so when the earliest such pipeline would count as
+// stalled, the latest time to look again.
+func (c *segCache) roomWaitLocked(seg *segment, limit int, self uint64, holdFor time.Duration) (time.Time, bool) {
+	if seg.bytes > limit || !c.hasFront || c.front != seg.start || c.sinks > 64 {
+		return time.Time{}, false // not cached, or the cache restarts anyway
+	}
+	all := uint64(1)<<c.sinks - 1
+	if c.sinks == 64 {
+		all = ^uint64(0)
+	}
+	now := time.Now()
+	var wake time.Time
+	over := c.bytes + seg.bytes - limit
+	for _, s := range c.segs {
+		if over <= 0 {
+			break
+		}
+		over -= s.bytes
+		missing := all &^ s.takenBy &^ self
+		for idx := 0; missing != 0; idx++ {
+			if missing&1 != 0 && idx < len(c.progress) {
+				if until := c.progress[idx].Add(holdFor); until.After(now) && (wake.IsZero() || until.Before(wake)) {
+					wake = until
+				}
+			}
+			missing >>= 1
+		}
+	}
+	return wake, !wake.IsZero()
 }
 
 // readSegment reads up to target bytes of lines from pos with the
@@ -441,6 +558,14 @@ type StreamStats struct {
 	CacheBytes        int   // line bytes the cache holds now
 	CachePeakBytes    int   // the most it has held
 	CacheLimitBytes   int   // its bound: its share of Config.CacheBytes, at most 4 × Batch.MaxBytes; segments every pipeline has had leave before
+	// EvictedUntaken counts spans the cache let go before every pipeline
+	// had them: each one a pipeline then reads and decodes from disk.
+	EvictedUntaken int64
+	// RoomWaits counts the times a backfill's reader held a span back
+	// until a slower sink took older ones (see [BackfillConfig.HoldFor]),
+	// and RoomWaited is how long that took in all.
+	RoomWaits  int64
+	RoomWaited time.Duration
 }
 
 // Stats is a snapshot of every stream's [StreamStats], by stream name.
@@ -455,8 +580,9 @@ func (c *segCache) stats() StreamStats {
 		LinesRead: c.linesRead.Load(), LinesDecoded: c.linesDecoded.Load(),
 		SegmentsRead: c.segsRead.Load(), SegmentsPublished: c.segsPublished.Load(),
 		SegmentsShared: c.segsShared.Load(), LinesShared: c.sharedLines.Load(),
-		PrivateReads: c.privateReads.Load(),
-		CacheBytes:   c.bytes, CachePeakBytes: c.peak, CacheLimitBytes: c.limit,
+		PrivateReads: c.privateReads.Load(), EvictedUntaken: c.evictedUntaken.Load(),
+		RoomWaits: c.roomWaits.Load(), RoomWaited: time.Duration(c.roomWaited.Load()),
+		CacheBytes: c.bytes, CachePeakBytes: c.peak, CacheLimitBytes: c.limit,
 	}
 }
 
