@@ -80,9 +80,10 @@ type BackfillConfig struct {
 	// (down, or stuck) is left behind and reads from disk later. 0 means
 	// 5s; negative: never wait, as the live loader does.
 	HoldFor time.Duration
-	// MaxLineBytes and ShutdownTimeout are as in [Config].
+	// MaxLineBytes, ShutdownTimeout and CacheBytes are as in [Config].
 	MaxLineBytes    int
 	ShutdownTimeout time.Duration
+	CacheBytes      int
 	Logger          *slog.Logger // nil: discard
 }
 
@@ -167,7 +168,7 @@ func NewBackfill(cfg BackfillConfig, sinks ...SinkSpec) (*Backfill, error) {
 	reg := prometheus.NewRegistry()
 	l, err := New(Config{
 		Dir: cfg.StateDir, StateDir: cfg.StateDir, Schema: cfg.Schema, Batch: batch,
-		MaxLineBytes: cfg.MaxLineBytes, ShutdownTimeout: cfg.ShutdownTimeout,
+		MaxLineBytes: cfg.MaxLineBytes, ShutdownTimeout: cfg.ShutdownTimeout, CacheBytes: cfg.CacheBytes,
 		Logger: cfg.Logger, Registry: reg,
 	}, specs...)
 	if err != nil {

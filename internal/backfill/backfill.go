@@ -208,7 +208,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	defer closeSinks()
 	bf, err := loader.NewBackfill(loader.BackfillConfig{
 		Streams: plan.streams, Schema: plan.schema, StateDir: job.dir(),
-		Batch:  config.BatchConfig(cfg),
+		Batch: config.BatchConfig(cfg), CacheBytes: int(cfg.Spool.CacheBytes),
 		Filter: plan.filter, Rate: o.Rate, Logger: log,
 	}, specs...)
 	if err != nil {

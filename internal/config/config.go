@@ -45,6 +45,10 @@ type Spool struct {
 	// Retention 0 deletes a file once every enabled sink has passed it; a
 	// positive value archives it and deletes it after that long.
 	Retention time.Duration `yaml:"retention"`
+	// CacheBytes bounds the decoded lines the sinks of a stream share so
+	// that each line is read and decoded once, all streams together
+	// (loader.Config.CacheBytes; default 32MiB).
+	CacheBytes ByteSize `yaml:"cache_bytes"`
 }
 
 // Stream is one subdirectory of the spool. Listing streams is optional: by
@@ -122,6 +126,7 @@ const (
 	DefaultMaxRecords = 2000
 	DefaultMaxBytes   = 4 << 20 // 4MiB
 	DefaultLinger     = 20 * time.Millisecond
+	DefaultCacheBytes = loader.DefaultCacheBytes // 32MiB
 	DefaultSealAfter  = 10 * time.Second
 	DefaultListen     = "127.0.0.1:9464"
 	// DefaultStateSubdir is joined to spool.dir when state_dir is empty;
@@ -138,6 +143,7 @@ var dbURLEnv = []string{"INGEST_DB_URL", "DATABASE_URL"}
 // defaults db: all, kafka: none) are filled in by [Parse].
 func Default() *Config {
 	return &Config{
+		Spool:   Spool{CacheBytes: DefaultCacheBytes},
 		Batch:   Batch{MaxRecords: DefaultMaxRecords, MaxBytes: DefaultMaxBytes, Linger: DefaultLinger},
 		Metrics: Metrics{Listen: DefaultListen},
 	}
@@ -324,6 +330,9 @@ func (c *Config) validate() []*Error {
 		if s.SealAfter <= 0 {
 			bad(p+".seal_after", "must be positive, got %s", s.SealAfter)
 		}
+	}
+	if c.Spool.CacheBytes <= 0 {
+		bad("spool.cache_bytes", "must be positive, got %d", c.Spool.CacheBytes)
 	}
 	if c.Batch.MaxRecords <= 0 {
 		bad("batch.max_records", "must be positive, got %d", c.Batch.MaxRecords)

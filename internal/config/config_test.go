@@ -100,6 +100,8 @@ func TestDefaults(t *testing.T) {
 	}{
 		{"state_dir", cfg.Spool.StateDir, "/data/spool/.ingest"},
 		{"retention", cfg.Spool.Retention, time.Duration(0)},
+		{"cache_bytes", cfg.Spool.CacheBytes, ByteSize(32 << 20)},
+		{"loader cache", LoaderConfig(cfg, nil, nil, nil).CacheBytes, 32 << 20},
 		{"streams", len(cfg.Streams), 0},
 		{"max_records", cfg.Batch.MaxRecords, 2000},
 		{"max_bytes", cfg.Batch.MaxBytes, ByteSize(4 << 20)},
@@ -227,6 +229,8 @@ func TestParseErrors(t *testing.T) {
 		{"list for string", "spool: {dir: [a]}\n" + minimal[len("spool: {dir: /data/spool}\n"):], "line 1: spool.dir: must be a string"},
 		{"bad byte size", minimal + "batch: {max_bytes: 4 megs}\n", `line 4: batch.max_bytes: must be a size such as 4MiB, 512KiB or 1048576, got "4 megs"`},
 		{"zero byte size", minimal + "batch: {max_bytes: 0}\n", "line 4: batch.max_bytes: must be positive, got 0"},
+		{"zero cache", "spool: {dir: /data/spool, cache_bytes: 0}\ntables:\n  t: {key: k, columns: {k: text}}\n", "line 1: spool.cache_bytes: must be positive, got 0"},
+		{"bad cache size", "spool: {dir: /data/spool, cache_bytes: lots}\ntables:\n  t: {key: k, columns: {k: text}}\n", `line 1: spool.cache_bytes: must be a size such as 4MiB, 512KiB or 1048576, got "lots"`},
 		{"missing spool dir", "tables: {t: {key: k, columns: {k: text}}}\n", "spool.dir: is required"},
 		{"negative retention", "spool: {dir: /x, retention: -1s}\n" + minimal[len("spool: {dir: /data/spool}\n"):], "spool.retention: must not be negative"},
 		{"stream without name", minimal + "streams: [{pattern: '*.log'}]\n", "line 4: streams[0].name: is required"},

@@ -20,6 +20,7 @@
 //
 //	spool.state_dir        <spool.dir>/.ingest
 //	spool.retention        0 (delete files once every enabled sink passed them)
+//	spool.cache_bytes      32MiB (decoded lines the sinks share, all streams)
 //	streams                every subdirectory of spool.dir (see Config.StreamFor)
 //	streams[].seal_after   10s
 //	batch                  {max_records: 2000, max_bytes: 4MiB, linger: 20ms}

@@ -26,7 +26,7 @@ func LoaderConfig(cfg *Config, sch *schema.Schema, log *slog.Logger, reg prometh
 		streams = append(streams, loader.StreamConfig{Name: s.Name, Pattern: s.Pattern, DefaultTable: s.DefaultTable, SealAfter: s.SealAfter})
 	}
 	return loader.Config{
-		Dir: cfg.Spool.Dir, StateDir: cfg.Spool.StateDir, Retention: cfg.Spool.Retention,
+		Dir: cfg.Spool.Dir, StateDir: cfg.Spool.StateDir, Retention: cfg.Spool.Retention, CacheBytes: int(cfg.Spool.CacheBytes),
 		Streams: streams, Schema: sch, Batch: BatchConfig(cfg),
 		Logger: log, Registry: reg,
 	}
