@@ -211,12 +211,8 @@ func (c Config) validate() (*validated, error) {
 			bad(field, "is a confluent-kafka-go property; the sink sets its own (delivery reports, channels, logs)")
 		case k == "delivery.report.only.error":
 			bad(field, "the sink needs a delivery report for every message")
-		case (k == "sasl.mechanism" || k == "sasl.mechanisms") && strings.EqualFold(val, "OAUTHBEARER") &&
-			!strings.EqualFold(c.Properties["sasl.oauthbearer.method"], "oidc") && c.Properties["enable.sasl.oauthbearer.unsecure.jwt"] != "true":
-			// confluent-kafka-go hands token refreshes to the application,
-			// and the sink has no token source of its own: without OIDC
-			// every connection would wait for a token that never comes.
-			bad(field, "OAUTHBEARER needs sasl.oauthbearer.method: oidc (with sasl.oauthbearer.client.id, client.secret and token.endpoint.url); the sink cannot supply tokens itself")
+		case (k == "sasl.mechanism" || k == "sasl.mechanisms") && CheckOAuthBearer(c.Properties) != nil:
+			bad(field, "%v", CheckOAuthBearer(c.Properties))
 		case k == "transactional.id":
 			bad(field, "transactions are not supported: the sink is idempotent, not transactional")
 		default:
@@ -303,4 +299,22 @@ func checkTopicName(s string) error {
 		}
 	}
 	return nil
+}
+
+// CheckOAuthBearer refuses librdkafka properties that pick the OAUTHBEARER
+// SASL mechanism without OIDC (or librdkafka's unsecured test tokens):
+// confluent-kafka-go hands token refreshes to the application, and ingest
+// has no token source of its own, so every connection would wait for a
+// token that never comes. Anything that builds a confluent-kafka-go client
+// from the same kafka.properties calls it.
+func CheckOAuthBearer(props map[string]string) error {
+	mech := props["sasl.mechanism"]
+	if mech == "" {
+		mech = props["sasl.mechanisms"]
+	}
+	if !strings.EqualFold(mech, "OAUTHBEARER") ||
+		strings.EqualFold(props["sasl.oauthbearer.method"], "oidc") || props["enable.sasl.oauthbearer.unsecure.jwt"] == "true" {
+		return nil
+	}
+	return fmt.Errorf("OAUTHBEARER needs sasl.oauthbearer.method: oidc (with sasl.oauthbearer.client.id, client.secret and token.endpoint.url): ingest cannot supply tokens itself")
 }

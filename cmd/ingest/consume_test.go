@@ -23,6 +23,12 @@ tables:
 	if err := os.WriteFile(cfg, []byte(strings.Replace(text, "%s", dir, 1)), 0o640); err != nil {
 		t.Fatal(err)
 	}
+	oauth := filepath.Join(dir, "oauth.yaml")
+	withOAuth := strings.Replace(strings.Replace(text, "%s", dir, 1), `kafka: {brokers: "127.0.0.1:1"}`,
+		`kafka: {brokers: "127.0.0.1:1", properties: {security.protocol: SASL_SSL, sasl.mechanism: OAUTHBEARER}}`, 1)
+	if err := os.WriteFile(oauth, []byte(withOAuth), 0o640); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		args []string
 		want string
@@ -33,6 +39,7 @@ tables:
 		{[]string{"consume", "--config", cfg, "--since", "yesterday-ish"}, "--since"},
 		{[]string{"consume", "--config", cfg, "--dead-letter-topic", "x", "--dead-letter-file", "y"}, "exclusive"},
 		{[]string{"consume", "--config", cfg, "--kafka-brokers", ""}, "kafka.brokers"},
+		{[]string{"consume", "--config", oauth}, "sasl.oauthbearer.method: oidc"},
 	} {
 		out, code := ingest(t, c.args...)
 		if code != 2 || !strings.Contains(out, c.want) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dualwrite/ingest/dbsink"
 	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/schema"
 )
@@ -221,6 +222,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	if !cfg.KafkaEnabled() || cfg.Kafka.Brokers == "embedded" {
 		return argErrorf("kafka.brokers: consume needs a real Kafka cluster, got %q", cfg.Kafka.Brokers)
+	}
+	if err := kafkasink.CheckOAuthBearer(cfg.Kafka.Properties); err != nil {
+		return argErrorf("kafka.properties: %w", err)
 	}
 	if o.DeadLetterFile != "" && o.DeadLetterTopic != "" {
 		return argErrorf("a dead-letter topic and a dead-letter file are exclusive")
