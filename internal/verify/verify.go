@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dualwrite/ingest/internal/config"
+	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/schema"
 )
@@ -321,6 +322,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
 func checkArgs(cfg *config.Config, o Options) (*config.Table, *schema.Table, error) {
 	if o.Table == "" {
 		return nil, nil, &ArgError{"--table", "is required"}
+	}
+	if err := kafkasink.CheckOAuthBearer(cfg.Kafka.Properties); err != nil {
+		return nil, nil, &ArgError{"kafka.properties", err.Error()}
 	}
 	tc := cfg.Tables[o.Table]
 	if tc == nil {

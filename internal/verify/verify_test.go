@@ -381,6 +381,8 @@ func TestVerifyArgumentErrors(t *testing.T) {
 	noKafka.Kafka.Brokers = ""
 	noTime := e.config(t, "all")
 	noTime.Tables["raw_item"].Time = ""
+	oauth := e.config(t, "all")
+	oauth.Kafka.Properties = map[string]string{"security.protocol": "SASL_SSL", "sasl.mechanism": "OAUTHBEARER"}
 	for _, tc := range []struct {
 		name string
 		cfg  *config.Config
@@ -391,6 +393,7 @@ func TestVerifyArgumentErrors(t *testing.T) {
 		{"no id", e.config(t, "all"), verify.Options{Table: "no_id"}, "tables.no_id.id"},
 		{"no time", noTime, verify.Options{Table: "raw_item", Window: loader.Window{Since: t0}}, "--since/--until"},
 		{"no kafka", noKafka, verify.Options{Table: "raw_item"}, "kafka.brokers"},
+		{"oauthbearer without oidc", oauth, verify.Options{Table: "raw_item"}, "kafka.properties"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := verify.Run(context.Background(), tc.cfg, tc.o)
