@@ -22,21 +22,7 @@ func TestCacheBudgetIsSharedByStreams(t *testing.T) {
 	const streams, lines, maxBytes = 6, 1000, 16 << 10
 	const budget = streams * maxBytes // a quarter of the 4 batches each stream would keep
 	pad := strings.Repeat("c", 150)
-	var streamBytes int
-	for s := range streams {
-		dir := filepath.Join(spool, "s"+string(rune('a'+s)))
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			t.Fatal(err)
-		}
-		var sb strings.Builder
-		for i := range lines {
-			sb.WriteString(evLine(s, i, pad) + "\n")
-		}
-		streamBytes = sb.Len()
-		if err := os.WriteFile(filepath.Join(dir, "0000000000000001-20261206T000000.000Z.ndjson"), []byte(sb.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	streamBytes := writeStreams(t, spool, streams, lines, pad)
 	stuck := &gateSink{name: "stuck"}
 	fast := newMemSink(t, "fast", false)
 	l, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), PollInterval: 5 * time.Millisecond, CacheBytes: budget,
@@ -86,19 +72,7 @@ func TestCacheBudgetHeap(t *testing.T) {
 	spool := t.TempDir()
 	const streams, lines = 8, 20000
 	pad := strings.Repeat("m", 1900)
-	for s := range streams {
-		dir := filepath.Join(spool, "s"+string(rune('a'+s)))
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			t.Fatal(err)
-		}
-		var sb strings.Builder
-		for i := range lines {
-			sb.WriteString(evLine(s, i, pad) + "\n")
-		}
-		if err := os.WriteFile(filepath.Join(dir, "0000000000000001-20261206T000000.000Z.ndjson"), []byte(sb.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeStreams(t, spool, streams, lines, pad)
 	run := func(cacheBytes int) (cached int, heap uint64) {
 		stuck := &gateSink{name: "stuck"}
 		fast := &countSink{name: "fast"}
@@ -128,4 +102,25 @@ func TestCacheBudgetHeap(t *testing.T) {
 			t.Logf("RESULT round %d, %s: caches hold %.1f MiB, heap in use %.1f MiB", round+1, c.name, float64(cached)/(1<<20), float64(heap)/(1<<20))
 		}
 	}
+}
+
+// writeStreams writes streams sealed files of lines lines each (stream
+// directories sa, sb, ...) and returns one file's size.
+func writeStreams(t *testing.T, spool string, streams, lines int, pad string) (fileBytes int) {
+	t.Helper()
+	for s := range streams {
+		dir := filepath.Join(spool, "s"+string(rune('a'+s)))
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			t.Fatal(err)
+		}
+		var sb strings.Builder
+		for i := range lines {
+			sb.WriteString(evLine(s, i, pad) + "\n")
+		}
+		fileBytes = sb.Len()
+		if err := os.WriteFile(filepath.Join(dir, "0000000000000001-20261206T000000.000Z.ndjson"), []byte(sb.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fileBytes
 }
