@@ -46,8 +46,11 @@ type pipeline struct {
 	// pipeline rewinds.
 	failedSeq uint64
 	failErr   error
-	backoff   time.Duration
-	saver     *checkpointSaver // file-store checkpoints; nil for a CheckpointOwner
+	// epoch holds the batches submitted since the last rewind; a failed
+	// ack fails it, which voids the later batches for their sink.
+	epoch   *Epoch
+	backoff time.Duration
+	saver   *checkpointSaver // file-store checkpoints; nil for a CheckpointOwner
 	// undurable are the ends of batches the sink acknowledged but whose
 	// checkpoint the saver has not yet made durable: after a crash they
 	// are delivered again, so they count against MaxInFlight (plus one).
@@ -409,10 +412,20 @@ func (p *pipeline) submit(_ context.Context, cfg settings) {
 		}
 	}
 	p.seq++
-	batch := &Batch{Stream: p.st.name, Start: b.start, End: b.end, Records: b.records, Seq: p.seq, reject: p.reject}
+	if p.epoch == nil {
+		p.epoch = NewEpoch()
+	}
+	batch := &Batch{Stream: p.st.name, Start: b.start, End: b.end, Records: b.records, Seq: p.seq, reject: p.reject, epoch: p.epoch}
 	f := &flight{b: batch, sent: p.l.cfg.now(), read: b.first, segs: b.segs}
 	p.inflight = append(p.inflight, f)
-	err := p.spec.Sink.Submit(p.sinkCtx, batch, func(err error) { p.acks <- ack{f: f, err: err} })
+	err := p.spec.Sink.Submit(p.sinkCtx, batch, func(err error) {
+		if err != nil {
+			// Before the sink sees this ack return, so a later batch it
+			// holds back behind this one already reads as void.
+			batch.epoch.Fail(batch.Seq, batch.Stream, err)
+		}
+		p.acks <- ack{f: f, err: err}
+	})
 	if err != nil {
 		// A Submit error is a failed ack that comes now: handle it the same
 		// way, so the flight leaves the queue instead of being waited for.
@@ -537,6 +550,7 @@ func (p *pipeline) handleAck(a ack) {
 
 func (p *pipeline) noteFailure(f *flight, err error) {
 	p.l.metrics.batchFailed.WithLabelValues(p.st.name, p.name).Inc()
+	f.b.epoch.Fail(f.b.Seq, f.b.Stream, err) // a Submit error, or a dead-letter sync
 	if p.failedSeq == 0 || f.b.Seq < p.failedSeq {
 		p.failedSeq, p.failErr = f.b.Seq, err
 	}
@@ -701,6 +715,7 @@ func (p *pipeline) rewind(ctx context.Context) error {
 	p.dropSegment()
 	p.failedSeq, p.failErr = 0, nil
 	p.seq = 0 // Batch.Seq 1 tells the sink this is a replay
+	p.epoch = NewEpoch()
 	return nil
 }
 

@@ -56,6 +56,7 @@ type Batch struct {
 
 	reject   func(ctx context.Context, r *Record, reason, detail string) error
 	rejected atomic.Int64 // records dead-lettered by the sink: not counted as acked
+	epoch    *Epoch
 }
 
 // Reject dead-letters record i, which the sink found it cannot store (e.g.
@@ -76,10 +77,11 @@ func (b *Batch) Reject(ctx context.Context, i int, reason, detail string) error 
 	return nil
 }
 
-// NewBatch builds a batch outside the loader, for sink tests and tools.
-// reject may be nil when the caller never rejects.
+// NewBatch builds a batch outside the loader, for sink tests and tools:
+// batch 1 of an epoch of its own (see [Batch.InEpoch]). reject may be nil
+// when the caller never rejects.
 func NewBatch(stream string, start, end Position, records []Record, reject func(ctx context.Context, r *Record, reason, detail string) error) *Batch {
-	return &Batch{Stream: stream, Start: start, End: end, Records: records, Seq: 1, reject: reject}
+	return &Batch{Stream: stream, Start: start, End: end, Records: records, Seq: 1, reject: reject, epoch: NewEpoch()}
 }
 
 // Sink is a destination, defined here by its consumer, the loader. The loader
@@ -92,7 +94,9 @@ func NewBatch(stream string, start, end Position, records []Record, reject func(
 // not delivered and will not be. After a failed ack the loader waits for the
 // batches still in flight, then replays the stream from its checkpoint, so a
 // sink must retry errors it can retry itself (a broker or database outage)
-// and fail only when it needs a fresh start. Records and their bytes belong
+// and fail only when it needs a fresh start. A failed ack voids the
+// batches submitted after it: [Batch.Err] says so, and the sink fails
+// those instead of tracking failures between batches itself ([Epoch]). Records and their bytes belong
 // to the sink until ack, and only until then: once ack has been called and
 // Submit has returned, the loader reuses their memory for later batches,
 // so a sink must copy what it keeps (a message queued in a client library
