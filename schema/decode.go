@@ -140,10 +140,7 @@ func (s *Schema) decode(line []byte, defaultTable string) (Record, error) {
 		sc.i++
 	} else {
 		for {
-			if sc.peek() != '"' {
-				return rec, sc.errf("expected string key")
-			}
-			ks, ke, esc, err := sc.str()
+			ks, ke, esc, err := sc.key()
 			if err != nil {
 				return rec, err
 			}
@@ -151,11 +148,6 @@ func (s *Schema) decode(line []byte, defaultTable string) (Record, error) {
 			if esc {
 				name = unescape(kbuf[:0], name)
 			}
-			if sc.peek() != ':' {
-				return rec, sc.errf("expected ':'")
-			}
-			sc.i++
-			sc.ws()
 			if sc.i >= len(line) {
 				return rec, sc.errf("unexpected end of input")
 			}
@@ -212,16 +204,11 @@ func (s *Schema) decode(line []byte, defaultTable string) (Record, error) {
 					return rec, err
 				}
 			}
-			switch sc.peek() {
-			case ',':
-				sc.i++
-				continue
-			case '}':
-				sc.i++
-			default:
-				return rec, sc.errf("expected ',' or '}'")
+			if more, err := sc.next('}'); err != nil {
+				return rec, err
+			} else if !more {
+				break
 			}
-			break
 		}
 	}
 	if sc.ws(); sc.i != len(line) {
@@ -277,10 +264,7 @@ func scanRow(sc *scanner, t *Table, rec *Record) error {
 		sc.i++
 	} else {
 		for {
-			if sc.peek() != '"' {
-				return sc.errf("expected string key")
-			}
-			ks, ke, esc, err := sc.str()
+			ks, ke, esc, err := sc.key()
 			if err != nil {
 				return err
 			}
@@ -288,11 +272,6 @@ func scanRow(sc *scanner, t *Table, rec *Record) error {
 			if esc {
 				name = unescape(nbuf[:0], name)
 			}
-			if sc.peek() != ':' {
-				return sc.errf("expected ':'")
-			}
-			sc.i++
-			sc.ws()
 			if col := c.lookup(name); col < 0 {
 				if c.unknown == unknownReject {
 					return &Error{Reason: ReasonUnknownColumn, Field: "row." + string(name), Offset: ks - 1, Detail: "field is not a column and unknown_fields is reject"}
@@ -325,16 +304,11 @@ func scanRow(sc *scanner, t *Table, rec *Record) error {
 					return err
 				}
 			}
-			switch sc.peek() {
-			case ',':
-				sc.i++
-				continue
-			case '}':
-				sc.i++
-			default:
-				return sc.errf("expected ',' or '}'")
+			if more, err := sc.next('}'); err != nil {
+				return err
+			} else if !more {
+				break
 			}
-			break
 		}
 	}
 	rec.Row = line[start:sc.i]

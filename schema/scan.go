@@ -450,6 +450,69 @@ func (s *scanner) lit(word string) *syntaxError {
 	return s.errf("invalid literal")
 }
 
+// elements skips the object or array opened at s.i, up to and including
+// end, its closing bracket: the members of an object are key-value pairs,
+// those of an array values.
+func (s *scanner) elements(end byte, depth int) *syntaxError {
+	if depth >= maxDepth {
+		return s.errf("nesting too deep")
+	}
+	s.i++
+	if s.peek() == end {
+		s.i++
+		return nil
+	}
+	for more := true; more; {
+		if end == '}' {
+			if _, _, _, err := s.key(); err != nil {
+				return err
+			}
+		} else {
+			s.ws()
+		}
+		if err := s.value(depth + 1); err != nil {
+			return err
+		}
+		var err *syntaxError
+		if more, err = s.next(end); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// key reads an object member's key and the ':' after it, leaving s.i at
+// the value: the key's raw bytes are s.b[ks:ke], holding escapes if esc.
+func (s *scanner) key() (ks, ke int, esc bool, err *syntaxError) {
+	if s.peek() != '"' {
+		return 0, 0, false, s.errf("expected string key")
+	}
+	if ks, ke, esc, err = s.str(); err != nil {
+		return 0, 0, false, err
+	}
+	if s.peek() != ':' {
+		return 0, 0, false, s.errf("expected ':'")
+	}
+	s.i++
+	s.ws()
+	return ks, ke, esc, nil
+}
+
+// next moves past what follows a member of an object or array closed by
+// end: more is true after a ',' (another member follows), false after
+// end.
+func (s *scanner) next(end byte) (more bool, err *syntaxError) {
+	switch s.peek() {
+	case ',':
+		s.i++
+		return true, nil
+	case end:
+		s.i++
+		return false, nil
+	}
+	return false, s.errf("expected ',' or '" + string(end) + "'")
+}
+
 // value skips one JSON value of any kind, validating it. The scanner must be
 // positioned at its first byte (no leading whitespace).
 func (s *scanner) value(depth int) *syntaxError {
@@ -461,63 +524,9 @@ func (s *scanner) value(depth int) *syntaxError {
 		_, _, _, err := s.str()
 		return err
 	case '{':
-		if depth >= maxDepth {
-			return s.errf("nesting too deep")
-		}
-		s.i++
-		if s.peek() == '}' {
-			s.i++
-			return nil
-		}
-		for {
-			if s.peek() != '"' {
-				return s.errf("expected string key")
-			}
-			if _, _, _, err := s.str(); err != nil {
-				return err
-			}
-			if s.peek() != ':' {
-				return s.errf("expected ':'")
-			}
-			s.i++
-			s.ws()
-			if err := s.value(depth + 1); err != nil {
-				return err
-			}
-			switch s.peek() {
-			case ',':
-				s.i++
-			case '}':
-				s.i++
-				return nil
-			default:
-				return s.errf("expected ',' or '}'")
-			}
-		}
+		return s.elements('}', depth)
 	case '[':
-		if depth >= maxDepth {
-			return s.errf("nesting too deep")
-		}
-		s.i++
-		if s.peek() == ']' {
-			s.i++
-			return nil
-		}
-		for {
-			s.ws()
-			if err := s.value(depth + 1); err != nil {
-				return err
-			}
-			switch s.peek() {
-			case ',':
-				s.i++
-			case ']':
-				s.i++
-				return nil
-			default:
-				return s.errf("expected ',' or ']'")
-			}
-		}
+		return s.elements(']', depth)
 	case 't':
 		return s.lit("true")
 	case 'f':
