@@ -224,6 +224,8 @@ func TestParseErrors(t *testing.T) {
 		{"unknown stream key", minimal + "streams:\n  - name: a\n    patern: x\n", `line 6: streams[0].patern: unknown key (did you mean "pattern"?)`},
 		{"unknown selector key", minimal + "  u: {key: k, columns: {k: text}, kafka: {percnt: 5}}\n", `line 4: tables.u.kafka.percnt: unknown key (did you mean "percent"?)`},
 		{"duplicate key", minimal + "batch: {linger: 1s, linger: 2s}\n", "line 4: batch.linger: duplicate key (first at line 4)"},
+		{"duplicate map key", minimal + "kafka:\n  properties:\n    acks: all\n    acks: '1'\n", "line 7: kafka.properties.acks: duplicate key (first at line 6)"},
+		{"map key not a scalar", minimal + "kafka: {properties: {[acks]: all}}\n", "line 4: kafka.properties: keys must be scalars"},
 		{"wrong scalar type", minimal + "batch:\n  max_records: lots\n", `line 5: batch.max_records: must be an integer, got "lots"`},
 		{"int duration", minimal + "batch:\n  linger: 20\n", `line 5: batch.linger: must be a duration such as "20ms" or "10s", got "20"`},
 		{"list for string", "spool: {dir: [a]}\n" + minimal[len("spool: {dir: /data/spool}\n"):], "line 1: spool.dir: must be a string"},

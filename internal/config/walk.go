@@ -52,55 +52,29 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		if t == reflect.TypeFor[time.Time]() {
 			break
 		}
-		if n.Kind != yaml.MappingNode {
-			w.bad(path, n, "must be a mapping")
-			return
-		}
 		fields := map[string]reflect.Type{}
 		collectFields(t, fields)
-		seen := map[string]int{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			p := join(path, k.Value)
+		w.mapping(path, n, func(k *yaml.Node) (*yaml.Node, reflect.Type) {
 			if k.Kind == yaml.ScalarNode && k.Tag == "!!merge" {
-				w.bad(p, k, "YAML merge keys (<<) are not supported")
-				continue
+				w.bad(join(path, k.Value), k, "YAML merge keys (<<) are not supported")
+				return nil, nil
 			}
 			ft, ok := fields[k.Value]
 			if !ok {
-				w.bad(p, k, "unknown key%s", suggest(k.Value, keys(fields)))
-				continue
+				w.bad(join(path, k.Value), k, "unknown key%s", suggest(k.Value, keys(fields)))
+				return nil, nil
 			}
-			if line, dup := seen[k.Value]; dup {
-				w.bad(p, k, "duplicate key (first at line %d)", line)
-				continue
-			}
-			seen[k.Value] = k.Line
-			w.record(p, k, v)
-			w.walk(v, ft, p)
-		}
+			return k, ft
+		})
 		return
 	case reflect.Map:
-		if n.Kind != yaml.MappingNode {
-			w.bad(path, n, "must be a mapping")
-			return
-		}
-		seen := map[string]int{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := resolveAlias(n.Content[i]), n.Content[i+1]
-			p := join(path, k.Value)
-			if k.Kind != yaml.ScalarNode {
+		w.mapping(path, n, func(k *yaml.Node) (*yaml.Node, reflect.Type) {
+			if k = resolveAlias(k); k.Kind != yaml.ScalarNode {
 				w.bad(path, k, "keys must be scalars")
-				continue
+				return nil, nil
 			}
-			if line, dup := seen[k.Value]; dup {
-				w.bad(p, k, "duplicate key (first at line %d)", line)
-				continue
-			}
-			seen[k.Value] = k.Line
-			w.record(p, k, v)
-			w.walk(v, t.Elem(), p)
-		}
+			return k, t.Elem()
+		})
 		return
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
@@ -121,6 +95,33 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	}
 	if err := n.Decode(reflect.New(t).Interface()); err != nil {
 		w.bad(path, n, "must be %s, got %q", describe(t), n.Value)
+	}
+}
+
+// mapping walks the key-value pairs of the mapping n at path (a struct's
+// fields or a map's entries). key vets a key node and returns the node
+// whose value names the entry, with the type of the entry's value, or nil
+// when it reported the key as bad. A key given twice is reported with the
+// line of its first use.
+func (w *walker) mapping(path string, n *yaml.Node, key func(k *yaml.Node) (*yaml.Node, reflect.Type)) {
+	if n.Kind != yaml.MappingNode {
+		w.bad(path, n, "must be a mapping")
+		return
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, et := key(n.Content[i])
+		if k == nil {
+			continue
+		}
+		v, p := n.Content[i+1], join(path, k.Value)
+		if line, dup := seen[k.Value]; dup {
+			w.bad(p, k, "duplicate key (first at line %d)", line)
+			continue
+		}
+		seen[k.Value] = k.Line
+		w.record(p, k, v)
+		w.walk(v, et, p)
 	}
 }
 
