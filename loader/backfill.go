@@ -99,6 +99,7 @@ type Backfill struct {
 	l       *Loader
 	reg     *prometheus.Registry
 	streams []*stream
+	sources []*fixedFiles // streams[i]'s
 	run     *backfillRun
 	files   int
 	total   int64
@@ -186,9 +187,9 @@ func NewBackfill(cfg BackfillConfig, sinks ...SinkSpec) (*Backfill, error) {
 			return nil, fmt.Errorf("loader: backfill: %w", err)
 		}
 		st := newStream(bs.Name, "", StreamConfig{Name: bs.Name, DefaultTable: bs.DefaultTable}, l.cfg.now)
-		st.fixed, st.bf = ff, run
+		st.src, st.bf = ff, run
 		l.cacheStreams.Add(1)
-		b.streams = append(b.streams, st)
+		b.streams, b.sources = append(b.streams, st), append(b.sources, ff)
 		b.files += len(ff.files)
 		b.total += ff.total
 	}
@@ -323,13 +324,13 @@ func (b *Backfill) Progress() BackfillProgress {
 			Filtered: b.run.filtered[name].Load(), NotRouted: b.run.notRouted[name].Load(),
 			Rejected: int64(rejected[name]), Complete: true,
 		}
-		for _, st := range b.streams {
+		for j, st := range b.streams {
 			if pos, ok := positions[st.name][name]; ok {
-				sp.DoneBytes += st.fixed.done(pos)
+				sp.DoneBytes += b.sources[j].done(pos)
 			}
 			start, started, finished := b.run.state(st.name, name)
 			if started {
-				sp.ResumedBytes += st.fixed.done(start)
+				sp.ResumedBytes += b.sources[j].done(start)
 			} else {
 				pr.Started = false
 			}
@@ -411,7 +412,7 @@ func (p *pipeline) backfillDone(_ context.Context, cfg settings) bool {
 		}
 		return false
 	}
-	if len(p.inflight) > 0 || p.st.fixed.done(p.acked) < p.st.fixed.total {
+	if len(p.inflight) > 0 || !p.st.src.exhausted(p.acked) {
 		return false
 	}
 	bf := p.st.bf

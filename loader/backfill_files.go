@@ -225,16 +225,18 @@ type fixedFile struct {
 	size int64
 }
 
-// fixedFiles is a backfill stream's file list: it stands in for the
-// directory listing, every file is sealed, and nothing is ever added.
+// fixedFiles is a backfill stream's source: an explicit list of sealed
+// files, nothing ever added, nothing ever retired (the files belong to
+// the operator), exhausted at the end of the last file.
 type fixedFiles struct {
+	stream string
 	files  []fixedFile // sorted by key
 	before []int64     // before[i]: bytes of files[:i]
 	total  int64
 }
 
 func newFixedFiles(bs BackfillStream) (*fixedFiles, error) {
-	ff := &fixedFiles{}
+	ff := &fixedFiles{stream: bs.Name}
 	seen := map[string]bool{}
 	for _, path := range bs.Files {
 		fi, err := os.Stat(path)
@@ -279,22 +281,35 @@ func (ff *fixedFiles) done(pos Position) int64 {
 	return ff.before[i] + min(pos.Offset, ff.files[i].size)
 }
 
-func (ff *fixedFiles) list() []spoolFile {
+func (ff *fixedFiles) list() ([]spoolFile, error) {
 	out := make([]spoolFile, len(ff.files))
 	for i, f := range ff.files {
 		out[i] = spoolFile{key: f.key, name: f.key}
 	}
-	return out
+	return out, nil
 }
 
-func (ff *fixedFiles) open(stream, key string) (*os.File, error) {
+func (ff *fixedFiles) open(key string) (*os.File, error) {
 	i, ok := ff.find(key)
 	if !ok {
-		return nil, fmt.Errorf("open %s/%s: %w", stream, key, fs.ErrNotExist)
+		return nil, fmt.Errorf("open %s/%s: %w", ff.stream, key, fs.ErrNotExist)
 	}
 	f, err := os.Open(ff.files[i].path)
 	if err != nil {
-		return nil, fmt.Errorf("open %s/%s: %w", stream, key, err)
+		return nil, fmt.Errorf("open %s/%s: %w", ff.stream, key, err)
 	}
 	return f, nil
 }
+
+func (*fixedFiles) sealed(string) (bool, error) { return true, nil }
+
+func (ff *fixedFiles) path(f spoolFile) string {
+	if i, ok := ff.find(f.key); ok {
+		return ff.files[i].path
+	}
+	return ""
+}
+
+func (*fixedFiles) retire(*Loader, string) {}
+
+func (ff *fixedFiles) exhausted(pos Position) bool { return ff.done(pos) >= ff.total }

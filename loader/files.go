@@ -28,17 +28,45 @@ type stream struct {
 
 	openFile func(string) (*os.File, error) // os.Open; tests inject failures
 
-	// fixed, set for a backfill, replaces the directory: an explicit list
-	// of sealed files (see backfill.go).
-	fixed *fixedFiles
-	bf    *backfillRun
+	// src is where the files come from: the spool directory (spoolDir)
+	// or a backfill's fixed list (fixedFiles).
+	src source
+	bf  *backfillRun // a backfill's filter, pacing and progress
 
 	cache *segCache // segments its pipelines share (segcache.go)
 }
 
-func newStream(name, dir string, cfg StreamConfig, now func() time.Time) *stream {
-	return &stream{name: name, dir: dir, cfg: cfg, now: now, changed: make(chan struct{}), openFile: os.Open, cache: &segCache{}}
+// source is where a stream's files come from and what becomes of them.
+// The pipelines, the tail and the janitor see a stream only through it, so
+// a live stream and a backfill's run on the same engine.
+type source interface {
+	// list returns the files in creation (lexical) order.
+	list() ([]spoolFile, error)
+	// sealed reports whether the file with key is complete now.
+	sealed(key string) (bool, error)
+	// open opens the file with key under whichever name it has now.
+	open(key string) (*os.File, error)
+	// path is where a listed file is now.
+	path(f spoolFile) string
+	// retire lets go of the files before the file key every sink's
+	// checkpoint has passed.
+	retire(l *Loader, key string)
+	// exhausted reports whether no line can ever follow pos: the end of a
+	// fixed list. A spool directory never is.
+	exhausted(pos Position) bool
 }
+
+// newStream returns a stream of the spool directory dir.
+func newStream(name, dir string, cfg StreamConfig, now func() time.Time) *stream {
+	s := &stream{name: name, dir: dir, cfg: cfg, now: now, changed: make(chan struct{}), openFile: os.Open, cache: &segCache{}}
+	s.src = spoolDir{s}
+	return s
+}
+
+// spoolDir is a live stream's source: its directory, where the writer
+// appends to an ".open" file and renames it once sealed. Files every sink
+// has passed are deleted, or archived when Config.Retention is set.
+type spoolDir struct{ s *stream }
 
 // wait returns a channel closed at the next change. Take it before looking
 // for data, so a change between the look and the wait is not missed.
@@ -81,10 +109,8 @@ func (s *stream) matches(key string) bool {
 // not atomic: a file renamed from ".open" while listing may show up under
 // both names or neither; both collapse into one key here, and the reader
 // re-checks what it opens.
-func (s *stream) list() ([]spoolFile, error) {
-	if s.fixed != nil {
-		return s.fixed.list(), nil
-	}
+func (d spoolDir) list() ([]spoolFile, error) {
+	s := d.s
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		return nil, fmt.Errorf("list stream %s: %w", s.name, err)
@@ -147,10 +173,8 @@ func (s *stream) markLegacyActive(files []spoolFile) {
 }
 
 // sealed reports whether the file with key is complete now.
-func (s *stream) sealed(key string) (bool, error) {
-	if s.fixed != nil {
-		return true, nil
-	}
+func (d spoolDir) sealed(key string) (bool, error) {
+	s := d.s
 	if s.cfg.Pattern == "" {
 		// The writer's rename is the only way a file becomes sealed: one
 		// stat answers without listing the directory on every wake-up.
@@ -166,7 +190,7 @@ func (s *stream) sealed(key string) (bool, error) {
 		}
 		return false, err
 	}
-	files, err := s.list()
+	files, err := d.list()
 	if err != nil {
 		return false, err
 	}
@@ -180,7 +204,7 @@ func (s *stream) sealed(key string) (bool, error) {
 
 // next returns the first file after key, if any.
 func (s *stream) next(key string) (spoolFile, bool, error) {
-	files, err := s.list()
+	files, err := s.src.list()
 	if err != nil {
 		return spoolFile{}, false, err
 	}
@@ -191,12 +215,13 @@ func (s *stream) next(key string) (spoolFile, bool, error) {
 	return files[i], true, nil
 }
 
+// open opens the file with key from the stream's source.
+func (s *stream) open(key string) (*os.File, error) { return s.src.open(key) }
+
 // open opens the file with key under whichever name it has now. The
 // descriptor stays valid across the writer's rename.
-func (s *stream) open(key string) (*os.File, error) {
-	if s.fixed != nil {
-		return s.fixed.open(s.name, key)
-	}
+func (d spoolDir) open(key string) (*os.File, error) {
+	s := d.s
 	f, err := s.openFile(filepath.Join(s.dir, key+rotatefile.ActiveSuffix))
 	if errors.Is(err, fs.ErrNotExist) {
 		f, err = s.openFile(filepath.Join(s.dir, key))
@@ -205,4 +230,39 @@ func (s *stream) open(key string) (*os.File, error) {
 		return nil, fmt.Errorf("open %s/%s: %w", s.name, key, err)
 	}
 	return f, nil
+}
+
+func (d spoolDir) path(f spoolFile) string { return filepath.Join(d.s.dir, f.name) }
+
+func (spoolDir) exhausted(Position) bool { return false }
+
+// retire deletes (or archives) the sealed files before key, and purges
+// archives older than Retention.
+func (d spoolDir) retire(l *Loader, key string) {
+	files, err := d.list()
+	if err != nil {
+		l.cfg.Logger.Warn("retire: list", "stream", d.s.name, "err", err)
+		return
+	}
+	for _, f := range files {
+		if f.key >= key || f.active {
+			break
+		}
+		l.retireFile(d.s, f)
+	}
+	if l.cfg.Retention > 0 {
+		l.purgeArchive(d.s.name)
+	}
+}
+
+// fileSizes returns the current size of each listed file (0 when it is
+// gone).
+func fileSizes(src source, files []spoolFile) []int64 {
+	sizes := make([]int64, len(files))
+	for i, f := range files {
+		if fi, err := os.Stat(src.path(f)); err == nil {
+			sizes[i] = fi.Size()
+		}
+	}
+	return sizes
 }

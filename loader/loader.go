@@ -400,22 +400,8 @@ func (l *Loader) retire() {
 	}
 	l.mu.Unlock()
 	for _, j := range jobs {
-		if j.oldest == "" {
-			continue
-		}
-		files, err := j.st.list()
-		if err != nil {
-			l.cfg.Logger.Warn("retire: list", "stream", j.st.name, "err", err)
-			continue
-		}
-		for _, f := range files {
-			if f.key >= j.oldest || f.active {
-				break
-			}
-			l.retireFile(j.st, f)
-		}
-		if l.cfg.Retention > 0 {
-			l.purgeArchive(j.st.name)
+		if j.oldest != "" {
+			j.st.src.retire(l, j.oldest)
 		}
 	}
 }
@@ -465,16 +451,11 @@ func (l *Loader) purgeArchive(stream string) {
 func (l *Loader) measureLag() {
 	for stream, bySink := range l.Positions() {
 		st := l.stream(stream)
-		files, err := st.list()
+		files, err := st.src.list()
 		if err != nil {
 			continue
 		}
-		sizes := make([]int64, len(files))
-		for i, f := range files {
-			if fi, err := os.Stat(filepath.Join(st.dir, f.name)); err == nil {
-				sizes[i] = fi.Size()
-			}
-		}
+		sizes := fileSizes(st.src, files)
 		for sink, pos := range bySink {
 			// Positions holds only checkpoints that exist, hence ok.
 			lag, _, _ := pending(files, sizes, pos, true)
@@ -489,7 +470,7 @@ func (l *Loader) measureLag() {
 // healthy, idle loader. The stream still starts: the writer may simply not
 // have written a file of its own yet.
 func (l *Loader) warnNothingRecognised(st *stream) {
-	files, err := st.list()
+	files, err := st.src.list()
 	if err != nil || len(files) > 0 {
 		return
 	}

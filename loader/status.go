@@ -61,11 +61,10 @@ func Status(ctx context.Context, cfg Config, sinks map[string]CheckpointFunc) ([
 	now := cfg.now()
 	var out []StreamStatus
 	for _, st := range found {
-		files, err := st.list()
+		files, err := st.src.list()
 		if err != nil {
 			return nil, err
 		}
-		sizes := make([]int64, len(files))
 		dl, err := CountDeadLetters(cfg.StateDir, st.name)
 		if err != nil {
 			return nil, err
@@ -84,11 +83,9 @@ func Status(ctx context.Context, cfg Config, sinks map[string]CheckpointFunc) ([
 			}
 			fh.Close()
 		}
-		for i, f := range files {
-			if fi, err := os.Stat(filepath.Join(st.dir, f.name)); err == nil {
-				sizes[i] = fi.Size()
-				ss.Bytes += sizes[i]
-			}
+		sizes := fileSizes(st.src, files)
+		for _, n := range sizes {
+			ss.Bytes += n
 		}
 		for _, name := range names {
 			s := SinkStatus{Sink: name}

@@ -150,7 +150,7 @@ func (t *tail) next() (item, error) {
 			return item{}, fmt.Errorf("read %s/%s: %w", t.st.name, t.key, err)
 		}
 		if !t.sealed {
-			sealed, err := t.st.sealed(t.key)
+			sealed, err := t.st.src.sealed(t.key)
 			if err != nil {
 				return item{}, err
 			}
