@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -36,7 +35,7 @@ func Broker(tb testing.TB) *kafkaserver.Cluster {
 		defer cancel()
 		shared.c, shared.err = kafkaserver.Start(ctx, kafkaserver.Options{})
 	})
-	brokerErr(tb, shared.err)
+	startErr(tb, "kafka", shared.err, kafkaserver.ErrNotInstalled)
 	c := shared.c
 	tb.Cleanup(func() {
 		if tb.Failed() {
@@ -55,7 +54,7 @@ func Cluster(tb testing.TB, nodes int, props map[string]string) *kafkaserver.Clu
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	c, err := kafkaserver.Start(ctx, kafkaserver.Options{Nodes: nodes, Props: props})
-	brokerErr(tb, err)
+	startErr(tb, "kafka", err, kafkaserver.ErrNotInstalled)
 	tb.Cleanup(func() {
 		if tb.Failed() {
 			for _, id := range c.IDs() {
@@ -65,19 +64,6 @@ func Cluster(tb testing.TB, nodes int, props map[string]string) *kafkaserver.Clu
 		c.Close()
 	})
 	return c
-}
-
-func brokerErr(tb testing.TB, err error) {
-	tb.Helper()
-	if errors.Is(err, kafkaserver.ErrNotInstalled) {
-		if RequireServices() {
-			tb.Fatalf("%v\n(CI or INGEST_REQUIRE_SERVICES is set: a missing service fails the run)", err)
-		}
-		tb.Skipf("skipping: %v", err)
-	}
-	if err != nil {
-		tb.Fatalf("start kafka: %v", err)
-	}
 }
 
 var topicSeq atomic.Int64

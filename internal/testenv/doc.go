@@ -8,7 +8,9 @@
 // [Eventually] waits for a condition by polling with a deadline, which is
 // how tests synchronise with asynchronous code instead of sleeping.
 // [BuildIngest] builds the ingest command once per test binary, for the
-// tests that run it as a child process.
+// tests that run it as a child process, and [StartProcess] runs it beside
+// the test: stopped with SIGTERM under a deadline, killed as a crash, and
+// never left running after the test.
 //
 // # Skip or fail
 //

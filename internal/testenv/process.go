@@ -4,16 +4,24 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
 // Process is a command a test runs in the background (usually the ingest
-// binary from [BuildIngest]), with its output collected in Log.
+// binary from [BuildIngest]), with its output collected in Log. One made
+// by hand around a started Cmd works too.
 type Process struct {
 	Cmd *exec.Cmd
 	Log *SyncBuffer
+
+	// A goroutine reaps the process once Kill, Stop or Wait needs its
+	// exit, so that they can be called in any order and more than once.
+	waitOnce sync.Once
+	exited   chan struct{}
+	err      error // Cmd.Wait's, once exited is closed
 }
 
 // StartProcess starts binary with args, stdout and stderr going to the
@@ -37,13 +45,35 @@ func StartProcess(tb testing.TB, binary string, args ...string) *Process {
 	return p
 }
 
+func (p *Process) reap() <-chan struct{} {
+	p.waitOnce.Do(func() {
+		p.exited = make(chan struct{})
+		go func() {
+			p.err = p.Cmd.Wait()
+			close(p.exited)
+		}()
+	})
+	return p.exited
+}
+
+// Wait waits for the process to exit and returns its exit status (nil for
+// exit 0), the same on every call.
+func (p *Process) Wait() error {
+	<-p.reap()
+	return p.err
+}
+
 // Kill ends the process with SIGKILL, as a crash would, and reaps it; it
-// does nothing once the process has been reaped.
+// does nothing to a process that has exited.
 func (p *Process) Kill() {
-	if p.Cmd.ProcessState == nil {
-		_ = p.Cmd.Process.Signal(syscall.SIGKILL)
-		_ = p.Cmd.Wait()
+	exited := p.reap()
+	select {
+	case <-exited:
+		return
+	default:
 	}
+	_ = p.Cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
 }
 
 // Stop sends SIGTERM, as an operator or a service manager would, and
@@ -51,15 +81,13 @@ func (p *Process) Kill() {
 // timeout is killed and Stop returns an error saying so: a shutdown that
 // hangs must fail the test, not hang it.
 func (p *Process) Stop(timeout time.Duration) error {
+	exited := p.reap()
 	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- p.Cmd.Wait() }()
 	select {
-	case err := <-done:
-		return err
+	case <-exited:
+		return p.err
 	case <-time.After(timeout):
-		_ = p.Cmd.Process.Signal(syscall.SIGKILL)
-		<-done
+		p.Kill()
 		return fmt.Errorf("did not exit within %v of SIGTERM; killed", timeout)
 	}
 }

@@ -25,16 +25,25 @@ func TestProcessStopAndKill(t *testing.T) {
 	if err := stubborn.Stop(200 * time.Millisecond); err == nil || !strings.Contains(err.Error(), "did not exit within 200ms") {
 		t.Errorf("Stop of a shell ignoring SIGTERM: %v, want the timeout named", err)
 	}
-	if stubborn.Cmd.ProcessState == nil {
-		t.Error("Stop left the stubborn process unreaped")
+	if err := stubborn.Wait(); err == nil {
+		t.Error("Wait after the kill: nil, want the signal")
 	}
 
 	killed := StartProcess(t, "/bin/sh", "-c", loop)
 	killed.Kill()
-	if killed.Cmd.ProcessState == nil || killed.Cmd.ProcessState.Success() {
-		t.Errorf("after Kill: %v, want a reaped, killed process", killed.Cmd.ProcessState)
+	if err := killed.Wait(); err == nil || killed.Cmd.ProcessState == nil {
+		t.Errorf("Wait after Kill: %v, want a reaped, killed process", err)
 	}
 	killed.Kill() // reaped already: a no-op, as in cleanup after a test's own Kill
+
+	exits := StartProcess(t, "/bin/sh", "-c", "exit 3")
+	if err := exits.Wait(); err == nil || exits.Cmd.ProcessState.ExitCode() != 3 {
+		t.Errorf("Wait of exit 3: %v", err)
+	}
+	if err2 := exits.Wait(); err2 == nil {
+		t.Error("a second Wait: nil, want the same exit status")
+	}
+	exits.Kill() // exited: must not block
 }
 
 func TestTail(t *testing.T) {

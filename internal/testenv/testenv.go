@@ -45,15 +45,7 @@ func PostgresWith(tb testing.TB, opts pgserver.Options) *pgserver.Server {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	srv, err := pgserver.Start(ctx, opts)
-	if errors.Is(err, pgserver.ErrNotInstalled) {
-		if RequireServices() {
-			tb.Fatalf("%v\n(CI or INGEST_REQUIRE_SERVICES is set: a missing service fails the run)", err)
-		}
-		tb.Skipf("skipping: %v", err)
-	}
-	if err != nil {
-		tb.Fatalf("start postgres: %v", err)
-	}
+	startErr(tb, "postgres", err, pgserver.ErrNotInstalled)
 	tb.Cleanup(func() {
 		if tb.Failed() {
 			tb.Logf("postgres log (tail):\n%s", srv.LogTail())
@@ -63,6 +55,22 @@ func PostgresWith(tb testing.TB, opts pgserver.Options) *pgserver.Server {
 		}
 	})
 	return srv
+}
+
+// startErr applies the package's one policy to a service's start error:
+// a service that is not installed (err is notInstalled) skips the test, or
+// fails it under [RequireServices]; any other error fails it.
+func startErr(tb testing.TB, service string, err, notInstalled error) {
+	tb.Helper()
+	if errors.Is(err, notInstalled) {
+		if RequireServices() {
+			tb.Fatalf("%v\n(CI or INGEST_REQUIRE_SERVICES is set: a missing service fails the run)", err)
+		}
+		tb.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		tb.Fatalf("start %s: %v", service, err)
+	}
 }
 
 // Kafka starts a mock Kafka cluster with the given number of brokers for
