@@ -136,79 +136,73 @@ func (s *Schema) decode(line []byte, defaultTable string) (Record, error) {
 		rowAt              = -1 // start of a row seen before its table was known
 		kbuf               [16]byte
 	)
-	if sc.peek() == '}' {
-		sc.i++
-	} else {
-		for {
-			ks, ke, esc, err := sc.key()
-			if err != nil {
-				return rec, err
+	for more := sc.first('}'); more; {
+		ks, ke, esc, err := sc.key()
+		if err != nil {
+			return rec, err
+		}
+		name := line[ks:ke]
+		if esc {
+			name = unescape(kbuf[:0], name)
+		}
+		if sc.i >= len(line) {
+			return rec, sc.errf("unexpected end of input")
+		}
+		switch string(name) {
+		case "table":
+			if tableSeen {
+				return rec, &Error{Reason: ReasonDuplicateField, Field: "table", Offset: ks - 1, Detail: `"table" appears more than once`}
 			}
-			name := line[ks:ke]
-			if esc {
-				name = unescape(kbuf[:0], name)
-			}
-			if sc.i >= len(line) {
-				return rec, sc.errf("unexpected end of input")
-			}
-			switch string(name) {
-			case "table":
-				if tableSeen {
-					return rec, &Error{Reason: ReasonDuplicateField, Field: "table", Offset: ks - 1, Detail: `"table" appears more than once`}
+			tableSeen = true
+			switch line[sc.i] {
+			case 'n':
+				if err := sc.lit("null"); err != nil {
+					return rec, err
 				}
-				tableSeen = true
-				switch line[sc.i] {
-				case 'n':
-					if err := sc.lit("null"); err != nil {
-						return rec, err
-					}
-				case '"':
-					vs, ve, esc, err := sc.str()
-					if err != nil {
-						return rec, err
-					}
-					tn := line[vs:ve]
-					if esc {
-						tn = unescape(nil, tn)
-					}
-					t, ok := s.tables[string(tn)]
-					if !ok {
-						return rec, &Error{Reason: ReasonUnknownTable, Field: "table", Offset: vs - 1, Detail: fmt.Sprintf("no table %s is configured", quoteValue(tn))}
-					}
-					tbl = t
-				default:
-					return rec, &Error{Reason: ReasonUnknownTable, Field: "table", Offset: sc.i, Detail: "table must be a string"}
+			case '"':
+				vs, ve, esc, err := sc.str()
+				if err != nil {
+					return rec, err
 				}
-			case "row":
-				if rowSeen {
-					return rec, &Error{Reason: ReasonDuplicateField, Field: "row", Offset: ks - 1, Detail: `"row" appears more than once`}
+				tn := line[vs:ve]
+				if esc {
+					tn = unescape(nil, tn)
 				}
-				rowSeen = true
-				if line[sc.i] != '{' {
-					return rec, &Error{Reason: ReasonRowNotObject, Field: "row", Offset: sc.i, Detail: "row is not a JSON object"}
+				t, ok := s.tables[string(tn)]
+				if !ok {
+					return rec, &Error{Reason: ReasonUnknownTable, Field: "table", Offset: vs - 1, Detail: fmt.Sprintf("no table %s is configured", quoteValue(tn))}
 				}
-				if tbl != nil {
-					if err := scanRow(&sc, tbl, &rec); err != nil {
-						return rec, err
-					}
-				} else {
-					// The table comes later or from the default: check the
-					// syntax now, the columns once the table is known.
-					rowAt = sc.i
-					if err := sc.value(1); err != nil {
-						return rec, err
-					}
-				}
+				tbl = t
 			default:
+				return rec, &Error{Reason: ReasonUnknownTable, Field: "table", Offset: sc.i, Detail: "table must be a string"}
+			}
+		case "row":
+			if rowSeen {
+				return rec, &Error{Reason: ReasonDuplicateField, Field: "row", Offset: ks - 1, Detail: `"row" appears more than once`}
+			}
+			rowSeen = true
+			if line[sc.i] != '{' {
+				return rec, &Error{Reason: ReasonRowNotObject, Field: "row", Offset: sc.i, Detail: "row is not a JSON object"}
+			}
+			if tbl != nil {
+				if err := scanRow(&sc, tbl, &rec); err != nil {
+					return rec, err
+				}
+			} else {
+				// The table comes later or from the default: check the
+				// syntax now, the columns once the table is known.
+				rowAt = sc.i
 				if err := sc.value(1); err != nil {
 					return rec, err
 				}
 			}
-			if more, err := sc.next('}'); err != nil {
+		default:
+			if err := sc.value(1); err != nil {
 				return rec, err
-			} else if !more {
-				break
 			}
+		}
+		if more, err = sc.next('}'); err != nil {
+			return rec, err
 		}
 	}
 	if sc.ws(); sc.i != len(line) {
@@ -260,55 +254,49 @@ func scanRow(sc *scanner, t *Table, rec *Record) error {
 	} else {
 		slots = make([]slot, len(c.cols))
 	}
-	if sc.peek() == '}' {
-		sc.i++
-	} else {
-		for {
-			ks, ke, esc, err := sc.key()
-			if err != nil {
+	for more := sc.first('}'); more; {
+		ks, ke, esc, err := sc.key()
+		if err != nil {
+			return err
+		}
+		name := line[ks:ke]
+		if esc {
+			name = unescape(nbuf[:0], name)
+		}
+		if col := c.lookup(name); col < 0 {
+			if c.unknown == unknownReject {
+				return &Error{Reason: ReasonUnknownColumn, Field: "row." + string(name), Offset: ks - 1, Detail: "field is not a column and unknown_fields is reject"}
+			}
+			vs := sc.i
+			if err := sc.value(2); err != nil {
 				return err
 			}
-			name := line[ks:ke]
-			if esc {
-				name = unescape(nbuf[:0], name)
+			if c.extra >= 0 {
+				// The sink stores the unknown fields as one object, raw
+				// bytes in row order.
+				if rec.unknown == nil {
+					rec.unknown = append(rec.unknown, '{')
+				} else {
+					rec.unknown = append(rec.unknown, ',')
+				}
+				rec.unknown = append(rec.unknown, line[ks-1:ke+1]...)
+				rec.unknown = append(rec.unknown, ':')
+				rec.unknown = append(rec.unknown, line[vs:sc.i]...)
 			}
-			if col := c.lookup(name); col < 0 {
-				if c.unknown == unknownReject {
-					return &Error{Reason: ReasonUnknownColumn, Field: "row." + string(name), Offset: ks - 1, Detail: "field is not a column and unknown_fields is reject"}
-				}
-				vs := sc.i
-				if err := sc.value(2); err != nil {
-					return err
-				}
-				if c.extra >= 0 {
-					// The sink stores the unknown fields as one object, raw
-					// bytes in row order.
-					if rec.unknown == nil {
-						rec.unknown = append(rec.unknown, '{')
-					} else {
-						rec.unknown = append(rec.unknown, ',')
-					}
-					rec.unknown = append(rec.unknown, line[ks-1:ke+1]...)
-					rec.unknown = append(rec.unknown, ':')
-					rec.unknown = append(rec.unknown, line[vs:sc.i]...)
-				}
-			} else {
-				if seen[col>>6]&(1<<(col&63)) != 0 {
-					return &Error{Reason: ReasonDuplicateField, Field: "row." + string(name), Offset: ks - 1, Detail: "field appears more than once"}
-				}
-				seen[col>>6] |= 1 << (col & 63)
-				if col == c.extra {
-					return &Error{Reason: ReasonBadColumn, Field: "row." + string(name), Offset: ks - 1, Detail: "column is reserved for unknown fields (unknown_fields: jsonb)"}
-				}
-				if err := scanColumn(sc, c, col, rec, &ids, &slots[col]); err != nil {
-					return err
-				}
+		} else {
+			if seen[col>>6]&(1<<(col&63)) != 0 {
+				return &Error{Reason: ReasonDuplicateField, Field: "row." + string(name), Offset: ks - 1, Detail: "field appears more than once"}
 			}
-			if more, err := sc.next('}'); err != nil {
+			seen[col>>6] |= 1 << (col & 63)
+			if col == c.extra {
+				return &Error{Reason: ReasonBadColumn, Field: "row." + string(name), Offset: ks - 1, Detail: "column is reserved for unknown fields (unknown_fields: jsonb)"}
+			}
+			if err := scanColumn(sc, c, col, rec, &ids, &slots[col]); err != nil {
 				return err
-			} else if !more {
-				break
 			}
+		}
+		if more, err = sc.next('}'); err != nil {
+			return err
 		}
 	}
 	rec.Row = line[start:sc.i]

@@ -458,11 +458,7 @@ func (s *scanner) elements(end byte, depth int) *syntaxError {
 		return s.errf("nesting too deep")
 	}
 	s.i++
-	if s.peek() == end {
-		s.i++
-		return nil
-	}
-	for more := true; more; {
+	for more := s.first(end); more; {
 		if end == '}' {
 			if _, _, _, err := s.key(); err != nil {
 				return err
@@ -496,6 +492,16 @@ func (s *scanner) key() (ks, ke int, esc bool, err *syntaxError) {
 	s.i++
 	s.ws()
 	return ks, ke, esc, nil
+}
+
+// first reports whether the object or array just opened, closed by end,
+// has members; if not, it moves past end.
+func (s *scanner) first(end byte) bool {
+	if s.peek() == end {
+		s.i++
+		return false
+	}
+	return true
 }
 
 // next moves past what follows a member of an object or array closed by
