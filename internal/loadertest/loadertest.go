@@ -1,10 +1,11 @@
 // Package loadertest is what the tests of the loader and its sinks share:
 // a loader running on a spool in the background, an in-memory sink, the
 // dead letters and file checkpoints a run leaves in its state directory,
-// the end of a stream, test loggers, positive values from the
-// environment, and PostgreSQL helpers (a connection closed in cleanup, or
-// one per question for polls and for servers a test stops) that the
-// sinks', backfill's, verify's, consume's and the runner's tests share.
+// the end of a stream, sealed files written into a stream's archive, test
+// loggers, positive values from the environment, and PostgreSQL helpers
+// (a connection closed in cleanup, or one per question for polls and for
+// servers a test stops) that the sinks', backfill's, verify's, consume's
+// and the runner's tests share.
 // Polling with a deadline is testenv.Eventually.
 //
 // It imports the loader, so the loader's own in-package tests (package
@@ -149,6 +150,28 @@ func StreamEnd(tb testing.TB, spool, stream string) loader.Position {
 		tb.Fatalf("stream end: no file in %s", dir)
 	}
 	return end
+}
+
+// ArchiveDir creates and returns stream's archive directory in the
+// default state dir under spool (loader.StateLayout.Archive), where the
+// loader keeps the sealed files it loaded and backfill and verify tests
+// put the files they replay.
+func ArchiveDir(tb testing.TB, spool, stream string) string {
+	tb.Helper()
+	dir := loader.StateLayout{Dir: filepath.Join(spool, loader.DefaultStateSubdir)}.Archive(stream)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
+
+// WriteSealed writes lines into dir as the sealed file seq of a stream,
+// created at created (rotatefile.FileName), as rotatefile leaves it.
+func WriteSealed(tb testing.TB, dir string, seq uint64, created time.Time, lines string) {
+	tb.Helper()
+	if err := os.WriteFile(filepath.Join(dir, rotatefile.FileName(seq, created, ".ndjson")), []byte(lines), 0o640); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // Lazy is formatted by calling it, so that a message passed to

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/dualwrite/ingest/internal/backfill"
-	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/dbtest"
 	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
@@ -39,22 +38,7 @@ func TestVerifyThroughput(t *testing.T) {
 	if b := os.Getenv("VERIFY_BENCH_BATCH"); b != "" {
 		props = fmt.Sprintf("batch.num.messages: %q", b)
 	}
-	cfg, err := config.Parse(fmt.Appendf(nil, `spool: {dir: %q}
-kafka: {brokers: %q, properties: {%s}}
-db: {url: %q}
-tables:
-  raw_item:
-    key: project_id
-    id: uuid
-    time: timestamp
-    columns: {project_id: bigint, timestamp: bigint, body: text, uuid: uuid}
-    db: all
-    kafka: all
-    topic: %s
-`, e.spool, e.bootstrap, props, e.pg.URL(), e.topic))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := e.configWith(t, "all", "", props)
 	dbtest.Migrate(t, e.pg.URL(), cfg)
 	rnd := make([]byte, 750) // ~1 KB rows that lz4 cannot shrink much
 	rand.Read(rnd)

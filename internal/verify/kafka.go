@@ -483,15 +483,7 @@ func (r *kafkaReader) received(ctx context.Context, c *kafka.Consumer, partition
 // foreign producer), the message key, the record-id header and the
 // message timestamp stand in.
 func (r *kafkaReader) message(m *kafka.Message, st *scanStats, visit func(account, id string)) {
-	var table, recordID string
-	for _, h := range m.Headers {
-		switch h.Key {
-		case kafkasink.HeaderTable:
-			table = string(h.Value)
-		case kafkasink.HeaderRecordID:
-			recordID = string(h.Value)
-		}
-	}
+	table, recordID := kafkasink.RecordHeaders(m.Headers)
 	if table != "" && table != r.table.Name {
 		st.otherTables++
 		return

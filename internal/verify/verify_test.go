@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,7 +22,6 @@ import (
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/internal/verify"
 	"github.com/dualwrite/ingest/loader"
-	"github.com/dualwrite/ingest/rotatefile"
 )
 
 // env: a throwaway PostgreSQL, a Kafka topic and archived files whose
@@ -46,9 +43,10 @@ type line struct {
 
 var t0 = time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
 
+// configTmpl is the tests' config: spool, batch settings, brokers,
+// producer properties, database, raw_item's kafka selector and topic.
 const configTmpl = `spool: {dir: %q}
-batch: {max_records: 100, linger: 5ms}
-kafka: {brokers: %q, properties: {batch.num.messages: "100"}}
+%skafka: {brokers: %q, properties: {%s}}
 db: {url: %q}
 tables:
   raw_item:
@@ -107,10 +105,7 @@ func newEnvOn(tb testing.TB, n, accounts int, kafkaTopic func(testing.TB) (strin
 // and returns that directory.
 func (e *env) writeLines(tb testing.TB, stream string, base time.Time, n, accounts, first int) string {
 	tb.Helper()
-	dir := filepath.Join(e.spool, ".ingest", "archive", stream)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		tb.Fatal(err)
-	}
+	dir := loadertest.ArchiveDir(tb, e.spool, stream)
 	var b strings.Builder
 	for i := range n {
 		k := first + i
@@ -126,19 +121,25 @@ func (e *env) writeLines(tb testing.TB, stream string, base time.Time, n, accoun
 		}
 		fmt.Fprintf(&b, `{"table":"raw_item","row":{"project_id":%s,"timestamp":%d,"body":%q,"uuid":%q}}`+"\n", l.account, l.time.Unix(), body, written)
 		if (i+1)%200 == 0 || i == n-1 {
-			name := rotatefile.FileName(uint64(i/200+1), base, ".ndjson")
-			if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o640); err != nil {
-				tb.Fatal(err)
-			}
+			loadertest.WriteSealed(tb, dir, uint64(i/200+1), base, b.String())
 			b.Reset()
 		}
 	}
 	return dir
 }
 
+// config routes raw_item's accounts to Kafka by kafkaSel (all of them go
+// to PostgreSQL), in batches of 100 lines.
 func (e *env) config(tb testing.TB, kafkaSel string) *config.Config {
 	tb.Helper()
-	cfg, err := config.Parse(fmt.Appendf(nil, configTmpl, e.spool, e.bootstrap, e.dbURL(), kafkaSel, e.topic))
+	return e.configWith(tb, kafkaSel, "batch: {max_records: 100, linger: 5ms}\n", `batch.num.messages: "100"`)
+}
+
+// configWith is config with the given batch line (empty for the defaults)
+// and Kafka producer properties.
+func (e *env) configWith(tb testing.TB, kafkaSel, batch, props string) *config.Config {
+	tb.Helper()
+	cfg, err := config.Parse(fmt.Appendf(nil, configTmpl, e.spool, batch, e.bootstrap, props, e.dbURL(), kafkaSel, e.topic))
 	if err != nil {
 		tb.Fatal(err)
 	}
