@@ -8,7 +8,6 @@ import (
 	"os"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dualwrite/ingest/schema"
@@ -100,23 +99,8 @@ type Backfill struct {
 	reg     *prometheus.Registry
 	streams []*stream
 	sources []*fixedFiles // streams[i]'s
-	run     *backfillRun
 	files   int
 	total   int64
-}
-
-// backfillRun is what a backfill's pipelines share, through their stream.
-type backfillRun struct {
-	filter     func(*schema.Record) bool
-	limiters   map[string]*limiter      // by sink; nil map: no rate
-	yieldAfter time.Duration            // a paced batch older than this is handed over
-	holdFor    time.Duration            // BackfillConfig.HoldFor; 0: the reader never waits
-	filtered   map[string]*atomic.Int64 // by sink
-	notRouted  map[string]*atomic.Int64
-
-	mu       sync.Mutex
-	started  map[[2]string]Position // (stream, sink) -> checkpoint when the pipeline started
-	finished map[[2]string]bool     // (stream, sink) pipelines that acknowledged everything
 }
 
 // NewBackfill checks the configuration and sinks. Each sink's name is its
@@ -133,49 +117,35 @@ func NewBackfill(cfg BackfillConfig, sinks ...SinkSpec) (*Backfill, error) {
 	if cfg.Rate < 0 {
 		return nil, fmt.Errorf("loader: BackfillConfig.Rate must not be negative, got %v", cfg.Rate)
 	}
-	run := &backfillRun{filter: cfg.Filter, filtered: map[string]*atomic.Int64{}, notRouted: map[string]*atomic.Int64{}, finished: map[[2]string]bool{}, started: map[[2]string]Position{}}
-	specs := make([]SinkSpec, len(sinks))
-	for i, s := range sinks {
-		specs[i] = s
-		if s.Sink == nil {
-			continue // New reports it
-		}
-		name := s.Sink.Name()
-		run.filtered[name], run.notRouted[name] = new(atomic.Int64), new(atomic.Int64)
-		if route, miss := s.Route, run.notRouted[name]; route != nil {
-			specs[i].Route = func(t *schema.Table, key string) bool {
-				if route(t, key) {
-					return true
-				}
-				miss.Add(1)
-				return false
+	var pol policy
+	pol.filter = cfg.Filter
+	for _, spec := range sinks {
+		if cfg.Rate > 0 && spec.Sink != nil { // New reports a nil sink
+			if pol.limiters == nil {
+				pol.limiters = map[string]*limiter{}
 			}
-		}
-		if cfg.Rate > 0 {
-			if run.limiters == nil {
-				run.limiters = map[string]*limiter{}
-			}
-			run.limiters[name] = newLimiter(cfg.Rate)
+			pol.limiters[spec.Sink.Name()] = newLimiter(cfg.Rate)
 		}
 	}
 	switch {
 	case cfg.HoldFor == 0:
-		run.holdFor = DefaultHoldFor
+		pol.holdFor = DefaultHoldFor
 	case cfg.HoldFor > 0:
-		run.holdFor = cfg.HoldFor
+		pol.holdFor = cfg.HoldFor
 	}
 	batch := cfg.Batch.withDefaults()
-	run.yieldAfter = max(batch.Linger, 100*time.Millisecond)
+	pol.yieldAfter = max(batch.Linger, 100*time.Millisecond)
 	reg := prometheus.NewRegistry()
 	l, err := New(Config{
 		Dir: cfg.StateDir, StateDir: cfg.StateDir, Schema: cfg.Schema, Batch: batch,
 		MaxLineBytes: cfg.MaxLineBytes, ShutdownTimeout: cfg.ShutdownTimeout, CacheBytes: cfg.CacheBytes,
 		Logger: cfg.Logger, Registry: reg,
-	}, specs...)
+	}, sinks...)
 	if err != nil {
 		return nil, err
 	}
-	b := &Backfill{l: l, reg: reg, run: run}
+	l.policy = pol
+	b := &Backfill{l: l, reg: reg}
 	seen := map[string]bool{}
 	for _, bs := range cfg.Streams {
 		if bs.Name == "" || bs.Name[0] == '.' || seen[bs.Name] {
@@ -187,8 +157,7 @@ func NewBackfill(cfg BackfillConfig, sinks ...SinkSpec) (*Backfill, error) {
 			return nil, fmt.Errorf("loader: backfill: %w", err)
 		}
 		st := newStream(bs.Name, "", StreamConfig{Name: bs.Name, DefaultTable: bs.DefaultTable}, l.cfg.now)
-		st.src, st.bf = ff, run
-		l.cacheStreams.Add(1)
+		st.src = ff
 		b.streams, b.sources = append(b.streams, st), append(b.sources, ff)
 		b.files += len(ff.files)
 		b.total += ff.total
@@ -209,37 +178,16 @@ func (b *Backfill) Run(ctx context.Context) error {
 	if err := os.MkdirAll(l.cfg.StateDir, 0o750); err != nil {
 		return fmt.Errorf("loader: backfill state dir: %w", err)
 	}
-	runCtx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
-	sinkCtx, cancelSinks := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelSinks()
-
-	var wg sync.WaitGroup
-	var fatalOnce sync.Once
-	var fatal error
-	for _, st := range b.streams {
-		l.mu.Lock()
-		l.streams[st.name] = st
-		l.positions[st.name] = map[string]Position{}
-		l.mu.Unlock()
-		for _, spec := range l.sinks {
-			p := l.newPipeline(st, spec, sinkCtx)
-			wg.Go(func() {
-				if err := p.run(runCtx); err != nil {
-					fatalOnce.Do(func() { fatal = err })
-					stop(err)
-				}
-			})
+	err := l.run(ctx, func(_ context.Context, start func(*stream)) {
+		for _, st := range b.streams {
+			l.mu.Lock()
+			l.addStreamLocked(st)
+			l.mu.Unlock()
+			start(st)
 		}
-	}
-	// A finished backfill's pipelines return by themselves; a stopped one
-	// drains like the live loader.
-	l.drain(runCtx, &wg, cancelSinks)
-	if err := l.dl.close(); err != nil && fatal == nil {
-		fatal = fmt.Errorf("loader: dead letters: %w", err)
-	}
-	if fatal != nil {
-		return fatal
+	})
+	if err != nil {
+		return err
 	}
 	if !b.Progress().Complete {
 		return fmt.Errorf("%w: %v", ErrBackfillIncomplete, context.Cause(ctx))
@@ -321,14 +269,16 @@ func (b *Backfill) Progress() BackfillProgress {
 		name := spec.Sink.Name()
 		sp := BackfillSinkProgress{
 			Sink: name, LinesRead: int64(read[name]), Delivered: int64(acked[name]),
-			Filtered: b.run.filtered[name].Load(), NotRouted: b.run.notRouted[name].Load(),
 			Rejected: int64(rejected[name]), Complete: true,
 		}
 		for j, st := range b.streams {
 			if pos, ok := positions[st.name][name]; ok {
 				sp.DoneBytes += b.sources[j].done(pos)
 			}
-			start, started, finished := b.run.state(st.name, name)
+			ps := b.l.pipeStats(st.name, name)
+			sp.Filtered += ps.filtered.Load()
+			sp.NotRouted += ps.notRouted.Load()
+			start, started, finished := ps.state()
 			if started {
 				sp.ResumedBytes += b.sources[j].done(start)
 			} else {
@@ -348,78 +298,6 @@ func (b *Backfill) Progress() BackfillProgress {
 	}
 	sort.Slice(pr.Sinks, func(i, j int) bool { return pr.Sinks[i].Sink < pr.Sinks[j].Sink })
 	return pr
-}
-
-// state returns a pipeline's starting checkpoint, whether it has started
-// and whether it has finished.
-func (r *backfillRun) state(stream, sink string) (start Position, started, finished bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	k := [2]string{stream, sink}
-	start, started = r.started[k]
-	return start, started, r.finished[k]
-}
-
-// noteStart records where a pipeline started, before its first line.
-func (r *backfillRun) noteStart(p *pipeline) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	k := [2]string{p.st.name, p.name}
-	if _, ok := r.started[k]; !ok {
-		r.started[k] = p.acked
-	}
-}
-
-// keep applies the backfill's filter to a decoded record, counting what it
-// skips for sink.
-func (r *backfillRun) keep(sink string, rec *schema.Record) bool {
-	if r.filter == nil || r.filter(rec) {
-		return true
-	}
-	r.filtered[sink].Add(1)
-	return false
-}
-
-// pace waits for the rate limit of p's sink before a line is read. It
-// returns false when fill should stop and hand over its batch: ctx ended,
-// or the limit holds the pipeline back while the batch being built is
-// older than yieldAfter, so a slow rate still shows steady progress.
-func (r *backfillRun) pace(ctx context.Context, p *pipeline) bool {
-	if p.seq == 0 && p.cur.empty() {
-		r.noteStart(p) // nothing read yet: p.acked is the loaded checkpoint
-	}
-	lim := r.limiters[p.name]
-	if lim == nil {
-		return ctx.Err() == nil
-	}
-	if lim.ahead() > limiterSlack && !p.cur.empty() && p.l.cfg.now().Sub(p.cur.first) >= r.yieldAfter {
-		return false
-	}
-	return lim.wait(ctx) == nil
-}
-
-// backfillDone is called when a backfill pipeline has read everything it
-// can: it hands over the batch being built at once (no linger: no more
-// lines are coming) and reports true once every batch is acknowledged and
-// the checkpoint covers the stream's last byte.
-func (p *pipeline) backfillDone(_ context.Context, cfg settings) bool {
-	if p.failedSeq != 0 {
-		return false
-	}
-	if !p.cur.empty() {
-		if len(p.inflight) < max(p.spec.MaxInFlight, 1) {
-			p.submit(p.sinkCtx, cfg)
-		}
-		return false
-	}
-	if len(p.inflight) > 0 || !p.st.src.exhausted(p.acked) {
-		return false
-	}
-	bf := p.st.bf
-	bf.mu.Lock()
-	bf.finished[[2]string{p.st.name, p.name}] = true
-	bf.mu.Unlock()
-	return true
 }
 
 // limiter spaces events to a rate. It sleeps only once the debt exceeds a

@@ -31,7 +31,6 @@ type stream struct {
 	// src is where the files come from: the spool directory (spoolDir)
 	// or a backfill's fixed list (fixedFiles).
 	src source
-	bf  *backfillRun // a backfill's filter, pacing and progress
 
 	cache *segCache // segments its pipelines share (segcache.go)
 }

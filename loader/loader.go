@@ -18,6 +18,7 @@ import (
 type Loader struct {
 	cfg     Config
 	sinks   []SinkSpec
+	policy  policy // the live loader's is the zero value
 	metrics *metrics
 	dl      *deadLetters
 
@@ -26,6 +27,7 @@ type Loader struct {
 	mu        sync.Mutex
 	streams   map[string]*stream
 	positions map[string]map[string]Position // stream -> sink -> checkpoint
+	pstats    map[[2]string]*pipeStats       // (stream, sink)
 	kick      chan struct{}                  // wakes the janitor
 
 	rootReported map[string]string // spool dir entries logged as not loaded, by name: reason
@@ -123,6 +125,16 @@ func (l *Loader) Run(ctx context.Context) error {
 	if _, err := os.Stat(l.cfg.Dir); err != nil {
 		return fmt.Errorf("loader: spool dir: %w", err)
 	}
+	return l.run(ctx, l.watchSpool)
+}
+
+// run is the engine [Loader.Run] and [Backfill.Run] share. streams calls
+// start with each stream to load, and returns once no more can come: the
+// spool's watch when ctx ends, a backfill's list at once. run then waits
+// for the pipelines: they return when ctx ends (draining, see drain) or by
+// themselves once their source is exhausted and acknowledged. Every
+// goroutine it starts has ended when it returns.
+func (l *Loader) run(ctx context.Context, streams func(ctx context.Context, start func(*stream))) error {
 	// Pipelines stop reading when runCtx ends; sinks keep sinkCtx until
 	// in-flight batches are acknowledged or ShutdownTimeout passes.
 	runCtx, stop := context.WithCancelCause(ctx)
@@ -130,6 +142,37 @@ func (l *Loader) Run(ctx context.Context) error {
 	sinkCtx, cancelSinks := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSinks()
 
+	var wg sync.WaitGroup
+	var fatalOnce sync.Once
+	var fatal error
+	start := func(st *stream) {
+		for _, spec := range l.sinks {
+			p := l.newPipeline(st, spec, sinkCtx)
+			wg.Go(func() {
+				if err := p.run(runCtx); err != nil {
+					fatalOnce.Do(func() { fatal = err })
+					stop(err)
+				}
+			})
+		}
+	}
+	var bg sync.WaitGroup
+	bg.Go(func() { l.janitor(runCtx) })
+	streams(runCtx, start)
+	l.drain(runCtx, &wg, cancelSinks)
+	stop(nil) // the janitor of a run whose pipelines all finished
+	bg.Wait()
+	l.retire() // a last pass, so files every sink passed do not wait for the next start
+	if err := l.dl.close(); err != nil && fatal == nil {
+		fatal = fmt.Errorf("loader: dead letters: %w", err)
+	}
+	return fatal
+}
+
+// watchSpool starts the spool's streams, and those that appear later
+// (file events, and a rescan in case events are lost or unavailable),
+// until ctx ends; it wakes a stream's pipelines when its files change.
+func (l *Loader) watchSpool(ctx context.Context, start func(*stream)) {
 	watcher, err := fsnotify.NewWatcher()
 	if err == nil && l.cfg.noEvents {
 		watcher.Close()
@@ -144,21 +187,6 @@ func (l *Loader) Run(ctx context.Context) error {
 			l.cfg.Logger.Warn("cannot watch spool dir; polling only", "dir", l.cfg.Dir, "err", err)
 		}
 	}
-
-	var wg sync.WaitGroup
-	var fatalOnce sync.Once
-	var fatal error
-	startPipelines := func(st *stream) {
-		for _, spec := range l.sinks {
-			p := l.newPipeline(st, spec, sinkCtx)
-			wg.Go(func() {
-				if err := p.run(runCtx); err != nil {
-					fatalOnce.Do(func() { fatal = err })
-					stop(err)
-				}
-			})
-		}
-	}
 	discover := func() {
 		for _, st := range l.discover() {
 			if watcher != nil {
@@ -168,13 +196,11 @@ func (l *Loader) Run(ctx context.Context) error {
 			}
 			l.cfg.Logger.Info("stream found", "stream", st.name, "dir", st.dir)
 			l.warnNothingRecognised(st)
-			startPipelines(st)
+			start(st)
 		}
 	}
 	discover()
 
-	var bg sync.WaitGroup
-	bg.Go(func() { l.janitor(runCtx) })
 	var events <-chan fsnotify.Event
 	var werrs <-chan error
 	if watcher != nil {
@@ -182,11 +208,10 @@ func (l *Loader) Run(ctx context.Context) error {
 	}
 	rescan := time.NewTicker(max(l.cfg.PollInterval*10, time.Second))
 	defer rescan.Stop()
-loop:
 	for {
 		select {
-		case <-runCtx.Done():
-			break loop
+		case <-ctx.Done():
+			return
 		case ev := <-events:
 			dir := filepath.Dir(ev.Name)
 			if dir == filepath.Clean(l.cfg.Dir) {
@@ -204,14 +229,6 @@ loop:
 			discover()
 		}
 	}
-
-	l.drain(runCtx, &wg, cancelSinks)
-	bg.Wait()
-	l.retire() // a last pass, so files every sink passed do not wait for the next start
-	if err := l.dl.close(); err != nil && fatal == nil {
-		fatal = fmt.Errorf("loader: dead letters: %w", err)
-	}
-	return fatal
 }
 
 // drain returns once every pipeline has returned. After ctx ends, it lets
@@ -247,6 +264,7 @@ func (l *Loader) newPipeline(st *stream, spec SinkSpec, sinkCtx context.Context)
 		sinkCtx: sinkCtx,
 		maxLine: l.cfg.MaxLineBytes,
 		acks:    make(chan ack, max(spec.MaxInFlight, 1)+1),
+		stats:   l.pipeStats(st.name, name),
 	}
 	for i, s := range l.sinks {
 		if s.Sink.Name() == name {
@@ -315,12 +333,17 @@ func (l *Loader) discover() []*stream {
 		if l.cfg.openFile != nil {
 			st.openFile = l.cfg.openFile
 		}
-		l.streams[name] = st
-		l.cacheStreams.Add(1)
-		l.positions[name] = map[string]Position{}
+		l.addStreamLocked(st)
 		found = append(found, st)
 	}
 	return found
+}
+
+// addStreamLocked registers a stream found, or given by a backfill.
+func (l *Loader) addStreamLocked(st *stream) {
+	l.streams[st.name] = st
+	l.cacheStreams.Add(1)
+	l.positions[st.name] = map[string]Position{}
 }
 
 func (l *Loader) stream(name string) *stream {

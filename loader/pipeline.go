@@ -63,6 +63,7 @@ type pipeline struct {
 	// spare holds record slices of acknowledged batches for the next
 	// ones (line memory is reused through the segments' pool).
 	spare spare
+	stats *pipeStats
 }
 
 type flight struct {
@@ -185,8 +186,8 @@ func (p *pipeline) run(ctx context.Context) error {
 			p.fail(fmt.Errorf("read stream: %w", err))
 			continue
 		}
-		if caughtUp && p.st.bf != nil && p.backfillDone(ctx, cfg) {
-			return nil // a backfill's files are all acknowledged
+		if caughtUp && p.st.src.exhausted(p.cur.end) && p.finish(cfg) {
+			return nil // a fixed list's files are all acknowledged
 		}
 		if p.ready(cfg, caughtUp) {
 			p.submit(ctx, cfg)
@@ -249,7 +250,29 @@ func (p *pipeline) start(ctx context.Context) error {
 		return fmt.Errorf("stream %s: %w", p.st.name, err)
 	}
 	p.st.cache.noteAcked(p.name, p.idx, pos)
+	p.stats.begin(pos)
 	return nil
+}
+
+// finish is called when the pipeline has read to the end of a source that
+// grows no more: with no line to wait for, it hands over the batch being
+// built at once (no linger), and reports true once every batch is
+// acknowledged and the checkpoint covers the source's last byte.
+func (p *pipeline) finish(cfg settings) bool {
+	if p.failedSeq != 0 {
+		return false
+	}
+	if !p.cur.empty() {
+		if len(p.inflight) < max(p.spec.MaxInFlight, 1) {
+			p.submit(p.sinkCtx, cfg)
+		}
+		return false
+	}
+	if len(p.inflight) > 0 || !p.st.src.exhausted(p.acked) {
+		return false
+	}
+	p.stats.finish()
+	return true
 }
 
 // ready says whether the batch being built should go to the sink now.
@@ -276,7 +299,7 @@ func (p *pipeline) fill(ctx context.Context, cfg settings) (caughtUp bool, err e
 		}
 	}()
 	for len(b.records) < cfg.batch.MaxRecords && b.bytes < cfg.batch.MaxBytes && b.covered < 4*int64(cfg.batch.MaxBytes) {
-		if p.st.bf != nil && !p.st.bf.pace(ctx, p) {
+		if !p.l.policy.pace(ctx, p) {
 			return true, nil // a paced backfill hands over its batch, or ctx ended
 		}
 		it, caughtUp, err := p.nextItem(ctx, cfg)
@@ -342,10 +365,12 @@ func (p *pipeline) dropSegment() {
 // batch, which then holds the line's segment until the batch is acked.
 func (p *pipeline) add(it *segItem, cfg settings) {
 	rec := it.rec
-	if p.st.bf != nil && !p.st.bf.keep(p.name, &rec) {
-		return // outside a backfill's accounts or time window
+	if !p.l.policy.keep(&rec) {
+		p.stats.filtered.Add(1) // outside a backfill's accounts or time window
+		return
 	}
 	if route := cfg.routes[p.name]; route != nil && !route(rec.Table, rec.Key) {
+		p.stats.notRouted.Add(1)
 		return
 	}
 	if n := len(p.cur.segs); n == 0 || p.cur.segs[n-1] != p.seg {

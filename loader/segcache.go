@@ -338,8 +338,8 @@ func (p *pipeline) segmentAt(ctx context.Context, pos Position, cfg settings) (s
 		c.mu.Unlock()
 		seg, caughtUp, err = p.readSegment(pos, target)
 		c.mu.Lock()
-		if seg != nil && p.st.bf != nil && p.st.bf.holdFor > 0 {
-			p.waitForRoomLocked(ctx, seg, limit, p.st.bf.holdFor)
+		if seg != nil {
+			p.waitForRoomLocked(ctx, seg, limit, p.l.policy.holdFor)
 		}
 		c.reading = false
 		close(c.readDone)
@@ -374,8 +374,8 @@ func (c *segCache) progressedLocked(idx int) {
 // pipelines that made progress within holdFor: one whose sink is down or
 // stuck is left behind (its spans evicted as in the live loader, it reads
 // them from disk later), so it holds nobody back for longer than holdFor.
-// The live loader never calls this: there a sink's lag must not delay
-// another. The cache stays within limit; the span waiting is the reader's
+// The live loader's policy holds nothing (holdFor 0): there a sink's lag
+// must not delay another. The cache stays within limit; the span waiting is the reader's
 // own, as it would be once published.
 func (p *pipeline) waitForRoomLocked(ctx context.Context, seg *segment, limit int, holdFor time.Duration) {
 	c := p.st.cache
@@ -416,7 +416,7 @@ func (p *pipeline) waitForRoomLocked(ctx context.Context, seg *segment, limit in
 // has not taken; and if so when the earliest such pipeline would count as
 // stalled, the latest time to look again.
 func (c *segCache) roomWaitLocked(seg *segment, limit int, self uint64, holdFor time.Duration) (time.Time, bool) {
-	if seg.bytes > limit || !c.hasFront || c.front != seg.start || c.sinks > 64 {
+	if holdFor <= 0 || seg.bytes > limit || !c.hasFront || c.front != seg.start || c.sinks > 64 {
 		return time.Time{}, false // not cached, or the cache restarts anyway
 	}
 	all := uint64(1)<<c.sinks - 1

@@ -29,8 +29,9 @@ import (
 var (
 	// ErrIncomplete: the job was interrupted (its context ended) before
 	// every sink acknowledged every file. Run it again with the same
-	// arguments to resume.
-	ErrIncomplete = errors.New("backfill incomplete")
+	// arguments to resume. It is the loader's error, which Run wraps with
+	// that advice.
+	ErrIncomplete = loader.ErrBackfillIncomplete
 	// ErrNotDelivered: the job read every file but some lines went to the
 	// dead-letter files instead of a sink.
 	ErrNotDelivered = errors.New("lines not delivered")
@@ -249,7 +250,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	case refused != nil:
 		sum.Complete = false
 		return sum, fmt.Errorf("backfill stopped with %s of %s done: %w", humanBytes(pr.DoneBytes), humanBytes(pr.TotalBytes), refused)
-	case errors.Is(runErr, loader.ErrBackfillIncomplete):
+	case errors.Is(runErr, ErrIncomplete):
 		return sum, fmt.Errorf("%w: interrupted with %s of %s done; run the same command again to resume", ErrIncomplete, humanBytes(pr.DoneBytes), humanBytes(pr.TotalBytes))
 	case runErr != nil:
 		return sum, fmt.Errorf("backfill: %w", runErr)
