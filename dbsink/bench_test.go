@@ -174,7 +174,11 @@ func variantName(withID bool) string { return map[bool]string{false: "noid", tru
 //
 // On a shared machine the two drift apart with the load; for the ratio,
 // TestThroughputVsPsqlCopy interleaves them on one server.
-func BenchmarkSubmit(b *testing.B) {
+func BenchmarkSubmit(b *testing.B) { benchLoads(b, (*benchEnv).runSubmit) }
+
+// benchLoads times load, one op each, on a fresh benchEnv per variant,
+// emptying the table (untimed) before every op.
+func benchLoads(b *testing.B, load func(*benchEnv, testing.TB)) {
 	for _, withID := range variants() {
 		b.Run(variantName(withID), func(b *testing.B) {
 			e := newBenchEnv(b, withID)
@@ -183,7 +187,7 @@ func BenchmarkSubmit(b *testing.B) {
 				b.StopTimer()
 				e.reset(b)
 				b.StartTimer()
-				e.runSubmit(b)
+				load(e, b)
 			}
 			b.StopTimer()
 			e.check(b)
@@ -206,22 +210,14 @@ func BenchmarkPsqlCopy(b *testing.B) {
 	if _, err := os.Stat(psqlBin); err != nil {
 		b.Skipf("%s not installed", psqlBin)
 	}
-	for _, withID := range variants() {
-		b.Run(variantName(withID), func(b *testing.B) {
-			e := newBenchEnv(b, withID)
-			b.Logf("%s %s", psqlBin, strings.Join(e.psqlArgs(), " "))
-			b.SetBytes(e.bytes)
-			for b.Loop() {
-				b.StopTimer()
-				e.reset(b)
-				b.StartTimer()
-				e.runPsql(b)
-			}
-			b.StopTimer()
-			e.check(b)
-			reportRows(b)
-		})
-	}
+	logged := map[*benchEnv]bool{} // the command once per variant
+	benchLoads(b, func(e *benchEnv, tb testing.TB) {
+		if !logged[e] {
+			logged[e] = true
+			tb.Logf("%s %s", psqlBin, strings.Join(e.psqlArgs(), " "))
+		}
+		e.runPsql(tb)
+	})
 }
 
 // TestThroughputVsPsqlCopy measures the ratio the spec sets (dbsink at

@@ -59,7 +59,10 @@
 // this one, and the batch is never dropped. Only the caller's context or
 // Close ends the retries. Other errors (an undefined table, a permission
 // error) fail the batch through ack, and the loader replays from the
-// checkpoint.
+// checkpoint. A stream's batches are stored one at a time, in Submit
+// order; a batch that a failed earlier one voided (the loader fails the
+// batch's [loader.Epoch] inside that ack: [loader.Batch.Err]) fails
+// without being stored, so the checkpoint never passes the failed lines.
 //
 // # Identifiers
 //

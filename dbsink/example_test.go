@@ -14,35 +14,45 @@ import (
 	"github.com/dualwrite/ingest/schema"
 )
 
-func rawItemSchema() *schema.Schema {
-	s, err := schema.New(map[string]*schema.Table{
-		"raw_item": {
-			Key: "project_id", ID: "uuid", Time: "timestamp",
-			Columns: map[string]string{"project_id": "bigint", "timestamp": "bigint", "body": "text",
-				"version": "integer", "billable": "integer", "uuid": "uuid"},
-		},
-	})
+// The examples' config: payments, and an audit trail that the database
+// keeps in a schema of its own.
+var exampleTables = map[string]*schema.Table{
+	"payment": {Key: "account", ID: "id", Time: "at", Columns: map[string]string{
+		"account": "bigint", "id": "uuid", "at": "timestamptz", "amount": "numeric", "meta": "jsonb"}},
+	"audit": {Key: "account", DBTable: "archive.audit", Columns: map[string]string{"account": "bigint", "note": "text"}},
+}
+
+func exampleSchema() *schema.Schema {
+	s, err := schema.New(exampleTables)
 	if err != nil {
-		panic(err)
+		log.Fatal(err) // each problem prefixed with the table's name
 	}
 	return s
 }
 
-// What `ingest schema sql` prints.
+// What `ingest schema sql` prints: the schemas of qualified tables, the
+// tables in name order (the id is the primary key, the key NOT NULL),
+// then the checkpoint table.
 func ExampleDDL() {
-	fmt.Print(dbsink.DDL(rawItemSchema()))
+	fmt.Print(dbsink.DDL(exampleSchema()))
 	// Output:
 	// -- ingest: destination tables and the Postgres sink's checkpoint table.
 	// -- Generated from the config; safe to run repeatedly.
 	//
-	// CREATE TABLE IF NOT EXISTS "raw_item" (
-	// 	"billable" integer,
-	// 	"body" text,
-	// 	"project_id" bigint NOT NULL,
-	// 	"timestamp" bigint,
-	// 	"uuid" uuid,
-	// 	"version" integer,
-	// 	PRIMARY KEY ("uuid")
+	// CREATE SCHEMA IF NOT EXISTS "archive";
+	//
+	// CREATE TABLE IF NOT EXISTS "archive"."audit" (
+	// 	"account" bigint NOT NULL,
+	// 	"note" text
+	// );
+	//
+	// CREATE TABLE IF NOT EXISTS "payment" (
+	// 	"account" bigint NOT NULL,
+	// 	"amount" numeric,
+	// 	"at" timestamptz,
+	// 	"id" uuid,
+	// 	"meta" jsonb,
+	// 	PRIMARY KEY ("id")
 	// );
 	//
 	// CREATE TABLE IF NOT EXISTS "ingest_checkpoints" (
@@ -62,7 +72,7 @@ func ExampleNew() {
 	ctx := context.Background()
 	sink, err := dbsink.New(ctx, dbsink.Config{
 		URL:    os.Getenv("INGEST_DB_URL"),
-		Schema: rawItemSchema(),
+		Schema: exampleSchema(),
 		Logger: slog.Default(),
 	})
 	if err != nil {
@@ -90,14 +100,14 @@ func ExampleNew() {
 // batch's dead-letter queue through Reject.
 func ExampleSink_Submit() {
 	ctx := context.Background()
-	s := rawItemSchema()
+	s := exampleSchema()
 	sink, err := dbsink.New(ctx, dbsink.Config{URL: os.Getenv("INGEST_DB_URL"), Schema: s})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer sink.Close()
 
-	line := []byte(`{"table":"raw_item","row":{"project_id":1,"timestamp":1574948156,"body":"eJyN","version":2,"billable":1,"uuid":"bad3a155-585f-47cb-bc3e-51767d52c2a2"}}`)
+	line := []byte(`{"table":"payment","row":{"account":42,"id":"bad3a155-585f-47cb-bc3e-51767d52c2a2","at":"2019-11-28T13:35:56Z","amount":12.50,"meta":{"card":"visa"}}}`)
 	rec, err := s.Decode(line, "")
 	if err != nil {
 		log.Fatal(err) // the loader dead-letters such a line
@@ -129,7 +139,7 @@ func ExampleSink_Submit() {
 // needs a person, e.g. for Migrate at start-up.
 func ExampleRetryable() {
 	ctx := context.Background()
-	sink, err := dbsink.New(ctx, dbsink.Config{URL: os.Getenv("INGEST_DB_URL"), Schema: rawItemSchema()})
+	sink, err := dbsink.New(ctx, dbsink.Config{URL: os.Getenv("INGEST_DB_URL"), Schema: exampleSchema()})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -18,23 +18,32 @@ import (
 
 // Drain waits until every batch submitted for stream so far has been
 // acknowledged and the sink keeps no state for it, or ctx ends. A caller
-// that gives a stream up and may take it back later calls Drain in
-// between: Submit chains a stream's batches, and a batch submitted while a
-// failed (e.g. cancelled) one is still linked would fail with it.
+// that gives a stream up (a Kafka partition revoked) calls Drain before
+// handing it on, so that no transaction of its own for the stream is
+// still running or queued. It puts the batches it submits after taking
+// the stream back in a new [loader.Epoch], which the abandoned ones did
+// not void.
 func (s *Sink) Drain(ctx context.Context, stream string) error {
-	s.subMu.Lock()
-	l := s.last[stream]
-	s.subMu.Unlock()
-	if l == nil {
-		return nil
-	}
 	select {
-	case <-l.done:
+	case <-s.acked(stream):
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("dbsink: drain stream %s: %w", stream, context.Cause(ctx))
 	}
 }
+
+// acked returns a channel closed once the newest batch submitted for
+// stream has been acknowledged: already closed when the sink holds none.
+func (s *Sink) acked(stream string) <-chan struct{} {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	if last, ok := s.last[stream]; ok {
+		return last
+	}
+	return closedChan
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // SetCheckpoint sets this sink's checkpoint for stream to pos, backwards
 // as well as forwards, for an operator's replay (`ingest consume --reset`).

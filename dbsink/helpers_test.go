@@ -157,3 +157,12 @@ func checkpointOf(tb testing.TB, s *Sink, stream string) loader.Position {
 	}
 	return pos
 }
+
+// noCheckpoint fails the test unless s has no checkpoint for stream; when
+// says at which point of the test.
+func noCheckpoint(tb testing.TB, s *Sink, stream, when string) {
+	tb.Helper()
+	if pos, ok, err := s.Checkpoint(testenv.Context(tb, 30*time.Second), stream); err != nil || ok {
+		tb.Fatalf("Checkpoint(%s) %s = %v, %v, %v; want none", stream, when, pos, ok, err)
+	}
+}

@@ -104,17 +104,7 @@ func TestLoaderCrashAtRandomPointsExactlyOnce(t *testing.T) {
 		}
 	}
 	newRun := func(shutdown time.Duration) (*loader.Loader, *dbsink.Sink, *prometheus.Registry) {
-		db, err := dbsink.New(ctx, dbsink.Config{
-			URL:        srv.URL(),
-			Schema:     sch,
-			MinBackoff: 10 * time.Millisecond,
-			MaxBackoff: 200 * time.Millisecond,
-			Logger:     log,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(db.Close) // idempotent; for runs a failure cuts short
+		db := openSink(t, srv, sch, log) // closed in cleanup too, for runs a failure cuts short
 		reg := prometheus.NewRegistry()
 		l, err := loader.New(loader.Config{
 			Dir:             spool,

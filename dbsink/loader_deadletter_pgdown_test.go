@@ -30,7 +30,7 @@ func TestLoaderDeadLettersWhilePostgresIsDown(t *testing.T) {
 	add := func(n int) {
 		t.Helper()
 		for range n {
-			if err := feed.add(); err != nil {
+			if _, err := feed.add(); err != nil {
 				t.Fatal(err)
 			}
 		}

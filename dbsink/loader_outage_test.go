@@ -105,7 +105,7 @@ func TestLoaderPostgresOutageResumesAndOtherSinkGoesOn(t *testing.T) {
 	t.Logf("db caught up with the %d lines of the outage %v after the restart", last, time.Since(restartedAt).Round(time.Millisecond))
 
 	// Keep appending for a moment after the restart, then stop and seal.
-	testenv.Eventually(t, 30*time.Second, func() bool { return feed.count() >= last+300 }, "lines appended after the restart")
+	testenv.Eventually(t, 30*time.Second, func() bool { return len(feed.all()) >= last+300 }, "lines appended after the restart")
 	close(stopFeed)
 	feedStopped = true
 	if err := <-fed; err != nil {

@@ -74,41 +74,6 @@ func TestMigrateIsIdempotentAndChecksExistingTables(t *testing.T) {
 	}
 }
 
-func TestDDL(t *testing.T) {
-	sch := mustSchema(t, map[string]*schema.Table{
-		"b": {Key: "acct", DBTable: "x.b", Columns: map[string]string{"acct": "bigint"}},
-		"a": {Key: "acct", ID: "id", Columns: map[string]string{"acct": "bigint", "id": "uuid"}},
-	})
-	got := DDL(sch)
-	want := `-- ingest: destination tables and the Postgres sink's checkpoint table.
--- Generated from the config; safe to run repeatedly.
-
-CREATE SCHEMA IF NOT EXISTS "x";
-
-CREATE TABLE IF NOT EXISTS "a" (
-	"acct" bigint NOT NULL,
-	"id" uuid,
-	PRIMARY KEY ("id")
-);
-
-CREATE TABLE IF NOT EXISTS "x"."b" (
-	"acct" bigint NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS "ingest_checkpoints" (
-	"sink" text NOT NULL,
-	"stream" text NOT NULL,
-	"file" text NOT NULL,
-	"offset" bigint NOT NULL,
-	"updated_at" timestamptz NOT NULL DEFAULT now(),
-	PRIMARY KEY ("sink", "stream")
-);
-`
-	if got != want {
-		t.Fatalf("DDL:\n%s\nwant:\n%s", got, want)
-	}
-}
-
 func TestConfigValidate(t *testing.T) {
 	sch := mustSchema(t, map[string]*schema.Table{"a": {Key: "k", Columns: map[string]string{"k": "bigint"}}})
 	for _, tc := range []struct {

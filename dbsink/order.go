@@ -14,11 +14,16 @@ import (
 // MaxInFlight 2 reads and decodes the next batch while PostgreSQL loads
 // this one (`ingest backfill`; `ingest run` keeps 1, which waits for each
 // ack, because a batch queued behind a commit adds to every line's
-// latency). Batches of one stream
-// are stored one at a time, in Submit order, each after the previous one's
-// ack, so this sink's checkpoint never moves back whatever MaxInFlight is;
-// batches of different streams are stored concurrently, on their own
-// connections.
+// latency). Batches of one stream are stored one at a time, in Submit
+// order, each after the previous one's ack, so this sink's checkpoint
+// never moves back whatever MaxInFlight is; batches of different streams
+// are stored concurrently, on their own connections. A batch whose epoch
+// an earlier failed batch voided ([loader.Batch.Err]) is acknowledged
+// with that error, wrapping [loader.ErrEpochCancelled], and not stored:
+// its checkpoint would pass the failed batch's lines. The sink keeps no
+// failures of its own between batches: a caller building batches with
+// [loader.NewBatch] puts a stream's batches in one [loader.Epoch] and
+// fails it in ack, as the loader does.
 //
 // One transaction loads the rows of every table in the batch and moves
 // this sink's checkpoint for b.Stream to b.End, so a crash at any point
@@ -41,51 +46,40 @@ func (s *Sink) Submit(ctx context.Context, b *loader.Batch, ack func(error)) err
 	if b == nil || ack == nil {
 		return errors.New("dbsink: Submit needs a batch and an ack function")
 	}
-	cur := &link{done: make(chan struct{})}
+	done := make(chan struct{})
 	s.subMu.Lock()
 	if s.closeCtx.Err() != nil {
 		s.subMu.Unlock()
 		return ErrClosed
 	}
 	prev := s.last[b.Stream]
-	s.last[b.Stream] = cur
+	s.last[b.Stream] = done
 	s.running.Add(1)
 	s.subMu.Unlock()
 	go func() {
 		defer s.running.Done()
-		var err error
 		if prev != nil {
-			<-prev.done
-			if prev.err != nil {
-				// Storing this batch would move the checkpoint over the
-				// lines of the failed one: the loader replays both.
-				err = fmt.Errorf("dbsink: stream %s batch %d: not stored: %w", b.Stream, b.Seq, errEarlierFailed)
-			}
+			<-prev
 		}
-		if err == nil {
+		// The batch before this one has been acknowledged, and a failed
+		// ack has already voided the rest of its epoch (the loader fails
+		// the epoch inside ack), so Err is final for what came before.
+		err := b.Err()
+		if err != nil {
+			err = fmt.Errorf("dbsink: stream %s batch %d: not stored: %w", b.Stream, b.Seq, err)
+		} else {
 			err = s.submit(ctx, b)
 		}
-		cur.err = err
 		ack(err)
 		s.subMu.Lock()
-		if s.last[b.Stream] == cur {
+		if s.last[b.Stream] == done {
 			delete(s.last, b.Stream) // the stream is idle: keep no entry
 		}
 		s.subMu.Unlock()
-		close(cur.done)
+		close(done)
 	}()
 	return nil
 }
-
-// link is a submitted batch as the next batch of its stream sees it: done
-// is closed once it was acknowledged, with err.
-type link struct {
-	done chan struct{}
-	err  error
-}
-
-// errEarlierFailed fails a batch queued behind a failed batch of its stream.
-var errEarlierFailed = errors.New("an earlier batch of the stream failed")
 
 func (s *Sink) submit(ctx context.Context, b *loader.Batch) error {
 	ctx, cancel := s.watchClose(ctx)

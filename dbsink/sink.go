@@ -33,11 +33,12 @@ type Sink struct {
 
 	// Submitted batches are stored by goroutines the sink owns: subMu
 	// orders Submit's admission against Close, running counts them for
-	// Close to wait on, and last holds, per stream, the done channel of
-	// the newest batch, which the next batch of the stream waits for.
+	// Close to wait on, and last holds, per stream, the channel closed
+	// once the newest batch was acknowledged, which the next batch of the
+	// stream waits for.
 	subMu   sync.Mutex
 	running sync.WaitGroup
-	last    map[string]*link
+	last    map[string]chan struct{}
 
 	mu     sync.Mutex
 	tables map[*schema.Table]*tableInfo
@@ -75,7 +76,7 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 		log:    cfg.Logger.With("sink", cfg.Name),
 		sql:    newCheckpointSQL(),
 		tables: make(map[*schema.Table]*tableInfo),
-		last:   make(map[string]*link),
+		last:   make(map[string]chan struct{}),
 	}
 	s.closeCtx, s.closeCancel = context.WithCancel(context.Background())
 	return s, nil

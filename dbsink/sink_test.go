@@ -340,9 +340,7 @@ func TestEmptyBatchMovesCheckpoint(t *testing.T) {
 	t.Parallel()
 	e := newSinkEnv(t, seqSchema(t), true)
 	srv, sch, s, ctx := e.srv, e.sch, e.sink, e.ctx
-	if _, ok, err := s.Checkpoint(ctx, "s"); err != nil || ok {
-		t.Fatalf("Checkpoint before any batch = %v, %v; want none", ok, err)
-	}
+	noCheckpoint(t, s, "s", "before any batch")
 	end := loader.Position{File: "000003", Offset: 1234}
 	if err := submit(t, ctx, s, loader.NewBatch("s", loader.Position{File: "000001"}, end, nil, nil)); err != nil {
 		t.Fatal(err)
@@ -352,9 +350,7 @@ func TestEmptyBatchMovesCheckpoint(t *testing.T) {
 	}
 	// Another sink name has its own checkpoint.
 	other := newSink(t, srv, sch, false, func(c *Config) { c.Name = "backfill" })
-	if _, ok, err := other.Checkpoint(ctx, "s"); err != nil || ok {
-		t.Fatalf("Checkpoint of another sink = %v, %v; want none", ok, err)
-	}
+	noCheckpoint(t, other, "s", "of another sink")
 }
 
 // A COMMIT that succeeded but whose reply was lost looks like a
@@ -415,9 +411,7 @@ func TestNonRetryableErrorFailsBatch(t *testing.T) {
 	if err := submit(t, ctx, s, b); !errors.Is(err, dlqDown) {
 		t.Fatalf("ack = %v; want the dead-letter error", err)
 	}
-	if _, ok, err := s.Checkpoint(ctx, "s"); err != nil || ok {
-		t.Fatalf("checkpoint moved (%v, %v) although the batch failed", ok, err)
-	}
+	noCheckpoint(t, s, "s", "although the batch failed")
 }
 
 // TestDuplicateIDsSkippedAfterDirectCopy covers the id path's two ways
@@ -475,8 +469,10 @@ func TestDuplicateIDsSkippedAfterDirectCopy(t *testing.T) {
 
 // TestSubmitQueuesInStreamOrder submits batches without waiting for acks,
 // as a loader with MaxInFlight > 1 would: a stream's batches commit one at
-// a time in Submit order, and a failed batch fails the ones queued behind
-// it instead of letting them move the checkpoint over its lines.
+// a time in Submit order, and once a failed ack voided the rest of the
+// epoch (as the loader fails it, inside ack), the batches queued behind
+// fail with the epoch's error instead of moving the checkpoint over the
+// failed batch's lines.
 func TestSubmitQueuesInStreamOrder(t *testing.T) {
 	t.Parallel()
 	e := newSinkEnv(t, seqSchema(t), true)
@@ -506,12 +502,21 @@ func TestSubmitQueuesInStreamOrder(t *testing.T) {
 	run := func(streams ...string) []acked {
 		t.Helper()
 		acks := make(chan acked, 2*n/per)
+		epochs := map[string]*loader.Epoch{}
+		for _, st := range streams {
+			epochs[st] = loader.NewEpoch()
+		}
 		for i := 0; i < n; i += per {
 			for _, st := range streams {
 				f := files[st]
-				b := f.batch(t, sch, st, i, i+per)
-				b.Seq = uint64(i/per + 1)
-				if err := s.Submit(context.WithValue(ctx, seqKey{}, b.Seq), b, func(err error) { acks <- acked{st, b.Seq, err} }); err != nil {
+				b := f.batch(t, sch, st, i, i+per).InEpoch(epochs[st], uint64(i/per+1))
+				ack := func(err error) {
+					if err != nil {
+						epochs[st].Fail(b.Seq, st, err)
+					}
+					acks <- acked{st, b.Seq, err}
+				}
+				if err := s.Submit(context.WithValue(ctx, seqKey{}, b.Seq), b, ack); err != nil {
 					t.Fatalf("Submit: %v", err)
 				}
 			}
@@ -530,8 +535,8 @@ func TestSubmitQueuesInStreamOrder(t *testing.T) {
 			t.Errorf("batch %d: %v", a.seq, a.err)
 		case a.seq == 4 && (a.err == nil || !strings.Contains(a.err.Error(), "injected failure")):
 			t.Errorf("batch 4 = %v, want the injected failure", a.err)
-		case a.seq > 4 && !errors.Is(a.err, errEarlierFailed):
-			t.Errorf("batch %d behind the failed one = %v, want errEarlierFailed", a.seq, a.err)
+		case a.seq > 4 && !errors.Is(a.err, loader.ErrEpochCancelled):
+			t.Errorf("batch %d behind the failed one = %v, want loader.ErrEpochCancelled", a.seq, a.err)
 		}
 	}
 	if cp := checkpointOf(t, s, "a"); cp != files["a"].pos[3*per] {
@@ -566,3 +571,32 @@ func TestSubmitQueuesInStreamOrder(t *testing.T) {
 }
 
 type seqKey struct{}
+
+// TestVoidBatchIsNotStored: a batch whose epoch a failed earlier batch
+// voided is acknowledged with the epoch's error and stores nothing, not
+// even its checkpoint; an earlier batch of that epoch, which the failure
+// does not void, is stored.
+func TestVoidBatchIsNotStored(t *testing.T) {
+	t.Parallel()
+	e := newSinkEnv(t, seqSchema(t), true)
+	sch, s, conn, ctx := e.sch, e.sink, e.conn, e.ctx
+	f := newLineFile("000001", seqLines(30, "v"))
+	epoch := loader.NewEpoch()
+	b1 := f.batch(t, sch, "s", 0, 10).InEpoch(epoch, 1)
+	b3 := f.batch(t, sch, "s", 20, 30).InEpoch(epoch, 3)
+	failed := errors.New("batch 2 refused")
+	epoch.Fail(2, "s", failed)
+	if err := submit(t, ctx, s, b1); err != nil {
+		t.Fatalf("batch 1, before the failed one: %v", err)
+	}
+	err := submit(t, ctx, s, b3)
+	if !errors.Is(err, loader.ErrEpochCancelled) || !errors.Is(err, failed) {
+		t.Fatalf("batch 3, after the failed one = %v; want loader.ErrEpochCancelled wrapping %v", err, failed)
+	}
+	if cp := checkpointOf(t, s, "s"); cp != f.pos[10] {
+		t.Fatalf("checkpoint %v, want the end of batch 1 %v", cp, f.pos[10])
+	}
+	if n := queryInt(t, conn, `SELECT (SELECT count(*) FROM plain) + (SELECT count(*) FROM keyed)`); n != 10 {
+		t.Fatalf("%d rows, want batch 1's 10", n)
+	}
+}

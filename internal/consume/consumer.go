@@ -80,6 +80,9 @@ type partition struct {
 	// The high watermark of the last fetch, for flushLingering.
 	fetchHi   int64
 	fetchHiAt time.Time
+	// The partition's batches: a failed one voids those after it, which
+	// the sink then fails instead of committing them past its offsets.
+	epoch *loader.Epoch
 }
 
 // building is the batch being filled.
@@ -379,7 +382,7 @@ func (c *consumer) startOffsets(tps []kafka.TopicPartition) ([]kafka.TopicPartit
 
 func (c *consumer) addPartition(tp kafka.TopicPartition) {
 	key := tpKey{*tp.Topic, tp.Partition}
-	p := &partition{key: key, stream: Stream(key.topic, key.partition), start: int64(tp.Offset), next: -1, hi: -1}
+	p := &partition{key: key, stream: Stream(key.topic, key.partition), start: int64(tp.Offset), next: -1, hi: -1, epoch: loader.NewEpoch()}
 	if p.start < 0 {
 		p.start = -1
 	}
@@ -526,15 +529,7 @@ func (c *consumer) deadLetter(ctx context.Context, l letter) error {
 // {"table":<its table>,"row":<value>}. reason is non-empty when it must
 // be dead-lettered instead.
 func (c *consumer) decode(msg *kafka.Message, key tpKey, off int64) (rec loader.Record, reason, detail string) {
-	var table, recordID string
-	for _, h := range msg.Headers {
-		switch h.Key {
-		case kafkasink.HeaderTable:
-			table = string(h.Value)
-		case kafkasink.HeaderRecordID:
-			recordID = string(h.Value)
-		}
-	}
+	table, recordID := kafkasink.RecordHeaders(msg.Headers)
 	candidates := c.tables[key.topic]
 	var t *schema.Table
 	switch {
@@ -649,14 +644,17 @@ func (c *consumer) flush(p *partition) error {
 	b := p.cur
 	p.cur = nil
 	p.seq++
-	batch := loader.NewBatch(p.stream, loader.Position{Offset: b.start}, loader.Position{Offset: b.end}, b.recs, p.reject)
-	batch.Seq = p.seq
+	batch := loader.NewBatch(p.stream, loader.Position{Offset: b.start}, loader.Position{Offset: b.end}, b.recs, p.reject).InEpoch(p.epoch, p.seq)
 	f := &flight{p: p, start: b.start, end: b.end, tables: map[string]int{}, firstTS: b.firstTS, lastTS: b.lastTS, submitted: time.Now()}
 	for i := range b.recs {
 		f.tables[b.recs[i].Table.Name]++
 	}
 	p.flights = append(p.flights, f)
 	err := c.db.Submit(p.ctx, batch, func(err error) {
+		if err != nil {
+			// Before the sink takes the next batch: it must not commit it.
+			p.epoch.Fail(batch.Seq, p.stream, err)
+		}
 		c.mu.Lock()
 		c.done = append(c.done, completion{f, err})
 		c.mu.Unlock()
