@@ -224,24 +224,22 @@ func (c Config) validate() (*validated, error) {
 			props[k] = val
 		}
 	}
-	v.messageMaxBytes = defaultMessageMaxBytes
-	if s, ok := props["message.max.bytes"]; ok {
+	// The sizes the sink reasons with itself (dead-letter details, the
+	// batch.size bound): librdkafka's default when unset.
+	positive := func(name string, def int) int {
+		s, ok := props[name]
+		if !ok {
+			return def
+		}
 		n, err := strconv.Atoi(s)
 		if err != nil || n <= 0 {
-			bad("Properties[message.max.bytes]", "must be a positive integer, got %q", s)
-		} else {
-			v.messageMaxBytes = n
+			bad("Properties["+name+"]", "must be a positive integer, got %q", s)
+			return def
 		}
+		return n
 	}
-	v.batchSize = defaultBatchSize
-	if s, ok := props["batch.size"]; ok {
-		n, err := strconv.Atoi(s)
-		if err != nil || n <= 0 {
-			bad("Properties[batch.size]", "must be a positive integer, got %q", s)
-		} else {
-			v.batchSize = n
-		}
-	}
+	v.messageMaxBytes = positive("message.max.bytes", defaultMessageMaxBytes)
+	v.batchSize = positive("batch.size", defaultBatchSize)
 	if len(errs) > 0 {
 		slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 		return nil, errors.Join(errs...)

@@ -120,11 +120,18 @@
 // be read.
 //
 // A failed batch (a permanent delivery error, a fatal error, or Close
-// giving up) is acked with an error; every later batch of the same stream
-// then fails too ([ErrEarlierBatchFailed]) until the loader rewinds the
-// stream (Seq 1), so a stream's nil acks always form a prefix of its
-// batches and the sink produces nothing for a stream that is about to be
-// replayed.
+// giving up) is acked with an error, and the loader's ack marks the
+// batch's epoch failed ([loader.Epoch]): every later batch of that epoch,
+// until the loader rewinds the stream, is void ([loader.Batch.Err]). The
+// sink keeps no failure state of its own: it refuses a void batch in
+// Submit, produces nothing more of one (it looks before producing a batch
+// and every 256 messages), and acks one with [ErrEarlierBatchFailed] even
+// when its messages were delivered. Since the sink acks a stream's batches
+// in Submit order, each later batch is judged after the failed ack has
+// returned, so a stream's nil acks always form a prefix of its batches.
+// Batches of the stream produced between the failure and its ack (the
+// ack waits for the earlier batches) may reach the broker; the replay
+// writes them again, as in the at-least-once window below.
 //
 // A fatal producer error (kafka.Error.IsFatal, e.g. the idempotent
 // producer's sequence or epoch errors) fails every batch in flight with

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/dualwrite/ingest/loader"
 )
 
 // The errors a batch can fail with that callers may want to tell apart (for
@@ -23,12 +25,13 @@ var (
 	// fresh producer for the batches that follow.
 	ErrFatal = errors.New("kafkasink: fatal producer error; producer rebuilt")
 	// ErrEarlierBatchFailed: a batch of the same stream submitted before
-	// this one failed, so the loader will replay this one too. Failing it
-	// rather than delivering it keeps every stream's acknowledgements a
-	// prefix of its submissions, and producing nothing more for a stream
-	// that is about to rewind keeps per-key order in the topic. Cleared
-	// when the stream rewinds (a batch with Seq 1).
-	ErrEarlierBatchFailed = errors.New("kafkasink: an earlier batch of this stream failed")
+	// this one, in the same epoch, failed, so the loader will replay this
+	// one too ([loader.Batch.Err]; it is [loader.ErrEpochCancelled]).
+	// Failing it rather than delivering it keeps every stream's
+	// acknowledgements a prefix of its submissions, and producing nothing
+	// more for a stream that is about to rewind keeps per-key order in the
+	// topic. The rewind starts a new epoch.
+	ErrEarlierBatchFailed = loader.ErrEpochCancelled
 )
 
 // MissingTopicError is returned by [New] and [Sink.CheckTopics] (and by

@@ -18,20 +18,8 @@ import (
 // Mock: an example must run anywhere (it is what `kafka.brokers: embedded`
 // uses); the guarantees are tested on a real broker.
 func ExampleSink_Submit() {
-	cluster, err := mockkafka.New(1) // stands in for kafka.brokers
-	if err != nil {
-		log.Fatal(err)
-	}
+	cluster, sch := exampleCluster() // stands in for kafka.brokers
 	defer cluster.Close()
-	if err := cluster.CreateTopic("raw_item", 3); err != nil {
-		log.Fatal(err)
-	}
-	sch, err := schema.New(map[string]*schema.Table{
-		"raw_item": {Key: "project_id", Columns: map[string]string{"project_id": "bigint", "body": "text"}},
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -44,14 +32,7 @@ func ExampleSink_Submit() {
 	}
 	defer sink.Close(ctx)
 
-	line := []byte(`{"table":"raw_item","row":{"project_id":42,"body":"hello"}}`)
-	rec, err := sch.Decode(line, "")
-	if err != nil {
-		log.Fatal(err)
-	}
-	pos := loader.Position{File: "000001.ndjson", Offset: 0}
-	batch := loader.NewBatch("api", pos, loader.Position{File: pos.File, Offset: int64(len(line)) + 1},
-		[]loader.Record{{Record: rec, RecordID: "api/000001.ndjson/0", Pos: pos, Line: line}}, nil)
+	batch := exampleBatch(sch) // one line of stream "api", decoded as the loader does
 
 	acked := make(chan error, 1)
 	if err := sink.Submit(ctx, batch, func(err error) { acked <- err }); err != nil {
@@ -98,20 +79,8 @@ func ExampleNew_missingTopic() {
 // check. Mock: an example must run anywhere; the outage at start is
 // tested on a real broker (cmd/ingest, internal/runner).
 func ExampleStart() {
-	cluster, err := mockkafka.New(1)
-	if err != nil {
-		log.Fatal(err)
-	}
+	cluster, sch := exampleCluster()
 	defer cluster.Close()
-	if err := cluster.CreateTopic("raw_item", 3); err != nil {
-		log.Fatal(err)
-	}
-	sch, err := schema.New(map[string]*schema.Table{
-		"raw_item": {Key: "project_id", Columns: map[string]string{"project_id": "bigint", "body": "text"}},
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -128,14 +97,7 @@ func ExampleStart() {
 		}
 	}()
 
-	line := []byte(`{"table":"raw_item","row":{"project_id":42,"body":"hello"}}`)
-	rec, err := sch.Decode(line, "")
-	if err != nil {
-		log.Fatal(err)
-	}
-	pos := loader.Position{File: "000001.ndjson", Offset: 0}
-	batch := loader.NewBatch("api", pos, loader.Position{File: pos.File, Offset: int64(len(line)) + 1},
-		[]loader.Record{{Record: rec, RecordID: "api/000001.ndjson/0", Pos: pos, Line: line}}, nil)
+	batch := exampleBatch(sch) // one line of stream "api", decoded as the loader does
 	acked := make(chan error, 1)
 	if err := sink.Submit(ctx, batch, func(err error) { acked <- err }); err != nil {
 		log.Fatal(err)
@@ -145,4 +107,36 @@ func ExampleStart() {
 	// Output:
 	// acked: <nil>
 	// ready: <nil>
+}
+
+// exampleCluster starts librdkafka's mock cluster with the topic raw_item
+// (3 partitions), and returns it with the schema of the table raw_item.
+func exampleCluster() (*mockkafka.Cluster, *schema.Schema) {
+	cluster, err := mockkafka.New(1)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := cluster.CreateTopic("raw_item", 3); err != nil {
+		log.Fatal(err)
+	}
+	sch, err := schema.New(map[string]*schema.Table{
+		"raw_item": {Key: "project_id", Columns: map[string]string{"project_id": "bigint", "body": "text"}},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return cluster, sch
+}
+
+// exampleBatch is a batch of one line of raw_item, as the loader hands
+// the sink: the line at offset 0 of a stream file, decoded.
+func exampleBatch(sch *schema.Schema) *loader.Batch {
+	line := []byte(`{"table":"raw_item","row":{"project_id":42,"body":"hello"}}`)
+	rec, err := sch.Decode(line, "")
+	if err != nil {
+		log.Fatal(err)
+	}
+	pos := loader.Position{File: "000001.ndjson", Offset: 0}
+	return loader.NewBatch("api", pos, loader.Position{File: pos.File, Offset: int64(len(line)) + 1},
+		[]loader.Record{{Record: rec, RecordID: "api/000001.ndjson/0", Pos: pos, Line: line}}, nil)
 }

@@ -56,6 +56,11 @@ type gen struct {
 	offset int64
 	seq    int
 	body   string
+	// epoch is the loader's epoch of the batches g makes: a batch with
+	// Seq 1 (a rewind) starts a new one. epochs maps each batch to its
+	// epoch, for submit.
+	epoch  *loader.Epoch
+	epochs sync.Map
 }
 
 func newGen(tb testing.TB, s *schema.Schema, stream string, bodySize int) *gen {
@@ -104,8 +109,33 @@ func (g *gen) batch(seq uint64, recs []loader.Record, dl *loadertest.Rejects) *l
 		reject = dl.Reject
 	}
 	b := loader.NewBatch(g.stream, start, loader.Position{File: g.file, Offset: g.offset}, recs, reject)
-	b.Seq = seq
+	if seq <= 1 || g.epoch == nil {
+		g.epoch = loader.NewEpoch()
+	}
+	b.InEpoch(g.epoch, seq)
+	g.epochs.Store(b, g.epoch)
 	return b
+}
+
+// submit hands b, made by g.batch, to s as the loader does: a Submit error,
+// or a failed ack before it returns, fails b's epoch, which voids the later
+// batches of the epoch ([loader.Batch.Err]).
+func (g *gen) submit(ctx context.Context, s loader.Sink, b *loader.Batch, ack func(error)) error {
+	e, ok := g.epochs.Load(b)
+	if !ok {
+		g.tb.Fatalf("batch %d of %s was not made by gen.batch", b.Seq, b.Stream)
+	}
+	epoch := e.(*loader.Epoch)
+	err := s.Submit(ctx, b, func(err error) {
+		if err != nil {
+			epoch.Fail(b.Seq, b.Stream, err)
+		}
+		ack(err)
+	})
+	if err != nil {
+		epoch.Fail(b.Seq, b.Stream, err)
+	}
+	return err
 }
 
 // acks collects the outcome of submitted batches.
@@ -315,3 +345,42 @@ func keys(n, l int) []string {
 }
 
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+// leaderOfPartition0 returns the broker leading partition 0 of topic, the
+// one a test kills, and the partitions (of the first partitions) it leads,
+// which go down with it.
+func leaderOfPartition0(tb testing.TB, ctx context.Context, c *kafkaserver.Cluster, topic string, partitions int) (leader int32, down map[int32]bool) {
+	tb.Helper()
+	leader, err := c.Leader(ctx, topic, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	down = map[int32]bool{}
+	for p := range int32(partitions) {
+		if l, err := c.Leader(ctx, topic, p); err != nil {
+			tb.Fatal(err)
+		} else if l == leader {
+			down[p] = true
+		}
+	}
+	return leader, down
+}
+
+// submitRejectingOne submits recs as one batch, which must be acked nil
+// with exactly one record dead-lettered, big, as too_large, and returns
+// that dead letter's detail.
+func submitRejectingOne(t *testing.T, g *gen, s loader.Sink, recs []loader.Record, big loader.Record) string {
+	t.Helper()
+	dl := &loadertest.Rejects{}
+	a := newAcks()
+	if err := g.submit(t.Context(), s, g.batch(1, recs, dl), a.fn(1)); err != nil {
+		t.Fatal(err)
+	}
+	a.wait(t, 1, 30*time.Second)
+	a.checkAllOK(t, 1)
+	rejected := dl.ByOffset()
+	if len(rejected) != 1 || rejected[big.Pos.Offset].Reason != "too_large" {
+		t.Fatalf("dead letters %+v, want only offset %d too_large", rejected, big.Pos.Offset)
+	}
+	return rejected[big.Pos.Offset].Detail
+}

@@ -109,7 +109,7 @@ func TestPartitionMatchesJavaPartitioner(t *testing.T) {
 	g := newGen(t, sch, "api", 16)
 	a := newAcks()
 	for n, table := range []string{"five", "twelve"} {
-		if err := s.Submit(t.Context(), g.batch(uint64(n+1), g.records(table, ks...), nil), a.fn(n+1)); err != nil {
+		if err := g.submit(t.Context(), s, g.batch(uint64(n+1), g.records(table, ks...), nil), a.fn(n+1)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -150,7 +150,7 @@ func TestMessageFormat(t *testing.T) {
 	g := newGen(t, sch, "api", 8)
 	recs := g.records("raw_item", "7", "8", "7")
 	a := newAcks()
-	if err := s.Submit(t.Context(), g.batch(1, recs, nil), a.fn(1)); err != nil {
+	if err := g.submit(t.Context(), s, g.batch(1, recs, nil), a.fn(1)); err != nil {
 		t.Fatal(err)
 	}
 	a.wait(t, 1, 30*time.Second)
@@ -205,7 +205,7 @@ func TestPerKeyOrderAcrossBatches(t *testing.T) {
 	for n := 1; n <= batches; n++ {
 		recs := g.records("events", keys(37, perBatch)...)
 		all = append(all, recs)
-		if err := s.Submit(t.Context(), g.batch(uint64(n), recs, nil), a.fn(n)); err != nil {
+		if err := g.submit(t.Context(), s, g.batch(uint64(n), recs, nil), a.fn(n)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -232,18 +232,7 @@ func TestLeaderKilledNothingLostOrReordered(t *testing.T) {
 	c := testenv.Cluster(t, 3, nil)
 	topic := testenv.Topic(t, c, kafkaserver.TopicSpec{Partitions: partitions, Replication: 3})
 	ctx := testenv.Context(t, brokerOutage+3*time.Minute)
-	leader, err := c.Leader(ctx, topic, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := map[int32]bool{}
-	for p := range int32(partitions) {
-		if l, err := c.Leader(ctx, topic, p); err != nil {
-			t.Fatal(err)
-		} else if l == leader {
-			down[p] = true
-		}
-	}
+	leader, down := leaderOfPartition0(t, ctx, c, topic, partitions)
 	ks := keys(30, 30)
 	hit := 0
 	for _, k := range ks {
@@ -266,7 +255,7 @@ func TestLeaderKilledNothingLostOrReordered(t *testing.T) {
 		t.Helper()
 		recs := g.records("events", ks...)
 		all = append(all, recs)
-		if err := s.Submit(ctx, g.batch(uint64(n), recs, nil), a.fn(n)); err != nil {
+		if err := g.submit(ctx, s, g.batch(uint64(n), recs, nil), a.fn(n)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -333,20 +322,7 @@ func TestOversizedRecordIsDeadLettered(t *testing.T) {
 	g.body = "small"
 	recs = append(append(recs, big...), g.records("events", "a", "c")...)
 
-	dl := &loadertest.Rejects{}
-	a := newAcks()
-	if err := s.Submit(t.Context(), g.batch(1, recs, dl), a.fn(1)); err != nil {
-		t.Fatal(err)
-	}
-	a.wait(t, 1, 30*time.Second)
-	a.checkAllOK(t, 1)
-
-	bigPos := big[0].Pos.Offset
-	rejected := dl.ByOffset()
-	if len(rejected) != 1 || rejected[bigPos].Reason != "too_large" {
-		t.Fatalf("dead letters %+v, want only offset %d too_large", rejected, bigPos)
-	}
-	detail := rejected[bigPos].Detail
+	detail := submitRejectingOne(t, g, s, recs, big[0])
 	if !strings.Contains(detail, "message.max.bytes=1000000") {
 		t.Errorf("detail %q does not name the limit", detail)
 	}
@@ -388,6 +364,55 @@ func TestMissingTopicFailsStart(t *testing.T) {
 	}
 }
 
+// A batch whose epoch an earlier batch failed is acked with
+// ErrEarlierBatchFailed even though its messages were delivered: the
+// loader replays it, and only a failed ack keeps the stream's nil acks a
+// prefix of its batches. The sink reads that from the batch's epoch
+// (loader.Batch.Err), which the failed ack fails before it returns; a
+// rewind, a new epoch, is acked as usual.
+// Real broker (shared): batch 2 is really delivered before it is failed.
+func TestBatchOfFailedEpochIsFailedAfterDelivery(t *testing.T) {
+	t.Parallel()
+	c := testenv.Broker(t)
+	topic := newTopic(t, c, 2)
+	ctx := testenv.Context(t, time.Minute)
+	sch := testSchema(t, map[string]string{"events": topic})
+	s := newSink(t, c, kafkasink.Config{Topics: []string{topic}})
+	g := newGen(t, sch, "api", 8)
+	a := newAcks()
+	b1 := g.batch(1, g.records("events", "a", "b"), nil)
+	epoch := g.epoch
+	// Batch 1's ack stands for the loader's failed ack, which fails the
+	// epoch before it returns; it waits until batch 2 is submitted, so
+	// that batch 2 is taken while the epoch still stands.
+	submitted := make(chan struct{})
+	if err := s.Submit(ctx, b1, func(err error) {
+		<-submitted
+		epoch.Fail(1, "api", errors.New("test: batch 1 failed"))
+		a.fn(1)(err)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	b2 := g.records("events", "a", "c")
+	if err := s.Submit(ctx, g.batch(2, b2, nil), a.fn(2)); err != nil {
+		t.Fatalf("batch 2 before batch 1 failed: Submit = %v", err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() bool { return s.Stats().Delivered == 4 }, "batches 1 and 2 delivered")
+	close(submitted)
+	a.wait(t, 2, 30*time.Second)
+	if err := a.err(2); !errors.Is(err, kafkasink.ErrEarlierBatchFailed) {
+		t.Fatalf("batch 2 ack = %v, want ErrEarlierBatchFailed", err)
+	}
+	// The rewind replays batch 2's lines in a new epoch.
+	if err := g.submit(ctx, s, g.batch(1, b2, nil), a.fn(3)); err != nil {
+		t.Fatal(err)
+	}
+	a.wait(t, 1, 30*time.Second)
+	if err := a.err(3); err != nil {
+		t.Fatalf("replayed batch ack = %v", err)
+	}
+}
+
 // A table routed to Kafka after start-up (config reload) gets the same
 // check before anything is produced to its topic.
 // Real broker (shared): a real broker's metadata, with auto-creation off.
@@ -401,21 +426,21 @@ func TestSubmitChecksNewTopic(t *testing.T) {
 	s := newSink(t, c, kafkasink.Config{Topics: []string{present}})
 	g := newGen(t, sch, "api", 8)
 	a := newAcks()
-	err := s.Submit(ctx, g.batch(1, g.records("later", "1"), nil), a.fn(1))
+	err := g.submit(ctx, s, g.batch(1, g.records("later", "1"), nil), a.fn(1))
 	var mt *kafkasink.MissingTopicError
 	if !errors.As(err, &mt) || !slices.Equal(mt.Topics, []string{later}) {
 		t.Fatalf("Submit = %v, want MissingTopicError for %s", err, later)
 	}
 	// The loader may have submitted the next batch before seeing the
 	// failure: it fails too, until the stream rewinds.
-	if err := s.Submit(ctx, g.batch(2, g.records("present", "1"), nil), a.fn(2)); !errors.Is(err, kafkasink.ErrEarlierBatchFailed) {
+	if err := g.submit(ctx, s, g.batch(2, g.records("present", "1"), nil), a.fn(2)); !errors.Is(err, kafkasink.ErrEarlierBatchFailed) {
 		t.Fatalf("next batch: Submit = %v, want ErrEarlierBatchFailed", err)
 	}
 	if ok, err := c.TopicExists(ctx, later); err != nil || ok {
 		t.Fatalf("exists=%v err=%v; Submit must not create the topic", ok, err)
 	}
 	// The rewind (Seq 1) for a table whose topic exists goes through.
-	if err := s.Submit(ctx, g.batch(1, g.records("present", "1"), nil), a.fn(3)); err != nil {
+	if err := g.submit(ctx, s, g.batch(1, g.records("present", "1"), nil), a.fn(3)); err != nil {
 		t.Fatal(err)
 	}
 	a.wait(t, 1, 30*time.Second)
@@ -484,12 +509,12 @@ func TestCloseIsBoundedWhenBrokersDown(t *testing.T) {
 			}
 			g := newGen(t, sch, "api", 100)
 			a := newAcks()
-			if err := s.Submit(ctx, g.batch(1, g.records("events", keys(10, 10)...), nil), a.fn(1)); err != nil {
+			if err := g.submit(ctx, s, g.batch(1, g.records("events", keys(10, 10)...), nil), a.fn(1)); err != nil {
 				t.Fatal(err)
 			}
 			a.wait(t, 1, 30*time.Second)
 			killAll(t, c)
-			if err := s.Submit(ctx, g.batch(2, g.records("events", keys(10, 10)...), nil), a.fn(2)); err != nil {
+			if err := g.submit(ctx, s, g.batch(2, g.records("events", keys(10, 10)...), nil), a.fn(2)); err != nil {
 				t.Fatal(err)
 			}
 
@@ -514,7 +539,7 @@ func TestCloseIsBoundedWhenBrokersDown(t *testing.T) {
 			if err := a.err(2); !errors.Is(err, kafkasink.ErrClosed) {
 				t.Errorf("batch 2 ack = %v, want ErrClosed", err)
 			}
-			if err := s.Submit(ctx, g.batch(3, g.records("events", "x"), nil), a.fn(3)); !errors.Is(err, kafkasink.ErrClosed) {
+			if err := g.submit(ctx, s, g.batch(3, g.records("events", "x"), nil), a.fn(3)); !errors.Is(err, kafkasink.ErrClosed) {
 				t.Errorf("Submit after Close = %v, want ErrClosed", err)
 			}
 		})
@@ -529,6 +554,20 @@ func killAll(tb testing.TB, c *kafkaserver.Cluster) {
 			tb.Fatal(err)
 		}
 	}
+}
+
+// deliverThenKill delivers batch 1 of g (5 records of table events,
+// acked as a.fn(1)), so the producer has a connection and an idempotent
+// producer id, then kills every node of c. It returns the records.
+func deliverThenKill(t *testing.T, ctx context.Context, c *kafkaserver.Cluster, s loader.Sink, g *gen, a *acks) []loader.Record {
+	t.Helper()
+	warm := g.records("events", keys(5, 5)...)
+	if err := g.submit(ctx, s, g.batch(1, warm, nil), a.fn(1)); err != nil {
+		t.Fatal(err)
+	}
+	a.wait(t, 1, 30*time.Second)
+	killAll(t, c)
+	return warm
 }
 
 // restartAll starts every node of c again and waits until each serves.
@@ -556,19 +595,14 @@ func TestFatalErrorRebuildsProducer(t *testing.T) {
 		Properties: map[string]string{"reconnect.backoff.max.ms": "500"}})
 	g := newGen(t, sch, "api", 50)
 	a := newAcks()
-	warm := g.records("events", keys(5, 5)...)
-	if err := s.Submit(ctx, g.batch(1, warm, nil), a.fn(1)); err != nil {
-		t.Fatal(err)
-	}
-	a.wait(t, 1, 30*time.Second)
+	warm := deliverThenKill(t, ctx, c, s, g, a)
 
 	// Keep two batches in flight: the broker is down.
-	killAll(t, c)
 	b2, b3 := g.records("events", keys(5, 5)...), g.records("events", keys(5, 5)...)
-	if err := s.Submit(ctx, g.batch(2, b2, nil), a.fn(2)); err != nil {
+	if err := g.submit(ctx, s, g.batch(2, b2, nil), a.fn(2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Submit(ctx, g.batch(3, b3, nil), a.fn(3)); err != nil {
+	if err := g.submit(ctx, s, g.batch(3, b3, nil), a.fn(3)); err != nil {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 10*time.Second, func() bool { return kafkasink.InFlight(s) == 2 }, "batches 2 and 3 produced")
@@ -583,16 +617,16 @@ func TestFatalErrorRebuildsProducer(t *testing.T) {
 	}
 	// Submitted before the loader noticed: fails fast, nothing produced.
 	b4 := g.records("events", keys(5, 5)...)
-	if err := s.Submit(ctx, g.batch(4, b4, nil), a.fn(4)); !errors.Is(err, kafkasink.ErrEarlierBatchFailed) {
+	if err := g.submit(ctx, s, g.batch(4, b4, nil), a.fn(4)); !errors.Is(err, kafkasink.ErrEarlierBatchFailed) {
 		t.Fatalf("Submit of batch 4 = %v, want ErrEarlierBatchFailed", err)
 	}
 
 	restartAll(t, ctx, c)
 	// The loader rewinds to its checkpoint (after batch 1) and replays.
-	if err := s.Submit(ctx, g.batch(1, b2, nil), a.fn(5)); err != nil {
+	if err := g.submit(ctx, s, g.batch(1, b2, nil), a.fn(5)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Submit(ctx, g.batch(2, slices.Concat(b3, b4), nil), a.fn(6)); err != nil {
+	if err := g.submit(ctx, s, g.batch(2, slices.Concat(b3, b4), nil), a.fn(6)); err != nil {
 		t.Fatal(err)
 	}
 	a.wait(t, 2, 60*time.Second)
@@ -679,12 +713,7 @@ func TestBackpressureWaitsForRoom(t *testing.T) {
 		"queue.buffering.max.messages": "50", "reconnect.backoff.max.ms": "500"}})
 	g := newGen(t, sch, "api", 100)
 	a := newAcks()
-	warm := g.records("events", keys(5, 5)...)
-	if err := s.Submit(ctx, g.batch(1, warm, nil), a.fn(1)); err != nil {
-		t.Fatal(err)
-	}
-	a.wait(t, 1, 30*time.Second)
-	killAll(t, c)
+	warm := deliverThenKill(t, ctx, c, s, g, a)
 
 	// A second stream's batch (to another topic) fills the queue and then
 	// times out waiting: Submit hands it over at once, and its ack says why
@@ -692,7 +721,7 @@ func TestBackpressureWaitsForRoom(t *testing.T) {
 	other := newGen(t, sch, "other", 100)
 	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
-	if err := s.Submit(short, other.batch(1, other.records("side", keys(5, 60)...), nil), a.fn(100)); err != nil {
+	if err := other.submit(short, s, other.batch(1, other.records("side", keys(5, 60)...), nil), a.fn(100)); err != nil {
 		t.Fatalf("Submit = %v, want nil (the producer goroutine waits for room)", err)
 	}
 	a.wait(t, 1, 30*time.Second)
@@ -702,7 +731,7 @@ func TestBackpressureWaitsForRoom(t *testing.T) {
 
 	// The main stream's next batch waits for room until the broker is back.
 	big := g.records("events", keys(7, 200)...)
-	if err := s.Submit(ctx, g.batch(2, big, nil), a.fn(2)); err != nil {
+	if err := g.submit(ctx, s, g.batch(2, big, nil), a.fn(2)); err != nil {
 		t.Fatal(err)
 	}
 	select { // the broker stays down for a second: no ack may come

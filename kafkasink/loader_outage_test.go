@@ -84,18 +84,7 @@ func TestLoaderLeaderDownDatabaseSinkGoesOn(t *testing.T) {
 	c := testenv.Cluster(t, 3, nil)
 	topic := testenv.Topic(t, c, kafkaserver.TopicSpec{Partitions: partitions, Replication: 1})
 	ctx := testenv.Context(t, loaderOutage+3*time.Minute)
-	leader, err := c.Leader(ctx, topic, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := map[int32]bool{}
-	for p := range int32(partitions) {
-		if l, err := c.Leader(ctx, topic, p); err != nil {
-			t.Fatal(err)
-		} else if l == leader {
-			down[p] = true
-		}
-	}
+	leader, down := leaderOfPartition0(t, ctx, c, topic, partitions)
 	onDown := func(acct string) bool { return down[javaPartition(javaMurmur2([]byte(acct)), partitions)] }
 	var downAccts []string
 	for _, a := range keys(accounts, accounts) {

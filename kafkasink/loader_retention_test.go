@@ -246,7 +246,7 @@ func TestRetentionRaisedWhileRunningApplies(t *testing.T) {
 	dl := &loadertest.Rejects{}
 	a := newAcks()
 	ctx := testenv.Context(t, 90*time.Second)
-	if err := s.Submit(ctx, g.batch(1, old(), dl), a.fn(1)); err != nil {
+	if err := g.submit(ctx, s, g.batch(1, old(), dl), a.fn(1)); err != nil {
 		t.Fatal(err)
 	}
 	a.wait(t, 1, 30*time.Second)
@@ -263,7 +263,7 @@ func TestRetentionRaisedWhileRunningApplies(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, func() bool {
 		return log.Count("topic config changed on the brokers", "retention=24h0m0s") > 0
 	}, "the sink reading the raised retention")
-	if err := s.Submit(ctx, g.batch(2, old(), dl), a.fn(2)); err != nil {
+	if err := g.submit(ctx, s, g.batch(2, old(), dl), a.fn(2)); err != nil {
 		t.Fatal(err)
 	}
 	a.wait(t, 1, 30*time.Second)

@@ -169,9 +169,9 @@ func (s *Sink) Stats() Stats {
 // nil when every message of the batch has a successful delivery report
 // (acks=all) or was dead-lettered, or with an error when the
 // batch will not be delivered and must be replayed from the checkpoint. The
-// acks of one stream come in Submit order, and after a failed one every
-// later batch of the stream fails too until the stream rewinds (Seq 1): the
-// loader can save b.End on each nil ack.
+// acks of one stream come in Submit order, and once a batch's epoch is
+// failed by an earlier batch's failed ack ([loader.Batch.Err]) the batch
+// fails too: the loader can save b.End on each nil ack.
 //
 // Message: topic Table.Topic, key Record.Key, value Record.Row, timestamp
 // Record.Time (when set), headers [HeaderTable], [HeaderRecordID],
@@ -189,8 +189,8 @@ func (s *Sink) Stats() Stats {
 // "retention") or the topic refuses (reason "timestamp_refused"; see
 // [TopicConfig.CheckTime]). An error return means the same as a failed
 // ack, and ack is then never called: ctx ended, the sink is closed, a
-// topic is missing, or an earlier batch of the stream failed. ack may run
-// before Submit returns.
+// topic is missing, or an earlier batch of the epoch failed
+// ([ErrEarlierBatchFailed]). ack may run before Submit returns.
 func (s *Sink) Submit(ctx context.Context, b *loader.Batch, ack func(error)) error {
 	if b == nil || ack == nil {
 		return errors.New("kafkasink: Submit needs a batch and an ack function")
@@ -200,16 +200,15 @@ func (s *Sink) Submit(ctx context.Context, b *loader.Batch, ack func(error)) err
 		return ErrClosed
 	default:
 	}
-	st, epoch, err := s.admit(b)
+	st, err := s.admit(b)
 	if err != nil {
 		return err
 	}
 	if err := s.ensureTopics(ctx, b); err != nil {
-		s.failStream(st, epoch)
 		return err
 	}
 
-	t := &tracker{s: s, b: b, ack: ack, stream: st, epoch: epoch, donec: make(chan struct{})}
+	t := &tracker{s: s, b: b, ack: ack, stream: st, donec: make(chan struct{})}
 	t.pending.Store(1) // the producer's hold, released when all is produced
 	if !s.enqueue(t) {
 		return ErrClosed
@@ -244,7 +243,10 @@ func (s *Sink) produceLoop() {
 			if !j.t.startSending() {
 				continue // failed before it was sent: nothing to do
 			}
-			err := s.send(j.ctx, j.t)
+			err := j.t.b.Err() // an earlier batch failed while this one was queued
+			if err == nil {
+				err = s.send(j.ctx, j.t)
+			}
 			j.t.stopSending()
 			if err != nil {
 				j.t.finish(err, false)
@@ -300,6 +302,9 @@ func (s *Sink) send(ctx context.Context, t *tracker) error {
 				// Close): ack reports it; producing the rest would only
 				// add messages the replay writes again.
 				return nil
+			}
+			if err := b.Err(); err != nil {
+				return err // void: an earlier batch failed, the replay sends it
 			}
 			// Per chunk: send can wait for queue space through an outage.
 			now = time.Now()

@@ -452,14 +452,7 @@ func (k *Lazy) Close(ctx context.Context) error {
 	if s != nil {
 		err = s.Close(ctx)
 	}
-	forwarded := make(chan struct{})
-	go func() {
-		k.forwarder.Wait()
-		close(forwarded)
-	}()
-	select {
-	case <-forwarded:
-	case <-ctx.Done():
+	if !waitFor(ctx, k.forwarder.Wait) {
 		return errors.Join(err, fmt.Errorf("kafka sink: batches queued before it started still being handed over: %w", ctx.Err()))
 	}
 	return err

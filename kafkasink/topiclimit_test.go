@@ -77,20 +77,7 @@ func TestTopicLimitRecordDeadLetteredRestDelivered(t *testing.T) {
 	after := g.records("events", keys(3, 30)...)
 	recs := append(append(append([]loader.Record{}, before...), big...), after...)
 
-	dl := &loadertest.Rejects{}
-	a := newAcks()
-	if err := s.Submit(t.Context(), g.batch(1, recs, dl), a.fn(1)); err != nil {
-		t.Fatal(err)
-	}
-	a.wait(t, 1, 30*time.Second)
-	a.checkAllOK(t, 1)
-
-	bigPos := big[0].Pos.Offset
-	rejected := dl.ByOffset()
-	if len(rejected) != 1 || rejected[bigPos].Reason != "too_large" {
-		t.Fatalf("dead letters %+v, want only offset %d too_large", rejected, bigPos)
-	}
-	detail := rejected[bigPos].Detail
+	detail := submitRejectingOne(t, g, s, recs, big[0])
 	t.Logf("dead letter: %s", detail)
 	checkRefusalDetail(t, detail, len(big[0].Row))
 	want := seqs(t, before, after)
@@ -156,7 +143,7 @@ func TestTopicLimitOnlyLargeLinesDeadLettered(t *testing.T) {
 	a := newAcks()
 	batches := lines / perBatch
 	for n := 1; n <= batches; n++ {
-		if err := s.Submit(t.Context(), g.batch(uint64(n), all[(n-1)*perBatch:n*perBatch], dl), a.fn(n)); err != nil {
+		if err := g.submit(t.Context(), s, g.batch(uint64(n), all[(n-1)*perBatch:n*perBatch], dl), a.fn(n)); err != nil {
 			t.Fatal(err)
 		}
 	}

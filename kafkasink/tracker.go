@@ -23,7 +23,6 @@ type tracker struct {
 	b      *loader.Batch
 	ack    func(error)
 	stream *stream
-	epoch  uint64 // stream.epoch at Submit
 
 	pending atomic.Int64
 
@@ -42,9 +41,6 @@ type tracker struct {
 	sent     chan struct{}
 	silent   bool      // Submit returned err itself: never call ack
 	tooLarge []refusal // records the broker refused as too large, dead-lettered before ack
-
-	// Guarded by Sink.streamsMu.
-	poisoned bool // an earlier batch of the stream failed
 }
 
 // release drops one pending count; the last one completes the batch.
@@ -149,20 +145,21 @@ func (t *tracker) abort(err error) error {
 }
 
 // stream is the sink's view of one loader stream: its batches not yet
-// acked, in Submit order, so that acks go out in that order.
+// acked, in Submit order, so that acks go out in that order. Whether a
+// batch is still wanted after an earlier one failed is the batch's
+// epoch's to say ([loader.Batch.Err]), not the stream's.
 type stream struct {
 	name  string
 	queue []*tracker
-	// epoch counts rewinds (batches with Seq <= 1); poison does not cross
-	// one.
-	epoch    uint64
-	poisoned bool // a batch of this epoch failed: fail the rest of it
-	dirty    bool // queued in Sink.dirty
+	dirty bool // queued in Sink.dirty
 }
 
-// admit starts a batch for stream name: it handles a rewind, and refuses
-// the batch when an earlier one of the same epoch failed.
-func (s *Sink) admit(b *loader.Batch) (*stream, uint64, error) {
+// admit starts a batch for its stream, and refuses it when an earlier
+// batch of its epoch failed.
+func (s *Sink) admit(b *loader.Batch) (*stream, error) {
+	if err := b.Err(); err != nil {
+		return nil, fmt.Errorf("kafkasink: stream %s batch %d: %w", b.Stream, b.Seq, err)
+	}
 	s.streamsMu.Lock()
 	defer s.streamsMu.Unlock()
 	st := s.streams[b.Stream]
@@ -170,17 +167,7 @@ func (s *Sink) admit(b *loader.Batch) (*stream, uint64, error) {
 		st = &stream{name: b.Stream}
 		s.streams[b.Stream] = st
 	}
-	// Seq 1 starts the stream (again) from its checkpoint. Seq 0 is a
-	// batch from a caller that does not number batches; treating it as a
-	// rewind means such a caller never sees ErrEarlierBatchFailed.
-	if b.Seq <= 1 {
-		st.epoch++
-		st.poisoned = false
-	}
-	if st.poisoned {
-		return nil, 0, fmt.Errorf("stream %s batch %d: %w", b.Stream, b.Seq, ErrEarlierBatchFailed)
-	}
-	return st, st.epoch, nil
+	return st, nil
 }
 
 // enqueue appends t to its stream's queue.
@@ -211,42 +198,9 @@ func (s *Sink) failQueued(err error) {
 	}
 }
 
-// poisonLocked marks every batch of st's epoch that follows t (or, with t
-// nil, every later batch of epoch) as failed. Caller holds streamsMu.
-func (s *Sink) poisonLocked(st *stream, epoch uint64, after *tracker) {
-	if st.epoch != epoch {
-		return // the stream rewound since: the new epoch is unaffected
-	}
-	st.poisoned = true
-	seen := after == nil
-	for _, q := range st.queue {
-		if q == after {
-			seen = true
-			continue
-		}
-		if seen && q.epoch == epoch {
-			q.poisoned = true
-		}
-	}
-}
-
-// failStream records a Submit failure that happened before the batch had a
-// tracker: later batches of the epoch fail fast.
-func (s *Sink) failStream(st *stream, epoch uint64) {
-	s.streamsMu.Lock()
-	s.poisonLocked(st, epoch, nil)
-	s.streamsMu.Unlock()
-}
-
 // finished hands a finished batch to the completer.
 func (s *Sink) finished(t *tracker) {
-	t.mu.Lock()
-	failed := t.err != nil
-	t.mu.Unlock()
 	s.streamsMu.Lock()
-	if failed {
-		s.poisonLocked(t.stream, t.epoch, t)
-	}
 	if !t.stream.dirty {
 		t.stream.dirty = true
 		s.dirty = append(s.dirty, t.stream)
@@ -293,21 +247,12 @@ func (s *Sink) deliverReady() {
 	s.dirty = s.dirty[:0]
 	s.streamsMu.Unlock()
 
-	for i, t := range out {
+	for _, t := range out {
 		t.waitSent()
+		// A failed ack fails its epoch before it returns (the loader's
+		// ack does), so the later batches of the stream, acked after it
+		// here, read as void in result.
 		err := s.result(t)
-		if err != nil {
-			// Batches of this stream already taken off the queue behind t
-			// must fail too; those still queued are poisoned by the lock.
-			s.streamsMu.Lock()
-			s.poisonLocked(t.stream, t.epoch, t)
-			for _, q := range out[i+1:] {
-				if q.stream == t.stream && q.epoch == t.epoch {
-					q.poisoned = true
-				}
-			}
-			s.streamsMu.Unlock()
-		}
 		t.mu.Lock()
 		silent := t.silent
 		t.mu.Unlock()
@@ -329,11 +274,10 @@ func (s *Sink) result(t *tracker) error {
 	if err != nil {
 		return fmt.Errorf("stream %s batch %d (%s..%s): %w", t.b.Stream, t.b.Seq, t.b.Start, t.b.End, err)
 	}
-	s.streamsMu.Lock()
-	poisoned := t.poisoned
-	s.streamsMu.Unlock()
-	if poisoned {
-		return fmt.Errorf("stream %s batch %d (%s..%s): %w", t.b.Stream, t.b.Seq, t.b.Start, t.b.End, ErrEarlierBatchFailed)
+	if err := t.b.Err(); err != nil {
+		// Delivered, but the loader replays it after the rewind: only an
+		// error ack keeps the stream's nil acks a prefix of its batches.
+		return fmt.Errorf("stream %s batch %d (%s..%s): %w", t.b.Stream, t.b.Seq, t.b.Start, t.b.End, err)
 	}
 	var first string
 	for n, rf := range tooLarge {
