@@ -94,7 +94,7 @@ func start(t *testing.T, args ...string) (*exec.Cmd, *testenv.SyncBuffer) {
 // and reaps it if the test has not, so a failing test leaves no process.
 func startTo(t *testing.T, out io.Writer, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	cmd := testenv.Command(t, backgroundWithin, binary, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start ingest %s: %v", strings.Join(args, " "), err)
@@ -368,7 +368,7 @@ func TestBackfillProgressBarOnTerminalLogLinesOtherwise(t *testing.T) {
 	cmdline := strings.Join([]string{binary, "backfill", "--config", c.cfg, "--sink", "db", "--rate", "2000", c.files}, " ")
 	// script runs the command on a pseudo-terminal and copies what it
 	// writes; stdin must not be ours (go test's may be closed).
-	cmd := exec.Command("script", "-qfec", cmdline, "/dev/null")
+	cmd := testenv.Command(t, runWithin, "script", "-qfec", cmdline, "/dev/null")
 	cmd.Stdin = strings.NewReader("")
 	tty, err := cmd.CombinedOutput()
 	if err != nil {

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -65,21 +64,14 @@ func startLoad(t *testing.T, e *e2eEnv, rate float64) *loadRun {
 	if cfg == plain {
 		t.Fatalf("no kafka section to add librdkafka's debug property to in:\n%s", plain)
 	}
-	e.writeConfig(t, e.cfgPath, cfg)
-	e.migrate(t)
+	e.configure(t, cfg)
 	lr := &loadRun{t: t, e: e, log: &testenv.SyncBuffer{}, genDone: make(chan error, 1)}
-	lr.run = exec.Command(binary, "run", "--config", e.cfgPath, "--debug")
-	lr.run.Stdout, lr.run.Stderr = lr.log, lr.log
-	if err := lr.run.Start(); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		lr.run.Process.Kill()
-		lr.run.Wait()
 		if t.Failed() {
-			t.Logf("ingest run log without debug lines (tail):\n%s", tailLines(dropLines(lr.log.String(), `"level":"DEBUG"`), 60))
+			t.Logf("ingest run log without debug lines (tail):\n%s", testenv.Tail(dropLines(lr.log.String(), `"level":"DEBUG"`), 60))
 		}
 	})
+	lr.run = startTo(t, lr.log, "run", "--config", e.cfgPath, "--debug")
 	ctx, cancel := context.WithCancel(context.Background())
 	lr.stopGen = cancel
 	t.Cleanup(cancel)
@@ -113,10 +105,7 @@ func (lr *loadRun) finishAndCheck() {
 	lr.t.Helper()
 	n := lr.stopWriting()
 	testenv.Eventually(lr.t, 2*time.Minute, func() bool { return statusLag(lr.t, lr.e.cfgPath) == 0 }, "both sinks caught up")
-	lr.run.Process.Signal(syscall.SIGTERM)
-	if err := lr.run.Wait(); err != nil {
-		lr.t.Fatalf("ingest run after SIGTERM: %v (want exit 0)", err)
-	}
+	stop(lr.t, lr.run)
 	lines := writtenLines(lr.t, lr.e.spool, "api")
 	if int64(len(lines)) != n {
 		lr.t.Fatalf("read back %d lines, gen wrote %d", len(lines), n)
@@ -131,15 +120,7 @@ func (lr *loadRun) finishAndCheck() {
 // before its first ack), from `ingest status --json`.
 func (lr *loadRun) kafkaCheckpoint() loader.Position {
 	lr.t.Helper()
-	out, code := ingest(lr.t, "status", "--config", lr.e.cfgPath, "--json")
-	if code != 0 {
-		lr.t.Fatalf("status: %d %s", code, out)
-	}
-	var st []loader.StreamStatus
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		lr.t.Fatalf("status --json: %v: %s", err, out)
-	}
-	for _, s := range st {
+	for _, s := range streamStatus(lr.t, lr.e.cfgPath) {
 		for _, k := range s.Sinks {
 			if s.Stream == "api" && k.Sink == "kafka" && k.Checkpoint != nil {
 				return *k.Checkpoint
@@ -457,15 +438,7 @@ func busiestPartition(t *testing.T, c *kafkaserver.Cluster, topic string) int32 
 func restartAll(t *testing.T, c *kafkaserver.Cluster, ids []int32) {
 	t.Helper()
 	ctx := testenv.Context(t, 3*time.Minute)
-	errs := make([]error, len(ids))
-	var wg sync.WaitGroup
-	for i, id := range ids {
-		wg.Go(func() { errs[i] = c.Restart(ctx, id) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatalf("restart nodes %v: %v", ids, err)
-	}
+	atOnce(t, "restart", ids, func(id int32) error { return c.Restart(ctx, id) })
 }
 
 // stopAll stops the given nodes at once with SIGTERM: each makes a
@@ -474,28 +447,27 @@ func restartAll(t *testing.T, c *kafkaserver.Cluster, ids []int32) {
 func stopAll(t *testing.T, c *kafkaserver.Cluster, ids []int32) {
 	t.Helper()
 	ctx := testenv.Context(t, 2*time.Minute)
-	errs := make([]error, len(ids))
-	var wg sync.WaitGroup
-	for i, id := range ids {
-		wg.Go(func() { errs[i] = c.Stop(ctx, id) })
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		t.Fatalf("stop nodes %v: %v", ids, err)
-	}
+	atOnce(t, "stop", ids, func(id int32) error { return c.Stop(ctx, id) })
 }
 
 // killAll kills the given nodes (kill -9) at once.
 func killAll(t *testing.T, c *kafkaserver.Cluster, ids []int32) {
 	t.Helper()
+	atOnce(t, "kill", ids, c.Kill)
+}
+
+// atOnce applies op to the nodes ids concurrently, so that they go down or
+// come back together, and fails the test with every node's error.
+func atOnce(t *testing.T, what string, ids []int32, op func(id int32) error) {
+	t.Helper()
 	errs := make([]error, len(ids))
 	var wg sync.WaitGroup
 	for i, id := range ids {
-		wg.Go(func() { errs[i] = c.Kill(id) })
+		wg.Go(func() { errs[i] = op(id) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		t.Fatalf("kill nodes %v: %v", ids, err)
+		t.Fatalf("%s nodes %v: %v", what, ids, err)
 	}
 }
 
@@ -653,11 +625,8 @@ func TestRunThroughKafkaClusterFaults(t *testing.T) {
 func TestRunRefusesMissingTopic(t *testing.T) {
 	e := newBrokerEnv(t, 1)
 	e.topic = "missing-" + strings.ReplaceAll(t.Name(), "/", "_") // never created
-	e.writeConfig(t, e.cfgPath, e.config("all"))
-	e.migrate(t)
-	if out, code := ingest(t, "gen", "--dir", e.spool, "--count", "200"); code != 0 {
-		t.Fatalf("gen: %d %s", code, out)
-	}
+	e.configure(t, e.config("all"))
+	ingestOK(t, "gen", "--dir", e.spool, "--count", "200")
 	start := time.Now()
 	out, code := ingest(t, "run", "--config", e.cfgPath)
 	if code != 1 || !strings.Contains(out, e.topic) || !strings.Contains(out, "does not exist") {
@@ -673,11 +642,6 @@ func TestRunRefusesMissingTopic(t *testing.T) {
 	if exists, err := e.kb.TopicExists(ctx, e.topic); err != nil || exists {
 		t.Errorf("topic %s exists=%v (err %v) after ingest run: it must not be created", e.topic, exists, err)
 	}
-}
-
-func tailLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 func grepLines(s, sub string, n int) string {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,24 +10,12 @@ import (
 // connecting to anything (the config points at ports nothing listens on).
 func TestConsumeUsageErrors(t *testing.T) {
 	dir := t.TempDir()
+	const db = "db: {url: \"postgres://ingest@127.0.0.1:1/app\"}\n"
 	cfg := filepath.Join(dir, "ingest.yaml")
-	const text = `spool: {dir: %s}
-kafka: {brokers: "127.0.0.1:1"}
-db: {url: "postgres://ingest@127.0.0.1:1/app"}
-tables:
-  raw_item:
-    key: k
-    columns: {k: bigint}
-`
-	if err := os.WriteFile(cfg, []byte(strings.Replace(text, "%s", dir, 1)), 0o640); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, cfg, offlineConfig(dir, db+"kafka: {brokers: \"127.0.0.1:1\"}\n"))
 	oauth := filepath.Join(dir, "oauth.yaml")
-	withOAuth := strings.Replace(strings.Replace(text, "%s", dir, 1), `kafka: {brokers: "127.0.0.1:1"}`,
-		`kafka: {brokers: "127.0.0.1:1", properties: {security.protocol: SASL_SSL, sasl.mechanism: OAUTHBEARER}}`, 1)
-	if err := os.WriteFile(oauth, []byte(withOAuth), 0o640); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, oauth, offlineConfig(dir, db+
+		"kafka: {brokers: \"127.0.0.1:1\", properties: {security.protocol: SASL_SSL, sasl.mechanism: OAUTHBEARER}}\n"))
 	for _, c := range []struct {
 		args []string
 		want string

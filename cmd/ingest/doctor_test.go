@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,8 +18,7 @@ import (
 // their fix, and so does PostgreSQL stopped; the exit status is 1.
 func TestDoctor(t *testing.T) {
 	e := newBrokerEnv(t, 2)
-	e.writeConfig(t, e.cfgPath, e.config("all"))
-	e.migrate(t)
+	e.configure(t, e.config("all"))
 	w, err := rotatefile.Open(rotatefile.Options{Dir: e.spool, Stream: "api"})
 	if err != nil {
 		t.Fatal(err)
@@ -55,9 +53,7 @@ func TestDoctor(t *testing.T) {
 	}
 	conn.Close(ctx)
 	notADir := filepath.Join(e.dir, "file")
-	if err := os.WriteFile(notADir, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, notADir, "")
 	out, code = ingest(t, "doctor", "--config", broken, "--state-dir", filepath.Join(notADir, "state"))
 	if code != 1 {
 		t.Fatalf("broken setup: exit %d, want 1\n%s", code, out)

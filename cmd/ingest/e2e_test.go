@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,10 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,21 +33,6 @@ var binary string
 func TestMain(m *testing.M) {
 	binary = testenv.BuildIngest(".", "-race")
 	testenv.Main(m, true)
-}
-
-func ingest(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(binary, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return out.String(), code
 }
 
 const e2eTemplate = `spool: {dir: %q, retention: 1h}
@@ -142,9 +124,7 @@ func (e *e2eEnv) bootstrap() string {
 func (e *e2eEnv) writeConfig(t *testing.T, path, text string) {
 	t.Helper()
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(text), 0o640); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, tmp, text)
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
@@ -152,9 +132,15 @@ func (e *e2eEnv) writeConfig(t *testing.T, path, text string) {
 
 func (e *e2eEnv) migrate(t *testing.T) {
 	t.Helper()
-	if out, code := ingest(t, "migrate", "--config", e.cfgPath); code != 0 {
-		t.Fatalf("migrate: %d %s", code, out)
-	}
+	ingestOK(t, "migrate", "--config", e.cfgPath)
+}
+
+// configure writes the config file (text, e.g. e.config(route)) and
+// creates its tables, as an operator does before the first run.
+func (e *e2eEnv) configure(t *testing.T, text string) {
+	t.Helper()
+	e.writeConfig(t, e.cfgPath, text)
+	e.migrate(t)
 }
 
 // Exit codes and usage errors. Kafka: none, nothing here connects.
@@ -169,7 +155,7 @@ func TestExitCodesAndUsage(t *testing.T) {
 		t.Errorf("run without config: %d %q", code, out)
 	}
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
-	os.WriteFile(bad, []byte("spool: {dir: /tmp}\ntables:\n  t:\n    key: k\n    columns: {k: bigint}\n    kafka: {percent: 140}\n"), 0o640)
+	writeFile(t, bad, "spool: {dir: /tmp}\ntables:\n  t:\n    key: k\n    columns: {k: bigint}\n    kafka: {percent: 140}\n")
 	if out, code := ingest(t, "run", "--config", bad); code != 2 || !strings.Contains(out, "tables.t.kafka.percent") {
 		t.Errorf("invalid config: exit %d, output %q; want 2 naming the key", code, out)
 	}
@@ -213,9 +199,7 @@ func TestRunDualWritesThroughRouteChanges(t *testing.T) {
 					strings.Contains(runLog.String(), "-> "+route)
 			}, "reload to %s applied", route)
 		}
-		if out, code := ingest(t, "gen", "--dir", spool, "--stream", stream, "--rate", "2000", "--count", strconv.Itoa(perPhase), "--accounts", "100", "--size", "400"); code != 0 {
-			t.Fatalf("gen: %d %s", code, out)
-		}
+		ingestOK(t, "gen", "--dir", spool, "--stream", stream, "--rate", "2000", "--count", strconv.Itoa(perPhase), "--accounts", "100", "--size", "400")
 		testenv.Eventually(t, 60*time.Second, func() bool { return statusLag(t, cfgPath) == 0 }, "both sinks caught up with stream %s", stream)
 	}
 	phase("a", "")
@@ -223,41 +207,17 @@ func TestRunDualWritesThroughRouteChanges(t *testing.T) {
 	phase("c", "all")
 
 	// A config that does not parse is rejected and the old one stays.
-	os.WriteFile(cfgPath, []byte("spool: [broken"), 0o640)
+	writeFile(t, cfgPath, "spool: [broken")
 	testenv.Eventually(t, 20*time.Second, func() bool { return strings.Contains(runLog.String(), "config reload rejected") }, "invalid config rejected")
 
-	run.Process.Signal(syscall.SIGTERM)
-	if err := run.Wait(); err != nil {
-		t.Fatalf("ingest run after SIGTERM: %v (want exit 0)", err)
-	}
+	stop(t, run)
 
 	// What each phase wrote, from the archive (retention keeps the files).
-	type line struct {
-		uuid, account string
-	}
-	written := map[string][]line{}
+	lines := map[string][]written{}
 	for _, stream := range []string{"a", "b", "c"} {
-		files, _ := filepath.Glob(filepath.Join(spool, ".ingest", "archive", stream, "*"))
-		live, _ := filepath.Glob(filepath.Join(spool, stream, "*.ndjson"))
-		files = append(files, live...)
-		sort.Strings(files)
-		for _, f := range files {
-			data, _ := os.ReadFile(f)
-			for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-				var v struct {
-					Row struct {
-						ProjectID int64  `json:"project_id"`
-						UUID      string `json:"uuid"`
-					} `json:"row"`
-				}
-				if err := json.Unmarshal([]byte(l), &v); err != nil {
-					t.Fatalf("%s: %v", f, err)
-				}
-				written[stream] = append(written[stream], line{v.Row.UUID, strconv.FormatInt(v.Row.ProjectID, 10)})
-			}
-		}
-		if len(written[stream]) != perPhase {
-			t.Fatalf("stream %s: found %d written lines, want %d", stream, len(written[stream]), perPhase)
+		lines[stream] = writtenLines(t, spool, stream)
+		if len(lines[stream]) != perPhase {
+			t.Fatalf("stream %s: found %d written lines, want %d", stream, len(lines[stream]), perPhase)
 		}
 	}
 
@@ -268,12 +228,12 @@ func TestRunDualWritesThroughRouteChanges(t *testing.T) {
 	}
 
 	want := map[string]bool{} // uuids Kafka must have
-	for _, l := range written["b"] {
+	for _, l := range lines["b"] {
 		if config.Bucket(l.account) < 3000 {
 			want[l.uuid] = true
 		}
 	}
-	for _, l := range written["c"] {
+	for _, l := range lines["c"] {
 		want[l.uuid] = true
 	}
 	// The run has stopped: the topic holds all it will.
@@ -351,19 +311,19 @@ func header(m *kafka.Message, key string) string {
 	return ""
 }
 
+// streamStatus is what `ingest status --json` says of each stream.
+func streamStatus(t *testing.T, cfgPath string) []loader.StreamStatus {
+	t.Helper()
+	streams, _ := statusEntries(t, ingestOK(t, "status", "--config", cfgPath, "--json"))
+	return streams
+}
+
 // statusLag returns the total lag in bytes over every stream and sink, and
 // counts a sink without a checkpoint as lagging.
 func statusLag(t *testing.T, cfgPath string) int64 {
-	out, code := ingest(t, "status", "--config", cfgPath, "--json")
-	if code != 0 {
-		t.Fatalf("status: %d %s", code, out)
-	}
-	var st []loader.StreamStatus
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("status --json: %v: %s", err, out)
-	}
+	t.Helper()
 	var lag int64
-	for _, s := range st {
+	for _, s := range streamStatus(t, cfgPath) {
 		for _, k := range s.Sinks {
 			lag += k.LagBytes
 			if k.Checkpoint == nil {
@@ -399,15 +359,10 @@ func TestDemoPassesItsChecks(t *testing.T) {
 // state, acks=all).
 func TestRunSurvivesKillDashNine(t *testing.T) {
 	e := newBrokerEnv(t, 4)
-	pg, kc, spool, cfgPath := e.pg, e.kb, e.spool, e.cfgPath
-	e.writeConfig(t, cfgPath, e.config("all"))
-	e.migrate(t)
+	spool, cfgPath := e.spool, e.cfgPath
+	e.configure(t, e.config("all"))
 	const count = 8000
-	gen := exec.Command(binary, "gen", "--dir", spool, "--rate", "1500", "--count", strconv.Itoa(count), "--accounts", "50", "--size", "300")
-	if err := gen.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer gen.Process.Kill()
+	gen, genLog := start(t, "gen", "--dir", spool, "--rate", "1500", "--count", strconv.Itoa(count), "--accounts", "50", "--size", "300")
 	log := &testenv.SyncBuffer{}
 	start := func() *exec.Cmd {
 		return startTo(t, log, "run", "--config", cfgPath)
@@ -416,50 +371,22 @@ func TestRunSurvivesKillDashNine(t *testing.T) {
 	for range 5 {
 		run := start()
 		time.Sleep(time.Duration(300+rng.IntN(700)) * time.Millisecond) // the kill point
-		run.Process.Kill()
-		run.Wait()
+		kill9(t, run)
 	}
 	if err := gen.Wait(); err != nil {
-		t.Fatalf("gen: %v", err)
+		t.Fatalf("gen: %v\n%s", err, genLog)
 	}
 	run := start()
 	testenv.Eventually(t, 60*time.Second, func() bool { return statusLag(t, cfgPath) == 0 }, "caught up after the kills")
-	run.Process.Signal(syscall.SIGTERM)
-	if err := run.Wait(); err != nil {
-		t.Fatalf("SIGTERM: %v\n%s", err, log.String())
-	}
+	stop(t, run)
 
-	ctx := testenv.Context(t, time.Minute)
-	rows, distinct := rawItemRows(t, pg.URL())
-	if rows != count || distinct != count {
-		t.Fatalf("postgres: %d rows, %d distinct, want %d exactly once", rows, distinct, count)
+	// Postgres: every line once; Kafka (everything, repeats included: the
+	// run has stopped): every line, in order per account.
+	lines := writtenLines(t, spool, "api")
+	if len(lines) != count {
+		t.Fatalf("read back %d lines, gen wrote %d", len(lines), count)
 	}
-	// Everything, repeats included: the run has stopped.
-	msgs, err := kc.ReadTopic(ctx, e.topic)
-	if err != nil {
-		t.Fatalf("read topic: %v", err)
-	}
-	seen := map[string]bool{}
-	lastSeq := map[string]int64{}
-	for _, m := range msgs {
-		id := header(m, "ingest.record_id")
-		if seen[id] {
-			continue
-		}
-		seen[id] = true
-		var v struct {
-			Seq int64 `json:"seq"`
-		}
-		json.Unmarshal(m.Value, &v)
-		if prev, ok := lastSeq[string(m.Key)]; ok && v.Seq != prev+1 {
-			t.Fatalf("account %s: seq %d after %d", m.Key, v.Seq, prev)
-		}
-		lastSeq[string(m.Key)] = v.Seq
-	}
-	if len(seen) != count {
-		t.Fatalf("kafka has %d distinct records, want %d", len(seen), count)
-	}
-	t.Logf("5 kill -9: postgres %d rows once each; kafka %d messages, %d repeats", rows, len(msgs), len(msgs)-len(seen))
+	checkDelivered(t, e, lines)
 }
 
 // The database password and SASL credentials never show in logs, errors,
@@ -506,14 +433,13 @@ func TestSecretsNeverShow(t *testing.T) {
 	} else {
 		t.Fatalf("no metrics address in the log:\n%s", log.String())
 	}
-	run.Process.Signal(syscall.SIGTERM)
-	run.Wait()
+	stop(t, run)
 	outputs = append(outputs, log.String())
 
 	// Failures must not print the secrets either: a database that refuses,
 	// and a broker that is not there.
 	bad := strings.Replace(cfg, strconv.Itoa(pg.Port()), "1", 1)
-	os.WriteFile(cfgPath, []byte(bad), 0o640)
+	writeFile(t, cfgPath, bad)
 	out, code = ingest(t, "migrate", "--config", cfgPath)
 	if code == 0 {
 		t.Fatal("migrate against a closed port succeeded")

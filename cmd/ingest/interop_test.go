@@ -4,12 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,18 +95,12 @@ type javaRecord struct {
 // partitioner that only agrees on the low bits is caught).
 func TestJavaClientReadsOurMessages(t *testing.T) {
 	e := newBrokerEnv(t, 7)
-	e.writeConfig(t, e.cfgPath, e.config("all"))
-	e.migrate(t)
+	e.configure(t, e.config("all"))
 	const lines = 1000
-	if out, code := ingest(t, "gen", "--dir", e.spool, "--count", strconv.Itoa(lines), "--accounts", "400", "--size", "300"); code != 0 {
-		t.Fatalf("gen: %d %s", code, out)
-	}
-	run, runLog := start(t, "run", "--config", e.cfgPath)
+	ingestOK(t, "gen", "--dir", e.spool, "--count", strconv.Itoa(lines), "--accounts", "400", "--size", "300")
+	run, _ := start(t, "run", "--config", e.cfgPath)
 	testenv.Eventually(t, time.Minute, func() bool { return statusLag(t, e.cfgPath) == 0 }, "both sinks caught up")
-	run.Process.Signal(syscall.SIGTERM)
-	if err := run.Wait(); err != nil {
-		t.Fatalf("ingest run after SIGTERM: %v\n%s", err, runLog.String())
-	}
+	stop(t, run)
 
 	ctx := testenv.Context(t, 3*time.Minute)
 	java, err := kafkaserver.Java()
@@ -121,18 +112,16 @@ func TestJavaClientReadsOurMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := filepath.Join(t.TempDir(), "Interop.java")
-	if err := os.WriteFile(src, []byte(interopJava), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, src, interopJava)
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, java, "-Xmx256m", "-cp", cp, src, e.kb.Bootstrap(), e.topic)
+	cmd := testenv.Command(t, 3*time.Minute, java, "-Xmx256m", "-cp", cp, src, e.kb.Bootstrap(), e.topic)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		t.Fatalf("java consumer: %v\nstderr:\n%s", err, tailLines(stderr.String(), 30))
+		t.Fatalf("java consumer: %v\nstderr:\n%s", err, testenv.Tail(stderr.String(), 30))
 	}
 	out := strings.Split(strings.TrimRight(stdout.String(), "\n"), "\n")
 	if len(out) == 0 || out[0] != "partitions 7" {
-		t.Fatalf("java consumer's first line %q, want \"partitions 7\"; stderr:\n%s", out[0], tailLines(stderr.String(), 30))
+		t.Fatalf("java consumer's first line %q, want \"partitions 7\"; stderr:\n%s", out[0], testenv.Tail(stderr.String(), 30))
 	}
 	jr := map[[2]int64]javaRecord{}
 	for _, l := range out[1:] {

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -56,8 +55,7 @@ const kill9Seed = "INGEST_KILL_SEED"
 func TestRunKilledTenTimesRepeatsWithinBound(t *testing.T) {
 	const kills = 10
 	e := newBrokerEnv(t, 4)
-	e.writeConfig(t, e.cfgPath, e.config("all"))
-	e.migrate(t)
+	e.configure(t, e.config("all"))
 	cfg, err := config.Load(e.cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +78,7 @@ func TestRunKilledTenTimesRepeatsWithinBound(t *testing.T) {
 	log := &testenv.SyncBuffer{}
 	defer func() {
 		if t.Failed() {
-			t.Logf("ingest run logs (tail):\n%s", kill9Tail(log.String(), 80))
+			t.Logf("ingest run logs (tail):\n%s", testenv.Tail(log.String(), 80))
 		}
 	}()
 	start := func(n int) *exec.Cmd {
@@ -107,12 +105,7 @@ func TestRunKilledTenTimesRepeatsWithinBound(t *testing.T) {
 			time.Sleep(d) // the kill point, drawn at random
 			how = fmt.Sprintf("%v after its first delivery", d)
 		}
-		if err := run.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		if err := run.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
-			t.Fatalf("run %d: exited with %v before its kill; log:\n%s", i, err, kill9Tail(log.String(), 40))
-		}
+		kill9(t, run)
 		ends = append(ends, kill9SettledEnds(t, e))
 		t.Logf("run %d: killed %s; topic at %d messages", i, how, kill9Sum(ends[i]))
 	}
@@ -121,12 +114,7 @@ func TestRunKilledTenTimesRepeatsWithinBound(t *testing.T) {
 	// The last run catches up and stops gracefully.
 	run := start(kills)
 	testenv.Eventually(t, 90*time.Second, func() bool { return statusLag(t, e.cfgPath) == 0 }, "both sinks caught up after %d kills", kills)
-	if err := run.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := run.Wait(); err != nil {
-		t.Fatalf("last run after SIGTERM: %v (want exit 0)", err)
-	}
+	stop(t, run)
 	ends = append(ends, kill9SettledEnds(t, e))
 
 	// Kafka: attribute each message to its run by offset.
@@ -420,12 +408,4 @@ func kill9Sum(ends []int64) int {
 		n += e
 	}
 	return int(n)
-}
-
-func kill9Tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -17,11 +17,7 @@ func TestSpoolDirOverrideMovesDefaultStateDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "ingest.yaml")
-	text := "spool: {dir: " + filepath.Join(dir, "spool") + "}\n" +
-		"tables:\n  ev:\n    columns: {account: bigint}\n    key: account\n"
-	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, cfg, offlineConfig(dir, ""))
 	out, _ := ingest(t, "doctor", "--config", cfg, "--spool-dir", other)
 	if want := "state dir: " + filepath.Join(other, ".ingest"); !strings.Contains(out, want) {
 		t.Fatalf("doctor with --spool-dir %s: want %q in\n%s", other, want, out)

@@ -7,11 +7,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/dualwrite/ingest/internal/consume"
 	"github.com/dualwrite/ingest/internal/testenv"
@@ -64,40 +61,17 @@ func TestStatusShowsConsumerGroups(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(c.cfg, append(cfgText, "consume: {group: configured-only}\n"...), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	if out, code := ingest(t, "backfill", "--config", c.cfg, "--sink", "kafka", c.files); code != 0 {
-		t.Fatalf("backfill: %d %s", code, out)
-	}
+	writeFile(t, c.cfg, string(cfgText)+"consume: {group: configured-only}\n")
+	ingestOK(t, "backfill", "--config", c.cfg, "--sink", "kafka", c.files)
 
 	cmd, log := start(t, "consume", "--config", c.cfg, "--group", "status-test", "--dead-letter-file", filepath.Join(c.dir, "dl.ndjson"))
-	ctx := testenv.Context(t, 3*time.Minute)
-	conn, err := pgx.Connect(ctx, c.pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows := func() int {
-		var n int
-		if err := conn.QueryRow(ctx, "SELECT count(*) FROM raw_item").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	testenv.Eventually(t, 2*time.Minute, func() bool { return rows() == first }, "consume loads %d rows; log:\n%s", first, log)
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("consume after SIGTERM: %v (want exit 0)\n%s", err, log)
-	}
+	loaded := func() bool { rows, _ := rawItemRows(t, c.pg.URL()); return rows == first }
+	testenv.Eventually(t, 2*time.Minute, loaded, "consume loads %d rows; log:\n%s", first, log)
+	stop(t, cmd)
 
 	// More messages, which the stopped group has not loaded: its lag.
-	if out, code := ingest(t, "gen", "--dir", c.spool, "--stream", "later", "--count", strconv.Itoa(more), "--accounts", "12", "--size", "300"); code != 0 {
-		t.Fatalf("gen: %d %s", code, out)
-	}
-	if out, code := ingest(t, "backfill", "--config", c.cfg, "--sink", "kafka", filepath.Join(c.spool, "later")); code != 0 {
-		t.Fatalf("backfill: %d %s", code, out)
-	}
+	ingestOK(t, "gen", "--dir", c.spool, "--stream", "later", "--count", strconv.Itoa(more), "--accounts", "12", "--size", "300")
+	ingestOK(t, "backfill", "--config", c.cfg, "--sink", "kafka", filepath.Join(c.spool, "later"))
 
 	out, code := ingest(t, "status", "--config", c.cfg, "--json")
 	if code != 0 {

@@ -16,18 +16,12 @@ func TestStatusListsEntriesNotLoaded(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(api, "old"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(api, "00000000000000000001-20261122T000001Z.ndjson"), []byte("{}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, filepath.Join(api, "00000000000000000001-20261122T000001Z.ndjson"), "{}\n")
 	if err := os.Symlink("/nowhere", filepath.Join(api, "dangling.log")); err != nil {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "ingest.yaml")
-	text := "spool: {dir: " + filepath.Join(dir, "spool") + "}\nkafka: {brokers: \"127.0.0.1:1\"}\n" +
-		"tables:\n  ev:\n    columns: {account: bigint}\n    key: account\n"
-	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeFile(t, cfg, offlineConfig(dir, "kafka: {brokers: \"127.0.0.1:1\"}\n"))
 	out, code := ingest(t, "status", "--config", cfg, "--json")
 	if code != 0 {
 		t.Fatalf("status --json: exit %d\n%s", code, out)

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,20 +16,14 @@ import (
 // (scripts/bench-latency's method).
 func TestRunTraceAcksAndLatencyReport(t *testing.T) {
 	e := newE2EEnv(t, 2)
-	e.writeConfig(t, e.cfgPath, e.config("all"))
-	e.migrate(t)
+	e.configure(t, e.config("all"))
 	trace := filepath.Join(e.dir, "acks.tsv")
-	run, runLog := start(t, "run", "--config", e.cfgPath, "--trace-acks", trace)
+	run, _ := start(t, "run", "--config", e.cfgPath, "--trace-acks", trace)
 
 	const lines = 1500
-	if out, code := ingest(t, "gen", "--dir", e.spool, "--rate", "3000", "--count", strconv.Itoa(lines), "--accounts", "50", "--size", "300"); code != 0 {
-		t.Fatalf("gen: %d %s", code, out)
-	}
+	ingestOK(t, "gen", "--dir", e.spool, "--rate", "3000", "--count", strconv.Itoa(lines), "--accounts", "50", "--size", "300")
 	testenv.Eventually(t, 60*time.Second, func() bool { return statusLag(t, e.cfgPath) == 0 }, "both sinks caught up")
-	run.Process.Signal(syscall.SIGTERM)
-	if err := run.Wait(); err != nil {
-		t.Fatalf("ingest run after SIGTERM: %v\n%s", err, runLog)
-	}
+	stop(t, run)
 
 	data, err := os.ReadFile(trace)
 	if err != nil {
