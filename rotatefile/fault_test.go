@@ -78,13 +78,22 @@ func (f *faultFile) Sync() error {
 	return f.file.Sync()
 }
 
-func TestShortWriteIsCutBackAndReported(t *testing.T) {
-	fs := &faultFS{}
-	dir := t.TempDir()
-	w := mustOpen(t, Options{Dir: dir, Stream: "api", Sync: SyncAlways, fs: fs})
-	if err := w.Append([]byte("first")); err != nil {
+// openOnFaults opens stream "api" in a fresh directory on a faultFS with
+// o's other options, and appends first while nothing fails yet; the test
+// then sets the faults for what follows. dir is the spool directory.
+func openOnFaults(t *testing.T, o Options, first string) (w *Writer, fs *faultFS, dir string) {
+	t.Helper()
+	fs = &faultFS{}
+	o.Dir, o.Stream, o.fs = t.TempDir(), "api", fs
+	w = mustOpen(t, o)
+	if err := w.Append([]byte(first)); err != nil {
 		t.Fatal(err)
 	}
+	return w, fs, o.Dir
+}
+
+func TestShortWriteIsCutBackAndReported(t *testing.T) {
+	w, fs, dir := openOnFaults(t, Options{Sync: SyncAlways}, "first")
 	fs.set(1, 0)
 	err := w.Append([]byte("torn-by-enospc"))
 	if !IsDiskFull(err) {
@@ -104,12 +113,7 @@ func TestShortWriteIsCutBackAndReported(t *testing.T) {
 }
 
 func TestFailedSyncAbandonsFile(t *testing.T) {
-	fs := &faultFS{}
-	dir := t.TempDir()
-	w := mustOpen(t, Options{Dir: dir, Stream: "api", Sync: SyncAlways, fs: fs})
-	if err := w.Append([]byte("a")); err != nil {
-		t.Fatal(err)
-	}
+	w, fs, dir := openOnFaults(t, Options{Sync: SyncAlways}, "a")
 	fs.set(0, 1)
 	if err := w.Append([]byte("b")); !errors.Is(err, syscall.EIO) {
 		t.Fatalf("append with failing fsync: got %v, want EIO", err)
@@ -274,12 +278,7 @@ func TestReadOnlySpool(t *testing.T) {
 }
 
 func TestUnwritableDirFailsAppendThenRecovers(t *testing.T) {
-	fs := &faultFS{}
-	dir := t.TempDir()
-	w := mustOpen(t, Options{Dir: dir, Stream: "api", Sync: SyncAlways, MaxBytes: 10, fs: fs})
-	if err := w.Append([]byte("before")); err != nil {
-		t.Fatal(err)
-	}
+	w, fs, dir := openOnFaults(t, Options{Sync: SyncAlways, MaxBytes: 10}, "before")
 	fs.mu.Lock()
 	fs.failCreate = syscall.EACCES
 	fs.mu.Unlock()

@@ -151,15 +151,21 @@ func TestRotatesByAgeAndNeverSealsEmptyFiles(t *testing.T) {
 	w := mustOpen(t, Options{Dir: dir, Stream: "api", MaxAge: maxAge,
 		now: func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }})
 	stream := filepath.Join(dir, "api")
-
-	if err := w.Append([]byte(`{"n":1}`)); err != nil {
-		t.Fatal(err)
+	// appendSealed appends line and waits for its file, the stream's nth,
+	// to be sealed by age.
+	appendSealed := func(line string, n int) []streamFile {
+		t.Helper()
+		if err := w.Append([]byte(line)); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, func() bool {
+			fs := readStream(t, stream)
+			return len(fs) == n && !fs[n-1].info.Active
+		}, "file %d sealed by age", n)
+		return readStream(t, stream)
 	}
-	eventually(t, 5*time.Second, func() bool {
-		fs := readStream(t, stream)
-		return len(fs) == 1 && !fs[0].info.Active
-	}, "first file sealed by age")
-	first := readStream(t, stream)[0]
+
+	first := appendSealed(`{"n":1}`, 1)[0]
 	if got := string(first.data); got != "{\"n\":1}\n" {
 		t.Fatalf("sealed file holds %q", got)
 	}
@@ -175,14 +181,7 @@ func TestRotatesByAgeAndNeverSealsEmptyFiles(t *testing.T) {
 		t.Fatalf("idle writer created files: %v", fs)
 	}
 
-	if err := w.Append([]byte(`{"n":2}`)); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 5*time.Second, func() bool {
-		fs := readStream(t, stream)
-		return len(fs) == 2 && !fs[1].info.Active
-	}, "second file sealed by age")
-	if fs := readStream(t, stream); fs[1].info.Seq != first.info.Seq+1 {
+	if fs := appendSealed(`{"n":2}`, 2); fs[1].info.Seq != first.info.Seq+1 {
 		t.Fatalf("second file %s does not follow %s", fs[1].name, first.name)
 	}
 	// The counter moves after the directory sync that follows the rename.

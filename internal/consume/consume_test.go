@@ -44,7 +44,7 @@ func runInProcess(t *testing.T, e *env, o consume.Options) *running {
 			t.Error("consume.Run did not return within 90 s of cancel")
 		}
 		if t.Failed() {
-			t.Logf("consume log tail:\n%s", tail(r.log.String(), 60))
+			t.Logf("consume log tail:\n%s", testenv.Tail(r.log.String(), 60))
 		}
 	})
 	return r

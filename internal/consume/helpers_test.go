@@ -4,11 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -233,62 +230,21 @@ func checkExactlyOnce(t *testing.T, pg *pgserver.Server, nItems, nEvents int64) 
 }
 
 // child is an `ingest consume` process.
-type child struct {
-	cmd *exec.Cmd
-	log *testenv.SyncBuffer
-}
+type child struct{ *testenv.Process }
 
 // startConsume starts the binary's consume command with a short session
 // timeout, so that the group notices a killed member in seconds.
 func startConsume(t *testing.T, e *env, args ...string) *child {
 	t.Helper()
-	log := &testenv.SyncBuffer{}
 	all := append([]string{"consume", "--config", e.cfgPath, "--consumer-property", "session.timeout.ms=6000",
 		"--consumer-property", "heartbeat.interval.ms=500"}, args...)
-	cmd := exec.Command(binary, all...)
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &child{cmd: cmd, log: log}
-	t.Cleanup(func() {
-		c.kill()
-		if t.Failed() {
-			t.Logf("ingest consume (pid %d) log tail:\n%s", cmd.Process.Pid, tail(log.String(), 40))
-		}
-	})
-	return c
-}
-
-func (c *child) kill() {
-	if c.cmd.ProcessState == nil {
-		c.cmd.Process.Signal(syscall.SIGKILL)
-		c.cmd.Wait()
-	}
+	return &child{testenv.StartProcess(t, binary, all...)}
 }
 
 // stop sends SIGTERM and waits for the exit status.
 func (c *child) stop(t *testing.T) {
 	t.Helper()
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- c.cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("ingest consume exited with %v; log:\n%s", err, tail(c.log.String(), 30))
-		}
-	case <-time.After(60 * time.Second):
-		c.cmd.Process.Signal(syscall.SIGKILL)
-		<-done
-		t.Errorf("ingest consume did not stop within 60 s of SIGTERM")
+	if err := c.Stop(60 * time.Second); err != nil {
+		t.Errorf("ingest consume: %v; log:\n%s", err, testenv.Tail(c.Log.String(), 30))
 	}
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -13,22 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
-	"github.com/dualwrite/ingest/rotatefile"
 )
-
-// killCount is how many times TestKillNineExactlyOnce kills the consumer:
-// INGEST_CONSUME_KILLS, default 20.
-func killCount(t *testing.T) int {
-	if v := os.Getenv("INGEST_CONSUME_KILLS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			t.Fatalf("INGEST_CONSUME_KILLS=%q: want a positive integer", v)
-		}
-		return n
-	}
-	return 20
-}
 
 // backgroundBackfill writes items 1..n and events 1..n (interleaved) as
 // sealed spool files and runs `ingest backfill --sink kafka --rate` over
@@ -45,10 +32,7 @@ func backgroundBackfill(t *testing.T, e *env, n int64, rate int) (wait func() er
 	var b strings.Builder
 	seq := uint64(1)
 	flush := func() {
-		name := filepath.Join(dir, rotatefile.FileName(seq, now.Add(time.Duration(seq)*time.Millisecond), ".ndjson"))
-		if err := os.WriteFile(name, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		loadertest.WriteSealed(t, dir, seq, now.Add(time.Duration(seq)*time.Millisecond), b.String())
 		b.Reset()
 		seq++
 	}
@@ -70,31 +54,16 @@ func backgroundBackfill(t *testing.T, e *env, n int64, rate int) (wait func() er
 	if err := os.WriteFile(cfg, []byte(routed), 0o640); err != nil {
 		t.Fatal(err)
 	}
-	out := &testenv.SyncBuffer{}
-	cmd := exec.Command(binary, "backfill", "--config", cfg, "--sink", "kafka", "--rate", strconv.Itoa(rate), "--progress", "off", dir)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	p := testenv.StartProcess(t, binary, "backfill", "--config", cfg, "--sink", "kafka", "--rate", strconv.Itoa(rate), "--progress", "off", dir)
+	return func() error {
+		if err := p.Wait(); err != nil {
+			return fmt.Errorf("ingest backfill: %w\n%s", err, testenv.Tail(p.Log.String(), 30))
+		}
+		if !strings.Contains(p.Log.String(), "backfill complete:") {
+			return fmt.Errorf("ingest backfill exited 0 without its summary:\n%s", testenv.Tail(p.Log.String(), 30))
+		}
+		return nil
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var once sync.Once
-	var werr error
-	wait = func() error {
-		once.Do(func() {
-			if werr = <-done; werr != nil {
-				werr = fmt.Errorf("ingest backfill: %w\n%s", werr, tail(out.String(), 30))
-			} else if !strings.Contains(out.String(), "backfill complete:") {
-				werr = fmt.Errorf("ingest backfill exited 0 without its summary:\n%s", tail(out.String(), 30))
-			}
-		})
-		return werr
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		wait()
-	})
-	return wait
 }
 
 // backgroundProducer produces items 1..n and events 1..n in chunks while
@@ -132,7 +101,7 @@ func backgroundProducer(t *testing.T, e *env, n int64) (wait func() error) {
 // one without (where only the offsets committed with the rows prevent
 // duplicates).
 func TestKillNineExactlyOnce(t *testing.T) {
-	kills := killCount(t)
+	kills := loadertest.EnvInt(t, "INGEST_CONSUME_KILLS", 20)
 	e := newEnv(t, 4, 40)
 	// 400 lines/s: production spans most of the kills (a kill takes some
 	// 7 s, most of it the group noticing the killed member).
@@ -154,10 +123,10 @@ func TestKillNineExactlyOnce(t *testing.T) {
 			b, err2 := tryInt(e.pg, "SELECT count(*) FROM events")
 			// (Or everything is loaded already: the consumer caught up
 			// with the producer, and the kill hits it idle.)
-			return err1 == nil && err2 == nil && (a+b > before || a+b == 2*n) && strings.Contains(c.log.String(), "partition assigned")
+			return err1 == nil && err2 == nil && (a+b > before || a+b == 2*n) && strings.Contains(c.Log.String(), "partition assigned")
 		}, "kill %d: the consumer loads", i+1)
 		time.Sleep(time.Duration(rand.IntN(1500)) * time.Millisecond) // a random kill point, not synchronisation
-		c.kill()
+		c.Kill()
 		a, _ := tryInt(e.pg, "SELECT count(*) FROM items")
 		b, _ := tryInt(e.pg, "SELECT count(*) FROM events")
 		loadedAtKill = append(loadedAtKill, a+b)
@@ -203,7 +172,7 @@ func TestGroupRebalancesWhileLoading(t *testing.T) {
 		}
 		return a + b
 	}
-	assigned := func(c *child) bool { return strings.Contains(c.log.String(), "partition assigned") }
+	assigned := func(c *child) bool { return strings.Contains(c.Log.String(), "partition assigned") }
 
 	a := startConsume(t, e, "--group", "shared")
 	b := startConsume(t, e, "--group", "shared")
@@ -213,7 +182,7 @@ func TestGroupRebalancesWhileLoading(t *testing.T) {
 	testenv.Eventually(t, 60*time.Second, func() bool { return assigned(c) }, "the third consumer gets partitions")
 	mark := loaded()
 	testenv.Eventually(t, 60*time.Second, func() bool { return loaded() > mark }, "loading goes on after the join")
-	a.kill()
+	a.Kill()
 	mark = loaded()
 	testenv.Eventually(t, 60*time.Second, func() bool { return loaded() > mark }, "loading goes on after the kill")
 	if err := wait(); err != nil {
@@ -221,7 +190,7 @@ func TestGroupRebalancesWhileLoading(t *testing.T) {
 	}
 	testenv.Eventually(t, 3*time.Minute, func() bool { return loaded() == 2*n }, "every message loaded")
 	// The partitions of the killed member moved to the others.
-	if !strings.Contains(b.log.String()+c.log.String(), "partition assigned") {
+	if !strings.Contains(b.Log.String()+c.Log.String(), "partition assigned") {
 		t.Errorf("no reassignment logged")
 	}
 	b.stop(t)
