@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/dualwrite/ingest/schema"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrBackfillIncomplete is what [Backfill.Run] returns (wrapped) when its
@@ -96,7 +95,6 @@ const DefaultHoldFor = 5 * time.Second
 // file. Create it with [NewBackfill]; call [Backfill.Run] once.
 type Backfill struct {
 	l       *Loader
-	reg     *prometheus.Registry
 	streams []*stream
 	sources []*fixedFiles // streams[i]'s
 	files   int
@@ -135,17 +133,16 @@ func NewBackfill(cfg BackfillConfig, sinks ...SinkSpec) (*Backfill, error) {
 	}
 	batch := cfg.Batch.withDefaults()
 	pol.yieldAfter = max(batch.Linger, 100*time.Millisecond)
-	reg := prometheus.NewRegistry()
 	l, err := New(Config{
 		Dir: cfg.StateDir, StateDir: cfg.StateDir, Schema: cfg.Schema, Batch: batch,
 		MaxLineBytes: cfg.MaxLineBytes, ShutdownTimeout: cfg.ShutdownTimeout, CacheBytes: cfg.CacheBytes,
-		Logger: cfg.Logger, Registry: reg,
+		Logger: cfg.Logger, // its metrics are kept, not registered: Progress and Stats read the engine's counts
 	}, sinks...)
 	if err != nil {
 		return nil, err
 	}
 	l.policy = pol
-	b := &Backfill{l: l, reg: reg}
+	b := &Backfill{l: l}
 	seen := map[string]bool{}
 	for _, bs := range cfg.Streams {
 		if bs.Name == "" || bs.Name[0] == '.' || seen[bs.Name] {
@@ -238,47 +235,25 @@ type BackfillSinkProgress struct {
 // also after Run returned.
 func (b *Backfill) Progress() BackfillProgress {
 	pr := BackfillProgress{Streams: len(b.streams), Files: b.files, TotalBytes: b.total, Started: true, Complete: true}
-	read, acked, rejected := map[string]float64{}, map[string]float64{}, map[string]float64{}
-	var invalid float64
-	if families, err := b.reg.Gather(); err == nil {
-		for _, mf := range families {
-			for _, m := range mf.GetMetric() {
-				labels := map[string]string{}
-				for _, lp := range m.GetLabel() {
-					labels[lp.GetName()] = lp.GetValue()
-				}
-				v := m.GetCounter().GetValue()
-				switch mf.GetName() {
-				case "ingest_lines_read_total":
-					read[labels["sink"]] += v
-				case "ingest_records_acked_total":
-					acked[labels["sink"]] += v
-				case "ingest_lines_dead_lettered_total":
-					if s := labels["sink"]; s != "" {
-						rejected[s] += v
-					} else {
-						invalid += v
-					}
-				}
-			}
-		}
+	stats := b.Stats()
+	for _, ss := range stats.Streams {
+		pr.DeadLettered += ss.DeadLettered
 	}
-	pr.DeadLettered = int64(invalid)
 	positions := b.l.Positions()
 	for i, spec := range b.l.sinks {
 		name := spec.Sink.Name()
-		sp := BackfillSinkProgress{
-			Sink: name, LinesRead: int64(read[name]), Delivered: int64(acked[name]),
-			Rejected: int64(rejected[name]), Complete: true,
-		}
+		sp := BackfillSinkProgress{Sink: name, Complete: true}
 		for j, st := range b.streams {
 			if pos, ok := positions[st.name][name]; ok {
 				sp.DoneBytes += b.sources[j].done(pos)
 			}
-			ps := b.l.pipeStats(st.name, name)
-			sp.Filtered += ps.filtered.Load()
-			sp.NotRouted += ps.notRouted.Load()
-			start, started, finished := ps.state()
+			ks := stats.Streams[st.name].Sinks[name]
+			sp.LinesRead += ks.LinesRead
+			sp.Delivered += ks.Delivered
+			sp.Rejected += ks.Rejected
+			sp.Filtered += ks.Filtered
+			sp.NotRouted += ks.NotRouted
+			start, started, finished := b.l.pipeStats(st.name, name).state()
 			if started {
 				sp.ResumedBytes += b.sources[j].done(start)
 			} else {

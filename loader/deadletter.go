@@ -56,6 +56,8 @@ type deadLetters struct {
 	// and must not write them twice. Seeded from the files at start,
 	// pruned as the checkpoint passes them.
 	written map[dlKey]map[Position]struct{}
+	// counts are the lines this run dead-lettered, for [Loader.Stats].
+	counts map[dlKey]int64
 }
 
 type dlKey struct{ stream, sink string }
@@ -68,7 +70,7 @@ type dlFile struct {
 }
 
 func newDeadLetters(dir string, now func() time.Time, m *metrics) *deadLetters {
-	return &deadLetters{dir: dir, now: now, metrics: m, files: map[string]*dlFile{}, written: map[dlKey]map[Position]struct{}{}}
+	return &deadLetters{dir: dir, now: now, metrics: m, files: map[string]*dlFile{}, written: map[dlKey]map[Position]struct{}{}, counts: map[dlKey]int64{}}
 }
 
 // write appends an entry holding line.
@@ -126,8 +128,17 @@ func (d *deadLetters) append(e DeadLetter, body io.Reader) error {
 		d.written[k] = map[Position]struct{}{}
 	}
 	d.written[k][pos] = struct{}{}
+	d.counts[k]++
 	d.metrics.deadLettered(e.Stream, e.Sink, e.Reason)
 	return nil
+}
+
+// count returns how many lines of stream this run dead-lettered for sink
+// ("" for lines no sink could take).
+func (d *deadLetters) count(stream, sink string) int64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.counts[dlKey{stream, sink}]
 }
 
 // seed loads the positions of a stream's dead letters from sink (""

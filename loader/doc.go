@@ -69,15 +69,21 @@
 //
 // # Backfill
 //
-// [NewBackfill] runs the same pipelines over an explicit list of sealed
-// files ([ResolveBackfill] turns paths, directories and globs into
-// [BackfillStream]s, refusing or skipping active ".open" files) instead of a
-// spool directory: a stream backed by a fixed file list, every file sealed,
-// nothing ever retired. A [BackfillConfig.Filter] (accounts, a time
-// [Window]) and a [BackfillConfig.Rate] apply per line; [Backfill.Run]
-// returns once every sink's checkpoint covers the last byte, or with
-// [ErrBackfillIncomplete] when stopped, and [Backfill.Progress] counts what
-// happened. A backfill ends when its slowest sink does, so there the
+// A backfill is the same engine given another source and a policy. Each
+// stream's files come from a source: the live loader's is the spool
+// directory (list the files, tail the ".open" one, retire a file once every
+// checkpoint passed it); a backfill's is a fixed list of sealed files
+// ([ResolveBackfill] turns paths, directories and globs into
+// [BackfillStream]s, refusing or skipping active ".open" files), never
+// retired, exhausted at its last byte. The policy is what a run asks beyond
+// reading and routing: a [BackfillConfig.Filter] (accounts, a time
+// [Window]), a [BackfillConfig.Rate], and HoldFor below; the live loader's
+// is the zero value. [Loader.Run] and [Backfill.Run] share one start,
+// drain and shutdown; a pipeline whose source is exhausted returns once
+// its checkpoint covers the last byte, so [Backfill.Run] returns when every
+// sink's has, or with [ErrBackfillIncomplete] when stopped.
+// [Backfill.Progress] and [Loader.Stats] count what happened from the
+// engine's own counters ([SinkStats] per sink). A backfill ends when its slowest sink does, so there the
 // pipeline furthest ahead, when publishing a span would evict one a slower
 // pipeline has not taken, waits for that pipeline to take it — as long as it
 // made progress within [BackfillConfig.HoldFor] (5 s by default): the slower

@@ -482,6 +482,7 @@ func (l *Loader) measureLag() {
 		for sink, pos := range bySink {
 			// Positions holds only checkpoints that exist, hence ok.
 			lag, _, _ := pending(files, sizes, pos, true)
+			l.pipeStats(stream, sink).lag.Store(lag)
 			l.metrics.lagBytes.WithLabelValues(stream, sink).Set(float64(lag))
 		}
 	}

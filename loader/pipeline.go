@@ -295,6 +295,7 @@ func (p *pipeline) fill(ctx context.Context, cfg settings) (caughtUp bool, err e
 	read := 0 // counted once per call: the labelled counter costs a lookup
 	defer func() {
 		if read > 0 {
+			p.stats.read.Add(int64(read))
 			p.l.metrics.linesRead.WithLabelValues(p.st.name, p.name).Add(float64(read))
 		}
 	}()
@@ -539,7 +540,9 @@ func (p *pipeline) handleAck(a ack) {
 		}
 		// Records the sink dead-lettered were not stored: they count as
 		// dead letters (ingest_lines_dead_lettered_total), not as acked.
-		p.l.metrics.recordsAcked.WithLabelValues(p.st.name, p.name).Add(float64(int64(len(f.b.Records)) - f.b.rejected.Load()))
+		stored := int64(len(f.b.Records)) - f.b.rejected.Load()
+		p.stats.acked.Add(stored)
+		p.l.metrics.recordsAcked.WithLabelValues(p.st.name, p.name).Add(float64(stored))
 		p.l.metrics.batchesAcked.WithLabelValues(p.st.name, p.name).Inc()
 		p.spare.put(f)
 	}

@@ -46,7 +46,9 @@ func (r *policy) pace(ctx context.Context, p *pipeline) bool {
 // [Loader.Stats]: counters the pipeline adds to once per fill or ack, and
 // where it started and whether it finished.
 type pipeStats struct {
+	read, acked         atomic.Int64 // lines taken; records acknowledged, not counting those the sink rejected
 	filtered, notRouted atomic.Int64
+	lag                 atomic.Int64 // bytes after the checkpoint, as the janitor last measured; -1 before
 
 	mu       sync.Mutex
 	start    Position // the checkpoint the pipeline started from
@@ -89,6 +91,7 @@ func (l *Loader) pipeStats(stream, sink string) *pipeStats {
 			l.pstats = map[[2]string]*pipeStats{}
 		}
 		s = &pipeStats{}
+		s.lag.Store(-1)
 		l.pstats[k] = s
 	}
 	return s

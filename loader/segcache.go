@@ -566,6 +566,24 @@ type StreamStats struct {
 	// and RoomWaited is how long that took in all.
 	RoomWaits  int64
 	RoomWaited time.Duration
+	// DeadLettered counts the lines this run dead-lettered because no
+	// sink could take them (invalid JSON, a schema error, too long).
+	DeadLettered int64
+	// Sinks holds what each sink's pipeline of the stream did, by sink name.
+	Sinks map[string]SinkStats
+}
+
+// SinkStats is what one sink's pipeline of a stream did in this run.
+type SinkStats struct {
+	LinesRead int64 // lines it took, from the cache or from disk
+	Delivered int64 // records the sink acknowledged as durable
+	Rejected  int64 // records the sink refused, dead-lettered with its name
+	Filtered  int64 // valid lines a backfill's filter skipped
+	NotRouted int64 // valid lines its route does not select
+	// LagBytes is the stream's bytes after the sink's checkpoint, as last
+	// measured (each PollInterval × 10, at least every second); -1 before
+	// the first measure.
+	LagBytes int64
 }
 
 // Stats is a snapshot of every stream's [StreamStats], by stream name.
@@ -586,24 +604,38 @@ func (c *segCache) stats() StreamStats {
 	}
 }
 
-// Stats returns how each stream's lines were read, decoded and shared so
-// far; it is safe to call at any time.
+// Stats returns how each stream's lines were read, decoded, shared and
+// delivered so far; it is safe to call at any time, also after Run
+// returned.
 func (l *Loader) Stats() Stats {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := Stats{Streams: map[string]StreamStats{}}
-	for name, st := range l.streams {
-		out.Streams[name] = st.cache.stats()
+	streams := make([]*stream, 0, len(l.streams))
+	for _, st := range l.streams {
+		streams = append(streams, st)
 	}
-	return out
+	l.mu.Unlock()
+	return l.stats(streams)
 }
 
-// Stats returns how each stream's lines were read, decoded and shared so
-// far; it is safe to call at any time.
-func (b *Backfill) Stats() Stats {
+// Stats returns how each stream's lines were read, decoded, shared and
+// delivered so far; it is safe to call at any time.
+func (b *Backfill) Stats() Stats { return b.l.stats(b.streams) }
+
+func (l *Loader) stats(streams []*stream) Stats {
 	out := Stats{Streams: map[string]StreamStats{}}
-	for _, st := range b.streams {
-		out.Streams[st.name] = st.cache.stats()
+	for _, st := range streams {
+		ss := st.cache.stats()
+		ss.DeadLettered = l.dl.count(st.name, "")
+		ss.Sinks = map[string]SinkStats{}
+		for _, spec := range l.sinks {
+			name := spec.Sink.Name()
+			ps := l.pipeStats(st.name, name)
+			ss.Sinks[name] = SinkStats{
+				LinesRead: ps.read.Load(), Delivered: ps.acked.Load(), Rejected: l.dl.count(st.name, name),
+				Filtered: ps.filtered.Load(), NotRouted: ps.notRouted.Load(), LagBytes: ps.lag.Load(),
+			}
+		}
+		out.Streams[st.name] = ss
 	}
 	return out
 }

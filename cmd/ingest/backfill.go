@@ -57,6 +57,7 @@ or refuse.`,
 			&cli.StringFlag{Name: "since", Usage: "only records whose time field is at or after this (RFC 3339, YYYY-MM-DD, epoch seconds or ms, or -DURATION from now)"},
 			&cli.StringFlag{Name: "until", Usage: "only records whose time field is before this (same forms as --since)"},
 			&cli.Float64Flag{Name: "rate", Usage: "at most this many lines per second per sink (0: no limit)"},
+			&cli.DurationFlag{Name: "hold-for", Value: loader.DefaultHoldFor, Usage: "how long a slower sink may go without progress and still hold the faster ones back, so it takes the lines they read from memory (0: never hold; each sink reads at its own pace)"},
 			&cli.StringFlag{Name: "stream", Usage: "stream name of every file (default: each file's directory name); record ids of tables without an id field depend on it"},
 			&cli.BoolFlag{Name: "restart", Usage: "forget this job's checkpoints and replay from the start"},
 			&cli.BoolFlag{Name: "no-topic-check", Usage: "do not read the topics' retention and timestamp limits (brokers that refuse DescribeConfigs): records a topic deletes soon or refuses are then not caught"},
@@ -76,7 +77,10 @@ or refuse.`,
 			}
 			o := backfill.Options{Paths: c.Args().Slice(), Stream: c.String("stream"), Rate: c.Float64("rate"), Restart: c.Bool("restart"),
 				RetentionMargin: max(c.Duration("retention-margin"), time.Nanosecond), // 0 asks for no margin; Options read 0 as the default
-				SkipTopicCheck:  c.Bool("no-topic-check")}
+				SkipTopicCheck:  c.Bool("no-topic-check"), HoldFor: c.Duration("hold-for")}
+			if o.HoldFor == 0 {
+				o.HoldFor = -1 // the flag's 0 is "never"; Options' 0 is the default
+			}
 			switch s := c.String("sink"); s {
 			case "":
 			case "both":

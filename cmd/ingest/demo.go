@@ -38,7 +38,7 @@ append-to-acknowledgement latency. Exits 0 only if every check passes.`,
 			err := demo.Run(ctx, demo.Options{Duration: c.Duration("duration"), Rate: c.Float64("rate"), Keep: c.Bool("keep"), Out: c.App.Writer, Logger: log,
 				Load: func(ctx context.Context, cfg *config.Config, o demo.LoadOptions) error {
 					return runner.Run(ctx, cfg, runner.Options{
-						ConfigPath: o.ConfigPath, Logger: o.Logger, Registry: o.Registry, WrapSink: o.WrapSink, Started: o.Started,
+						ConfigPath: o.ConfigPath, Logger: o.Logger, WrapSink: o.WrapSink, Started: o.Started, Loader: o.Loader,
 					})
 				}})
 			if errors.Is(err, pgserver.ErrNotInstalled) {

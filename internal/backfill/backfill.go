@@ -79,6 +79,10 @@ type Options struct {
 	Window loader.Window
 	// Rate limits the lines each sink reads per second (0: no limit).
 	Rate float64
+	// HoldFor is loader.BackfillConfig.HoldFor: how long a slower sink may
+	// go without progress and still hold the faster ones back (0: 5s;
+	// negative: never).
+	HoldFor time.Duration
 	// Restart discards the job's checkpoints and replays from the start
 	// (Postgres keeps each id once; Kafka gets the messages again).
 	Restart bool
@@ -97,6 +101,14 @@ type Options struct {
 	Progress ProgressMode
 	Out      io.Writer     // progress output (stderr); nil: discard
 	LogEvery time.Duration // ProgressLog interval; default 10s
+}
+
+// DiskSummary is how a run read its files, from the engine's Stats.
+type DiskSummary struct {
+	LinesRead    int64 `json:"lines_read"`    // read from disk
+	LinesDecoded int64 `json:"lines_decoded"` // decoded and validated
+	LinesShared  int64 `json:"lines_shared"`  // taken by a sink from another's read
+	PrivateReads int64 `json:"private_reads"` // spans a sink behind the others read again
 }
 
 // Summary is what a job did, for the closing report.
@@ -121,11 +133,14 @@ type Summary struct {
 	// LinesRead are this run's lines; DeadLettered this run's invalid
 	// lines; DeadLettersTotal every entry in the job's dead-letter files
 	// (all runs, sink rejections included).
-	LinesRead        int64         `json:"lines_read"`
-	DeadLettered     int64         `json:"dead_lettered"`
-	DeadLettersTotal int64         `json:"dead_letters_total"`
-	DeadLetterDir    string        `json:"dead_letter_dir"`
-	Sinks            []SinkSummary `json:"sinks"`
+	LinesRead        int64  `json:"lines_read"`
+	DeadLettered     int64  `json:"dead_lettered"`
+	DeadLettersTotal int64  `json:"dead_letters_total"`
+	DeadLetterDir    string `json:"dead_letter_dir"`
+	// Disk is how this run read its lines: each line is read and decoded
+	// once for every sink, unless a sink fell far behind the others.
+	Disk  DiskSummary   `json:"disk"`
+	Sinks []SinkSummary `json:"sinks"`
 }
 
 // SinkSummary is one sink's counts in a [Summary] (this run).
@@ -210,7 +225,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	bf, err := loader.NewBackfill(loader.BackfillConfig{
 		Streams: plan.streams, Schema: plan.schema, StateDir: job.dir(),
 		Batch: config.BatchConfig(cfg), CacheBytes: int(cfg.Spool.CacheBytes),
-		Filter: plan.filter, Rate: o.Rate, Logger: log,
+		Filter: plan.filter, Rate: o.Rate, HoldFor: o.HoldFor, Logger: log,
 	}, specs...)
 	if err != nil {
 		return nil, err
@@ -233,6 +248,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Summary, error) {
 	sum.Streams, sum.Files, sum.Bytes, sum.DoneBytes = pr.Streams, pr.Files, pr.TotalBytes, pr.DoneBytes
 	sum.Elapsed, sum.Complete = time.Since(start), pr.Complete && runErr == nil
 	sum.LinesRead, sum.DeadLettered = pr.LinesRead, pr.DeadLettered
+	for _, st := range bf.Stats().Streams {
+		sum.Disk.LinesRead += st.LinesRead
+		sum.Disk.LinesDecoded += st.LinesDecoded
+		sum.Disk.LinesShared += st.LinesShared
+		sum.Disk.PrivateReads += st.PrivateReads
+	}
 	dlTotal, dlErr := loader.CountDeadLetters(job.dir(), "")
 	sum.DeadLettersTotal = dlTotal
 	for _, sp := range pr.Sinks {

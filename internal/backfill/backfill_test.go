@@ -36,6 +36,9 @@ func TestBackfillAccountsToKafkaThenDB(t *testing.T) {
 	if !sum.OK() || sum.Files != 5 || len(sum.Skipped) != 1 || sum.LinesRead != 1200 || len(sum.Sinks) != 1 {
 		t.Fatalf("summary %+v", sum)
 	}
+	if d := sum.Disk; d.LinesRead != 1200 || d.LinesDecoded != 1200 {
+		t.Fatalf("from disk: %+v, want 1200 lines read and decoded once", d)
+	}
 	ks := sum.Sinks[0]
 	if ks.Sink != "kafka" || ks.Delivered != 360 || ks.Filtered != 840 || ks.NotRouted != 0 || !strings.HasPrefix(ks.Checkpoint, "backfill-kafka-") {
 		t.Fatalf("kafka sink summary %+v", ks)
@@ -48,7 +51,7 @@ func TestBackfillAccountsToKafkaThenDB(t *testing.T) {
 	}
 	var out bytes.Buffer
 	sum.WriteText(&out)
-	for _, want := range []string{"backfill complete", "SKIPPED BY FILTER", "kafka", "360", "840", "not read: ", "active file: still being written"} {
+	for _, want := range []string{"backfill complete", "from disk: 1,200 lines read, 1,200 decoded", "SKIPPED BY FILTER", "kafka", "360", "840", "not read: ", "active file: still being written"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary text lacks %q:\n%s", want, out.String())
 		}

@@ -43,7 +43,7 @@ func ExampleRun() {
 func ExampleSummary_WriteText() {
 	sum := &backfill.Summary{
 		Job: "3f2a9c1b7d04", Streams: 1, Files: 12, Bytes: 50 << 20, DoneBytes: 50 << 20, Elapsed: 14 * time.Second, Complete: true,
-		LinesRead: 20000,
+		LinesRead: 20000, Disk: backfill.DiskSummary{LinesRead: 20000, LinesDecoded: 20000},
 		Sinks: []backfill.SinkSummary{
 			{Sink: "kafka", Checkpoint: "backfill-kafka-3f2a9c1b7d04", LinesRead: 20000, Delivered: 1500, Filtered: 18000, NotRouted: 500, Complete: true},
 		},
@@ -52,6 +52,7 @@ func ExampleSummary_WriteText() {
 	// Output:
 	// backfill complete: job 3f2a9c1b7d04 (generation 0), 1 stream(s), 12 file(s), 50.0 MiB of 50.0 MiB acknowledged by every sink, in 14s
 	// lines read this run: 20,000; invalid lines dead-lettered this run: 0
+	// from disk: 20,000 lines read, 20,000 decoded, 0 shared between sinks, 0 span(s) re-read by a sink behind the others
 	// SINK   CHECKPOINT                   LINES READ  DELIVERED  SKIPPED BY FILTER  NOT ROUTED  REJECTED  COMPLETE
 	// kafka  backfill-kafka-3f2a9c1b7d04  20000       1500       18000              500         0         true
 }

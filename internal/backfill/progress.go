@@ -199,6 +199,8 @@ func (s *Summary) WriteText(w io.Writer) error {
 		fmt.Fprintf(w, "accounts: %d listed\n", len(s.Accounts))
 	}
 	fmt.Fprintf(w, "lines read this run: %s; invalid lines dead-lettered this run: %s\n", commas(s.LinesRead), commas(s.DeadLettered))
+	fmt.Fprintf(w, "from disk: %s lines read, %s decoded, %s shared between sinks, %d span(s) re-read by a sink behind the others\n",
+		commas(s.Disk.LinesRead), commas(s.Disk.LinesDecoded), commas(s.Disk.LinesShared), s.Disk.PrivateReads)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SINK\tCHECKPOINT\tLINES READ\tDELIVERED\tSKIPPED BY FILTER\tNOT ROUTED\tREJECTED\tCOMPLETE")
 	for _, k := range s.Sinks {

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -28,7 +29,6 @@ import (
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options tune the demo; zero values give the defaults.
@@ -50,10 +50,12 @@ type Options struct {
 type LoadOptions struct {
 	ConfigPath string // watched: the demo rewrites it to move the route
 	Logger     *slog.Logger
-	Registry   *prometheus.Registry // the demo reads the lag from it
 	// WrapSink observes every acknowledgement, for the report's checks.
 	WrapSink func(loader.Sink) loader.Sink
 	Started  func(metricsAddr string) // called once loading began
+	// Loader is called with the loader before it runs: the demo waits
+	// until its Stats show every sink caught up.
+	Loader func(*loader.Loader)
 }
 
 // DefaultDuration is how long the demo generates traffic.
@@ -162,14 +164,14 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	obs := acktrace.New(acktrace.Options{Keep: true, IDs: true})
-	reg := prometheus.NewRegistry()
+	var ld atomic.Pointer[loader.Loader]
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	started := make(chan struct{})
 	runErr := make(chan error, 1)
 	go func() {
 		runErr <- o.Load(runCtx, cfg, LoadOptions{
-			ConfigPath: cfgPath, Logger: log, Registry: reg, WrapSink: obs.Wrap,
+			ConfigPath: cfgPath, Logger: log, WrapSink: obs.Wrap, Loader: ld.Store,
 			Started: func(string) { close(started) },
 		})
 	}()
@@ -218,7 +220,7 @@ func Run(ctx context.Context, o Options) error {
 	// Wait until both sinks have acknowledged everything.
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if lag, ok := totalLag(reg); ok && lag == 0 && obs.Acked(config.SinkDB) >= genStats.Lines {
+		if caughtUp(ld.Load()) && obs.Acked(config.SinkDB) >= genStats.Lines {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -237,24 +239,22 @@ func Run(ctx context.Context, o Options) error {
 	return report(ctx, o.Out, pg, mc, loader.StateLayout{Dir: cfg.Spool.StateDir}, genStats, obs)
 }
 
-// totalLag sums ingest_lag_bytes over every stream and sink.
-func totalLag(reg *prometheus.Registry) (float64, bool) {
-	mfs, err := reg.Gather()
-	if err != nil {
-		return 0, false
+// caughtUp reports whether every sink's checkpoint of every stream is at
+// the stream's end, as the loader last measured.
+func caughtUp(l *loader.Loader) bool {
+	if l == nil {
+		return false
 	}
 	found := false
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != "ingest_lag_bytes" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
+	for _, st := range l.Stats().Streams {
+		for _, k := range st.Sinks {
+			if k.LagBytes != 0 {
+				return false // behind, or not measured yet (-1)
+			}
 			found = true
-			sum += m.GetGauge().GetValue()
 		}
 	}
-	return sum, found
+	return found
 }
 
 // report prints counts, the per-account order check and latencies, and

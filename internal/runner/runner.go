@@ -46,6 +46,9 @@ type Options struct {
 	// listener's address ("" when off). The Kafka sink may still be
 	// starting then, in the background (see kafkasink.Start).
 	Started func(metricsAddr string)
+	// Loader, when set, is given the loader before it runs, for a caller
+	// that reads its Stats (the demo waits for its lag to reach zero).
+	Loader func(*loader.Loader)
 }
 
 // StartupError marks a failure to start (bad config values, a sink that
@@ -130,6 +133,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	l, err := loader.New(config.LoaderConfig(cfg, sch, log, reg), specs...)
 	if err != nil {
 		return &StartupError{err}
+	}
+	if o.Loader != nil {
+		o.Loader(l)
 	}
 	rm := newRouteMetrics(reg)
 	rm.set(cfg)
