@@ -51,14 +51,20 @@ type faultFile struct {
 	fs *faultFS
 }
 
-func (f *faultFile) Write(p []byte) (int, error) {
-	f.fs.mu.Lock()
-	short := f.fs.shortWrites > 0
-	if short {
-		f.fs.shortWrites--
+// take uses up one of the faults *n counts, reporting whether there was
+// one: writes and syncs draw from their own counters under the same lock.
+func (fs *faultFS) take(n *int) bool {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if *n <= 0 {
+		return false
 	}
-	f.fs.mu.Unlock()
-	if short {
+	*n--
+	return true
+}
+
+func (f *faultFile) Write(p []byte) (int, error) {
+	if f.fs.take(&f.fs.shortWrites) {
 		n, _ := f.file.Write(p[:len(p)/2])
 		return n, syscall.ENOSPC
 	}
@@ -66,13 +72,7 @@ func (f *faultFile) Write(p []byte) (int, error) {
 }
 
 func (f *faultFile) Sync() error {
-	f.fs.mu.Lock()
-	fail := f.fs.failSyncs > 0
-	if fail {
-		f.fs.failSyncs--
-	}
-	f.fs.mu.Unlock()
-	if fail {
+	if f.fs.take(&f.fs.failSyncs) {
 		return syscall.EIO
 	}
 	return f.file.Sync()
