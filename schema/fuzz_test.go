@@ -58,10 +58,8 @@ func FuzzDecode(f *testing.F) {
 			if !bytes.Equal(top["row"], rec.Row) {
 				t.Fatalf("Row = %s, encoding/json row = %s", rec.Row, top["row"])
 			}
-			dec := json.NewDecoder(bytes.NewReader(rec.Row))
-			dec.UseNumber()
 			var row map[string]any
-			if err := dec.Decode(&row); err != nil {
+			if err := oracleDecode(rec.Row, &row); err != nil {
 				t.Fatalf("row is not an object for encoding/json: %v", err)
 			}
 			want := ""
@@ -88,6 +86,14 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
+// oracleDecode decodes data with encoding/json, the fuzz tests' oracle,
+// keeping numbers as json.Number so that no digit is lost before comparing.
+func oracleDecode(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	return dec.Decode(v)
+}
+
 // checkValues compares every column value of rec with the row as
 // encoding/json decoded it (numbers as json.Number).
 func checkValues(t *testing.T, rec Record, row map[string]any) {
@@ -106,9 +112,7 @@ func checkValues(t *testing.T, rec Record, row map[string]any) {
 			}
 			var got map[string]any
 			if !v.Null() {
-				dec := json.NewDecoder(bytes.NewReader(v.JSON()))
-				dec.UseNumber()
-				if err := dec.Decode(&got); err != nil {
+				if err := oracleDecode(v.JSON(), &got); err != nil {
 					t.Fatalf("%s: unknown fields %s: %v", c.Name, v.JSON(), err)
 				}
 			}
@@ -153,9 +157,7 @@ func checkValues(t *testing.T, rec Record, row map[string]any) {
 			got, want = fmt.Sprintf("%x", u[:]), strings.ToLower(strings.Trim(strings.ReplaceAll(x.(string), "-", ""), "{}"))
 		case JSONB:
 			var j any
-			dec := json.NewDecoder(bytes.NewReader(v.JSON()))
-			dec.UseNumber()
-			if err := dec.Decode(&j); err != nil {
+			if err := oracleDecode(v.JSON(), &j); err != nil {
 				t.Fatalf("%s: %s: %v", c.Name, v.JSON(), err)
 			}
 			if !reflect.DeepEqual(j, x) {
