@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,7 +17,6 @@ import (
 	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/pgserver"
 	"github.com/dualwrite/ingest/internal/testenv"
-	"github.com/dualwrite/ingest/rotatefile"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -64,14 +61,21 @@ tables:
 // partitions of the env's topic.
 const partitions = 4
 
-// newEnv starts PostgreSQL and makes the topic. Its retention is infinite:
-// the fixture's rows, and so the messages' timestamps, are months old, and
-// the broker's default 7 days would delete them at its next retention
-// check, in the middle of a test.
+// newEnv starts PostgreSQL and makes the topic on the test binary's shared
+// broker. Its retention is infinite: the fixture's rows, and so the
+// messages' timestamps, are months old, and the broker's default 7 days
+// would delete them at its next retention check, in the middle of a test.
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
-	e := &env{pg: testenv.Postgres(tb), kc: testenv.Broker(tb), spool: tb.TempDir()}
-	e.topic = testenv.Topic(tb, e.kc, kafkaserver.TopicSpec{Partitions: partitions, Configs: map[string]string{"retention.ms": "-1"}})
+	return newEnvOn(tb, testenv.Broker(tb), "-1")
+}
+
+// newEnvOn is newEnv with the topic on kc, keeping messages for
+// retentionMS (the topic's retention.ms).
+func newEnvOn(tb testing.TB, kc *kafkaserver.Cluster, retentionMS string) *env {
+	tb.Helper()
+	e := &env{pg: testenv.Postgres(tb), kc: kc, spool: tb.TempDir()}
+	e.topic = testenv.Topic(tb, kc, kafkaserver.TopicSpec{Partitions: partitions, Configs: map[string]string{"retention.ms": retentionMS}})
 	dbtest.Migrate(tb, e.pg.URL(), e.config(tb, "none"))
 	return e
 }
@@ -97,22 +101,16 @@ func (e *env) configAt(tb testing.TB, brokers, dbURL, kafkaSel string) *config.C
 // accounts 1..accounts round robin, and returns that directory.
 func (e *env) writeArchive(tb testing.TB, n, perFile, accounts int) string {
 	tb.Helper()
-	dir := filepath.Join(e.spool, ".ingest", "archive", "api")
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		tb.Fatal(err)
-	}
+	dir := loadertest.ArchiveDir(tb, e.spool, "api")
 	seqs := map[string]int{}
 	var b strings.Builder
-	file := 0
+	var file uint64
 	flush := func() {
 		if b.Len() == 0 {
 			return
 		}
 		file++
-		name := rotatefile.FileName(uint64(file), fixtureStart.Add(time.Duration(file)*time.Minute), ".ndjson")
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o640); err != nil {
-			tb.Fatal(err)
-		}
+		loadertest.WriteSealed(tb, dir, file, fixtureStart.Add(time.Duration(file)*time.Minute), b.String())
 		b.Reset()
 	}
 	for i := range n {
@@ -120,14 +118,20 @@ func (e *env) writeArchive(tb testing.TB, n, perFile, accounts int) string {
 		l := line{Account: acct, UUID: fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i*7919), Seq: seqs[acct], Time: fixtureStart.Add(time.Duration(i) * time.Second)}
 		seqs[acct]++
 		e.lines = append(e.lines, l)
-		row, _ := json.Marshal(map[string]any{"project_id": i%accounts + 1, "timestamp": l.Time.Unix(), "seq": l.Seq, "body": "b", "uuid": l.UUID})
-		fmt.Fprintf(&b, `{"table":"raw_item","row":%s}`+"\n", row)
+		appendLine(&b, i%accounts+1, l)
 		if (i+1)%perFile == 0 {
 			flush()
 		}
 	}
 	flush()
 	return dir
+}
+
+// appendLine appends l as a raw_item line of account to b, the one shape
+// of line every test here writes.
+func appendLine(b *strings.Builder, account int, l line) {
+	row, _ := json.Marshal(map[string]any{"project_id": account, "timestamp": l.Time.Unix(), "seq": l.Seq, "body": "b", "uuid": l.UUID})
+	fmt.Fprintf(b, `{"table":"raw_item","row":%s}`+"\n", row)
 }
 
 // dbRows returns the uuids in raw_item, with their count including

@@ -2,11 +2,8 @@ package backfill_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,11 +12,10 @@ import (
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/dualwrite/ingest/internal/backfill"
 	"github.com/dualwrite/ingest/internal/config"
-	"github.com/dualwrite/ingest/internal/dbtest"
 	"github.com/dualwrite/ingest/internal/kafkaserver"
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
-	"github.com/dualwrite/ingest/rotatefile"
 )
 
 // retentionBroker is a broker of the test's own whose retention check runs
@@ -83,10 +79,7 @@ type retentionEnv struct {
 
 func newRetentionEnv(t *testing.T) *retentionEnv {
 	t.Helper()
-	kc := retentionBroker(t)
-	e := &env{pg: testenv.Postgres(t), kc: kc, spool: t.TempDir()}
-	e.topic = testenv.Topic(t, kc, kafkaserver.TopicSpec{Partitions: partitions, Configs: map[string]string{"retention.ms": strconv.Itoa(2 * 3600 * 1000)}})
-	dbtest.Migrate(t, e.pg.URL(), e.config(t, "none"))
+	e := newEnvOn(t, retentionBroker(t), strconv.Itoa(2*3600*1000))
 	return &retentionEnv{env: e, now: time.Now().Truncate(time.Second)}
 }
 
@@ -94,19 +87,13 @@ func newRetentionEnv(t *testing.T) *retentionEnv {
 // <archive>/<stream>/, uuids numbered from first.
 func (e *retentionEnv) write(t *testing.T, stream string, base time.Time, n, first int) string {
 	t.Helper()
-	dir := filepath.Join(e.spool, ".ingest", "archive", stream)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
+	dir := loadertest.ArchiveDir(t, e.spool, stream)
 	var b strings.Builder
 	for i := range n {
 		k := first + i
-		row, _ := json.Marshal(map[string]any{"project_id": i%5 + 1, "timestamp": base.Add(time.Duration(i) * time.Second).Unix(), "seq": i, "body": "b", "uuid": fmt.Sprintf("%08x-0000-4000-8000-%012x", k, k)})
-		fmt.Fprintf(&b, `{"table":"raw_item","row":%s}`+"\n", row)
+		appendLine(&b, i%5+1, line{UUID: fmt.Sprintf("%08x-0000-4000-8000-%012x", k, k), Seq: i, Time: base.Add(time.Duration(i) * time.Second)})
 	}
-	if err := os.WriteFile(filepath.Join(dir, rotatefile.FileName(uint64(first+1), base, ".ndjson")), []byte(b.String()), 0o640); err != nil {
-		t.Fatal(err)
-	}
+	loadertest.WriteSealed(t, dir, uint64(first+1), base, b.String())
 	return dir
 }
 
