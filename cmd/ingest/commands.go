@@ -3,8 +3,10 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -36,6 +38,43 @@ func overrideFlags() []cli.Flag {
 		&cli.StringFlag{Name: "kafka-brokers", Usage: `kafka.brokers: bootstrap servers; "embedded" for an in-process mock (dev only)`, EnvVars: []string{"INGEST_KAFKA_BROKERS"}},
 		&cli.StringFlag{Name: "metrics-listen", Usage: `metrics.listen: address of /metrics, /healthz, /readyz; "off" disables`, EnvVars: []string{"INGEST_METRICS_LISTEN"}},
 	}
+}
+
+// configFlags are the flags of a command that reads the config: --config,
+// the command's own flags, then the config keys a flag may override.
+func configFlags(own ...cli.Flag) []cli.Flag {
+	return append(append([]cli.Flag{configFlag()}, own...), overrideFlags()...)
+}
+
+// withConfig is the action of a command that reads the config: the
+// config is loaded (a usage error when it is missing or invalid) before
+// the command's own action runs.
+func withConfig(action func(c *cli.Context, cfg *config.Config) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		cfg, err := loadConfig(c)
+		if err != nil {
+			return err
+		}
+		return action(c, cfg)
+	}
+}
+
+// writeJSON is every --json output: v indented, as scripts and people
+// both read it.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// usageIf makes err a usage error (exit 2) when it is an E, the argument
+// error of the package that returned it; other errors stay runtime ones.
+func usageIf[E error](err error) error {
+	var e E
+	if errors.As(err, &e) {
+		return usageError{err}
+	}
+	return err
 }
 
 // loadConfig reads --config and applies flag overrides. Its errors are
@@ -82,18 +121,14 @@ Each sink keeps its own checkpoint, so one sink's outage never stops the
 other. Edit the config file (or send SIGHUP) to change routes and batch
 settings while running; an invalid file is rejected and the old one stays.
 SIGTERM/SIGINT finish in-flight batches, write checkpoints and exit 0.`,
-		Flags: append([]cli.Flag{configFlag(),
+		Flags: configFlags(
 			&cli.BoolFlag{Name: "create-topics", Usage: "create missing Kafka topics (development only)"},
 			debugFlag(),
 			// Benchmarks only (scripts/bench-latency): one line per acknowledged
 			// record that carries gen's appended_ns, "<sink>\t<append_to_ack_ns>".
 			&cli.StringFlag{Name: "trace-acks", Hidden: true, Usage: "write each record's append-to-acknowledgement time per sink to this file (benchmarks)"},
-		}, overrideFlags()...),
-		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
+		),
+		Action: withConfig(func(c *cli.Context, cfg *config.Config) error {
 			log := commandLogger(c, slog.LevelInfo)
 			ctx, stop := signalContext()
 			defer stop()
@@ -128,7 +163,7 @@ SIGTERM/SIGINT finish in-flight batches, write checkpoints and exit 0.`,
 					return err
 				}
 			}
-			err = runner.Run(ctx, cfg, opts)
+			err := runner.Run(ctx, cfg, opts)
 			if terr := closeTrace(); terr != nil {
 				log.Error("ack trace incomplete", "err", terr)
 				err = cmp.Or(err, terr)
@@ -138,7 +173,7 @@ SIGTERM/SIGINT finish in-flight batches, write checkpoints and exit 0.`,
 			}
 			log.Info("stopped: checkpoints written")
 			return nil
-		},
+		}),
 	}
 }
 
@@ -190,12 +225,8 @@ func migrateCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "migrate",
 		Usage: "create the configured tables and the checkpoint table in PostgreSQL (idempotent)",
-		Flags: append([]cli.Flag{configFlag()}, overrideFlags()...),
-		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
+		Flags: configFlags(),
+		Action: withConfig(func(c *cli.Context, cfg *config.Config) error {
 			if !cfg.DBEnabled() {
 				return usagef("db.url is empty: set it in the config, --db-url or INGEST_DB_URL")
 			}
@@ -215,7 +246,7 @@ func migrateCommand() *cli.Command {
 			}
 			fmt.Fprintf(c.App.Writer, "migrated %d table(s) and the checkpoint table\n", len(sch.Tables()))
 			return nil
-		},
+		}),
 	}
 }
 
@@ -227,18 +258,14 @@ func schemaCommand() *cli.Command {
 			Name:  "sql",
 			Usage: "print the DDL that migrate runs",
 			Flags: []cli.Flag{configFlag()},
-			Action: func(c *cli.Context) error {
-				cfg, err := loadConfig(c)
-				if err != nil {
-					return err
-				}
+			Action: withConfig(func(c *cli.Context, cfg *config.Config) error {
 				sch, err := cfg.Schema()
 				if err != nil {
 					return usageError{err}
 				}
 				fmt.Fprint(c.App.Writer, dbsink.DDL(sch))
 				return nil
-			},
+			}),
 		}},
 	}
 }

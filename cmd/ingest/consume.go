@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"log/slog"
 	"strings"
 	"time"
@@ -53,7 +51,7 @@ Metrics on metrics.listen: ingest_consume_* (records consumed and
 committed per table, batch seconds, lag per partition in messages and
 seconds, rebalances, dead letters), /healthz and /readyz.
 SIGTERM/SIGINT let the batches in flight commit, then leave the group.`,
-		Flags: append([]cli.Flag{configFlag(),
+		Flags: configFlags(
 			&cli.StringFlag{Name: "group", Usage: "consumer group id (default: consume.group of the config, else ingest-<database name of db.url>)", EnvVars: []string{"INGEST_CONSUME_GROUP"}},
 			&cli.StringFlag{Name: "tables", Usage: "comma-separated tables to consume (default: every configured table)"},
 			&cli.StringFlag{Name: "since", Usage: "start partitions without a checkpoint at this time (RFC 3339, YYYY-MM-DD, epoch seconds or ms, or -DURATION)"},
@@ -66,12 +64,8 @@ SIGTERM/SIGINT let the batches in flight commit, then leave the group.`,
 			&cli.BoolFlag{Name: "status", Usage: "print the group's position per partition (checkpoint in PostgreSQL, Kafka's committed offset, end, lag) and exit"},
 			&cli.BoolFlag{Name: "json", Usage: "with --status: print JSON"},
 			debugFlag(),
-		}, overrideFlags()...),
-		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
+		),
+		Action: withConfig(func(c *cli.Context, cfg *config.Config) error {
 			o := consume.Options{
 				Group: c.String("group"), Reset: c.Bool("reset"),
 				DeadLetterTopic: c.String("dead-letter-topic"), DeadLetterFile: c.String("dead-letter-file"),
@@ -106,17 +100,12 @@ SIGTERM/SIGINT let the batches in flight commit, then leave the group.`,
 			if c.Bool("status") {
 				return consumeStatus(ctx, c, cfg, o)
 			}
-			err = consume.Run(ctx, cfg, o)
-			var ae *consume.ArgError
-			if errors.As(err, &ae) {
-				return usageError{err}
-			}
-			if err != nil {
-				return err
+			if err := consume.Run(ctx, cfg, o); err != nil {
+				return usageIf[*consume.ArgError](err)
 			}
 			o.Logger.Info("stopped: batches committed, left the group")
 			return nil
-		},
+		}),
 	}
 }
 
@@ -125,17 +114,11 @@ func consumeStatus(ctx context.Context, c *cli.Context, cfg *config.Config, o co
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	sts, err := consume.Status(ctx, cfg, o)
-	var ae *consume.ArgError
-	if errors.As(err, &ae) {
-		return usageError{err}
-	}
 	if err != nil {
-		return err
+		return usageIf[*consume.ArgError](err)
 	}
 	if c.Bool("json") {
-		enc := json.NewEncoder(c.App.Writer)
-		enc.SetIndent("", "  ")
-		return enc.Encode(sts)
+		return writeJSON(c.App.Writer, sts)
 	}
 	group, _ := consume.GroupOf(cfg, o.Group) // Status resolved it already
 	return consume.WriteStatus(c.App.Writer, group, sts)

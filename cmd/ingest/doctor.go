@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/inspect"
 	"github.com/urfave/cli/v2"
 )
@@ -26,21 +26,15 @@ fails, 2 when the config does not parse.
 
   ingest doctor --config /etc/ingest/ingest.yaml
   ingest doctor --config ingest.yaml --json | jq '.checks[] | select(.ok | not)'`,
-		Flags: append([]cli.Flag{configFlag(), &cli.BoolFlag{Name: "json", Usage: "machine-readable output"}}, overrideFlags()...),
-		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
+		Flags: configFlags(&cli.BoolFlag{Name: "json", Usage: "machine-readable output"}),
+		Action: withConfig(func(c *cli.Context, cfg *config.Config) error {
 			ctx, cancel := signalContext()
 			defer cancel()
 			ctx, tcancel := context.WithTimeout(ctx, 2*time.Minute)
 			defer tcancel()
 			rep := inspect.Doctor(ctx, c.String("config"), cfg)
 			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(rep); err != nil {
+				if err := writeJSON(c.App.Writer, rep); err != nil {
 					return err
 				}
 			} else {
@@ -50,7 +44,7 @@ fails, 2 when the config does not parse.
 				return errDoctorFailed
 			}
 			return nil
-		},
+		}),
 	}
 }
 

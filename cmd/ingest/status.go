@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -34,15 +33,11 @@ answer, the section says so and shows what the other told.
 
 --json prints one array: an element per stream ("stream": ...), then an
 element per consumer group ("consumer_group": ...).`,
-		Flags: append([]cli.Flag{configFlag(),
+		Flags: configFlags(
 			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
 			&cli.BoolFlag{Name: "check", Usage: "exit 1 while a stream has entries it does not load (ignored or unreadable files)"},
-		}, overrideFlags()...),
-		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
+		),
+		Action: withConfig(func(c *cli.Context, cfg *config.Config) error {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			sch, err := cfg.Schema()
@@ -81,9 +76,7 @@ element per consumer group ("consumer_group": ...).`,
 				for _, g := range groups {
 					all = append(all, g)
 				}
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(all); err != nil {
+				if err := writeJSON(c.App.Writer, all); err != nil {
 					return err
 				}
 				return checkErr
@@ -137,6 +130,6 @@ element per consumer group ("consumer_group": ...).`,
 				}
 			}
 			return checkErr
-		},
+		}),
 	}
 }

@@ -2,11 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 
+	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/verify"
 	"github.com/urfave/cli/v2"
 )
@@ -42,7 +42,7 @@ listed for information. Exits 0 when they all agree, 1 when one does not
 (or a side cannot be read), 1 with "nothing to compare" when neither side
 holds a record in the window (unless --allow-empty), 2 on bad arguments
 or config.`,
-		Flags: append([]cli.Flag{configFlag(),
+		Flags: configFlags(
 			&cli.StringFlag{Name: "table", Usage: "the table to compare (a key of tables:)", Required: true},
 			&cli.StringFlag{Name: "since", Usage: "window start, inclusive (RFC 3339, YYYY-MM-DD, epoch seconds or ms, or -DURATION from now)"},
 			&cli.StringFlag{Name: "until", Usage: "window end, exclusive (same forms)"},
@@ -51,12 +51,8 @@ or config.`,
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (0: no limit)"},
 			debugFlag(),
-		}, overrideFlags()...),
-		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
+		),
+		Action: withConfig(func(c *cli.Context, cfg *config.Config) error {
 			window, err := windowFlags(c)
 			if err != nil {
 				return err
@@ -72,18 +68,12 @@ or config.`,
 				Table: c.String("table"), Window: window, AllowEmpty: c.Bool("allow-empty"), ReadToEnd: c.Bool("to-end"),
 				Logger: commandLogger(c, slog.LevelWarn),
 			})
-			var ae *verify.ArgError
-			if errors.As(err, &ae) {
-				return usageError{err}
-			}
 			if err != nil && !errors.Is(err, verify.ErrNothingToCompare) {
-				return err
+				return usageIf[*verify.ArgError](err)
 			}
 			runErr := err
 			if c.Bool("json") {
-				enc := json.NewEncoder(c.App.Writer)
-				enc.SetIndent("", "  ")
-				err = enc.Encode(rep)
+				err = writeJSON(c.App.Writer, rep)
 			} else {
 				err = rep.WriteText(c.App.Writer)
 			}
@@ -97,6 +87,6 @@ or config.`,
 				return fmt.Errorf("%w for %d account(s): %v", errMismatch, len(rep.Mismatched), rep.Mismatched)
 			}
 			return nil
-		},
+		}),
 	}
 }
