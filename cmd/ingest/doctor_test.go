@@ -1,14 +1,14 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
-	"github.com/dualwrite/ingest/rotatefile"
-	"github.com/jackc/pgx/v5"
 )
 
 // ingest doctor on a real broker (it checks topics the way the Kafka sink
@@ -19,16 +19,11 @@ import (
 func TestDoctor(t *testing.T) {
 	e := newBrokerEnv(t, 2)
 	e.configure(t, e.config("all"))
-	w, err := rotatefile.Open(rotatefile.Options{Dir: e.spool, Stream: "api"})
-	if err != nil {
+	api := filepath.Join(e.spool, "api")
+	if err := os.MkdirAll(api, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Append([]byte(`{"table":"raw_item","row":{"project_id":1}}`)); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	loadertest.WriteSealed(t, api, 1, time.Now(), `{"table":"raw_item","row":{"project_id":1}}`+"\n")
 
 	out, code := ingest(t, "doctor", "--config", e.cfgPath)
 	if code != 0 || !strings.Contains(out, "all checks passed") {
@@ -44,14 +39,9 @@ func TestDoctor(t *testing.T) {
 	broken := filepath.Join(e.dir, "broken.yaml")
 	e.writeConfig(t, broken, strings.Replace(e.config("all"), e.topic, "doctor-no-such-topic", 1))
 	ctx := testenv.Context(t, time.Minute)
-	conn, err := pgx.Connect(ctx, e.pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, "ALTER TABLE raw_item DROP COLUMN version"); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close(ctx)
+	conn := loadertest.Connect(t, e.pg)
+	loadertest.Exec(t, conn, "ALTER TABLE raw_item DROP COLUMN version")
+	conn.Close(ctx) // before PostgreSQL stops below
 	notADir := filepath.Join(e.dir, "file")
 	writeFile(t, notADir, "")
 	out, code = ingest(t, "doctor", "--config", broken, "--state-dir", filepath.Join(notADir, "state"))
@@ -77,5 +67,22 @@ func TestDoctor(t *testing.T) {
 	out, code = ingest(t, "doctor", "--config", e.cfgPath)
 	if code != 1 || !strings.Contains(out, "FAIL  postgresql: unreachable") || !strings.Contains(out, "fix: start PostgreSQL") {
 		t.Fatalf("PostgreSQL stopped: exit %d\n%s", code, out)
+	}
+}
+
+// --spool-dir moves the state dir with it when the file left state_dir to
+// its default (<spool>/.ingest): checkpoints follow the spool the operator
+// named. No services: doctor prints the state dir it would use.
+func TestSpoolDirOverrideMovesDefaultStateDir(t *testing.T) {
+	dir := t.TempDir()
+	other := filepath.Join(dir, "other")
+	if err := os.MkdirAll(other, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "ingest.yaml")
+	writeFile(t, cfg, offlineConfig(dir, ""))
+	out, _ := ingest(t, "doctor", "--config", cfg, "--spool-dir", other)
+	if want := "state dir: " + filepath.Join(other, ".ingest"); !strings.Contains(out, want) {
+		t.Fatalf("doctor with --spool-dir %s: want %q in\n%s", other, want, out)
 	}
 }
