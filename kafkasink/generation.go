@@ -429,12 +429,10 @@ func (g *generation) waitIdle(ctx context.Context) error {
 	}
 	ch := g.idlec
 	g.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
+	if !waitClosed(ctx, ch) {
 		return ctx.Err()
 	}
+	return nil
 }
 
 // spaceChan registers the caller as waiting for queue space and returns the

@@ -571,12 +571,10 @@ func (s *Sink) Close(ctx context.Context) error {
 		s.closeErr = s.close(ctx)
 		close(s.closeDone)
 	})
-	select {
-	case <-s.closeDone:
-		return s.closeErr
-	case <-ctx.Done():
+	if !waitClosed(ctx, s.closeDone) {
 		return fmt.Errorf("kafkasink: close: %w", ctx.Err())
 	}
+	return s.closeErr
 }
 
 func (s *Sink) close(ctx context.Context) error {
@@ -600,16 +598,12 @@ func (s *Sink) close(ctx context.Context) error {
 
 	// The supervisor returns promptly once closing is closed (a rebuild in
 	// progress retires the producer it made), so s.gen is final after it.
-	select {
-	case <-s.supDone:
-	case <-hard.Done():
+	if !waitClosed(hard, s.supDone) {
 		return fmt.Errorf("kafkasink: close: supervisor did not stop: %w", hard.Err())
 	}
 	// The producer goroutine returns once closing is closed, leaving the
 	// batches it had not taken to failQueued.
-	select {
-	case <-s.producerDone:
-	case <-hard.Done():
+	if !waitClosed(hard, s.producerDone) {
 		return fmt.Errorf("kafkasink: close: producer goroutine did not stop: %w", hard.Err())
 	}
 	s.mu.Lock()
@@ -634,9 +628,7 @@ func (s *Sink) close(ctx context.Context) error {
 	stop := context.AfterFunc(hard, s.cancel)
 	defer stop()
 	close(s.stopCompleter)
-	select {
-	case <-s.completerDone:
-	case <-hard.Done():
+	if !waitClosed(hard, s.completerDone) {
 		errs = append(errs, errors.New("acks still running (a slow ack callback or dead letter)"))
 	}
 	s.cancel()
@@ -674,6 +666,13 @@ func waitFor(ctx context.Context, wait func()) bool {
 		wait()
 		close(done)
 	}()
+	return waitClosed(ctx, done)
+}
+
+// waitClosed waits until done is closed and reports whether that came
+// before ctx ended: Close and the waits bounded by a caller's ctx give up
+// on a goroutine at the deadline instead of hanging with it.
+func waitClosed(ctx context.Context, done <-chan struct{}) bool {
 	select {
 	case <-done:
 		return true

@@ -224,9 +224,7 @@ func (k *Lazy) StartErr(ctx context.Context) error {
 	if dialAny(ctx, k.cfg.Brokers) != nil {
 		return nil
 	}
-	select {
-	case <-k.tried:
-	case <-ctx.Done():
+	if !waitClosed(ctx, k.tried) {
 		return nil
 	}
 	k.mu.Lock()
@@ -440,9 +438,7 @@ func (w *deliveryWatch) stalled(now time.Time, after time.Duration) error {
 // to fail (without a sink they fail at once; a closed sink refuses them).
 func (k *Lazy) Close(ctx context.Context) error {
 	k.cancel()
-	select {
-	case <-k.done:
-	case <-ctx.Done():
+	if !waitClosed(ctx, k.done) {
 		return fmt.Errorf("kafka sink: an attempt to start is still under way: %w", ctx.Err())
 	}
 	k.mu.Lock()
