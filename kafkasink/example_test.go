@@ -51,7 +51,7 @@ func ExampleSink_Submit() {
 }
 
 // New refuses to start when a topic is missing, and says how to create it.
-// Mock: an example must run anywhere; TestMissingTopicFailsStart checks
+// Mock: an example must run anywhere; TestMissingTopic checks
 // this on a real broker.
 func ExampleNew_missingTopic() {
 	cluster, err := mockkafka.New(1)

@@ -215,6 +215,15 @@ func newSink(tb testing.TB, c *kafkaserver.Cluster, cfg kafkasink.Config) *kafka
 	return newSinkAt(tb, c.Bootstrap(), cfg)
 }
 
+// eventsSink starts a sink on c (newSink) for topic, the topic of the one
+// table "events", and returns it with a gen of stream "api" whose records
+// have bodySize-byte bodies: the set-up of most tests of one sink.
+func eventsSink(tb testing.TB, c *kafkaserver.Cluster, topic string, cfg kafkasink.Config, bodySize int) (*kafkasink.Sink, *gen) {
+	tb.Helper()
+	cfg.Topics = []string{topic}
+	return newSink(tb, c, cfg), newGen(tb, testSchema(tb, map[string]string{"events": topic}), "api", bodySize)
+}
+
 // newSinkAt starts a sink on brokers (the mock's, for the tests that claim
 // no broker behaviour), closed in cleanup.
 func newSinkAt(tb testing.TB, brokers string, cfg kafkasink.Config) *kafkasink.Sink {

@@ -197,9 +197,7 @@ func TestPerKeyOrderAcrossBatches(t *testing.T) {
 	const batches, perBatch = 20, 250
 	c := testenv.Broker(t)
 	topic := newTopic(t, c, 4)
-	sch := testSchema(t, map[string]string{"events": topic})
-	s := newSink(t, c, kafkasink.Config{Topics: []string{topic}})
-	g := newGen(t, sch, "api", 64)
+	s, g := eventsSink(t, c, topic, kafkasink.Config{}, 64)
 	a := newAcks()
 	var all [][]loader.Record
 	for n := 1; n <= batches; n++ {
@@ -244,11 +242,8 @@ func TestLeaderKilledNothingLostOrReordered(t *testing.T) {
 		t.Fatalf("no key on the killed leader's partitions %v", down)
 	}
 
-	sch := testSchema(t, map[string]string{"events": topic})
 	// A short reconnect backoff only makes the test quicker.
-	s := newSink(t, c, kafkasink.Config{Topics: []string{topic},
-		Properties: map[string]string{"reconnect.backoff.max.ms": "500"}})
-	g := newGen(t, sch, "api", 200)
+	s, g := eventsSink(t, c, topic, kafkasink.Config{Properties: map[string]string{"reconnect.backoff.max.ms": "500"}}, 200)
 	a := newAcks()
 	var all [][]loader.Record
 	submit := func(n int) {
@@ -313,9 +308,7 @@ func TestOversizedRecordIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	c := testenv.Broker(t)
 	topic := newTopic(t, c, 2)
-	sch := testSchema(t, map[string]string{"events": topic})
-	s := newSink(t, c, kafkasink.Config{Topics: []string{topic}})
-	g := newGen(t, sch, "api", 100)
+	s, g := eventsSink(t, c, topic, kafkasink.Config{}, 100)
 	recs := g.records("events", "a", "b")
 	g.body = strings.Repeat("y", 1_200_000) // over the default 1000000
 	big := g.records("events", "a")
@@ -334,34 +327,66 @@ func TestOversizedRecordIsDeadLettered(t *testing.T) {
 	}
 }
 
-// A missing topic stops start-up with a message naming it and the command
-// that creates it, and the check does not create it.
+// A topic that does not exist is refused before anything is produced to
+// it, and the check does not create it: at start-up, with a message naming
+// it and the command that creates it, and for a table routed to Kafka after
+// start-up (config reload), at its first Submit.
 // Real broker (shared): a real broker's metadata, with auto-creation off.
-func TestMissingTopicFailsStart(t *testing.T) {
+func TestMissingTopic(t *testing.T) {
 	t.Parallel()
 	c := testenv.Broker(t)
 	present := newTopic(t, c, 1)
-	absent := "absent_" + present
-	ctx := testenv.Context(t, 20*time.Second)
-	_, err := kafkasink.New(ctx, kafkasink.Config{Brokers: c.Bootstrap(), Topics: []string{present, absent},
-		Logger: loadertest.Logger(t)})
-	var mt *kafkasink.MissingTopicError
-	if !errors.As(err, &mt) {
-		t.Fatalf("New = %v, want a MissingTopicError", err)
-	}
-	if !slices.Equal(mt.Topics, []string{absent}) {
-		t.Errorf("missing topics %v, want [%s]", mt.Topics, absent)
-	}
-	msg := err.Error()
-	for _, want := range []string{fmt.Sprintf("%q does not exist", absent), "kafka-topics.sh --bootstrap-server " + c.Bootstrap() + " --create --topic " + absent} {
-		if !strings.Contains(msg, want) {
-			t.Errorf("error %q lacks %q", msg, want)
+	missing := "missing_" + present
+	// refused checks that err refuses the missing topic alone, and that
+	// the check left it missing.
+	refused := func(t *testing.T, ctx context.Context, call string, err error) {
+		t.Helper()
+		var mt *kafkasink.MissingTopicError
+		if !errors.As(err, &mt) || !slices.Equal(mt.Topics, []string{missing}) {
+			t.Fatalf("%s = %v, want a MissingTopicError for [%s]", call, err, missing)
+		}
+		if ok, err := c.TopicExists(ctx, missing); err != nil || ok {
+			t.Fatalf("after %s: exists=%v err=%v; the check must not create the topic", call, ok, err)
 		}
 	}
-	t.Log(msg)
-	if ok, err := c.TopicExists(ctx, absent); err != nil || ok {
-		t.Fatalf("after the check: exists=%v err=%v; the check must not create the topic", ok, err)
-	}
+
+	t.Run("AtStart", func(t *testing.T) {
+		t.Parallel()
+		ctx := testenv.Context(t, 20*time.Second)
+		_, err := kafkasink.New(ctx, kafkasink.Config{Brokers: c.Bootstrap(), Topics: []string{present, missing},
+			Logger: loadertest.Logger(t)})
+		refused(t, ctx, "New", err)
+		msg := err.Error()
+		for _, want := range []string{fmt.Sprintf("%q does not exist", missing), "kafka-topics.sh --bootstrap-server " + c.Bootstrap() + " --create --topic " + missing} {
+			if !strings.Contains(msg, want) {
+				t.Errorf("error %q lacks %q", msg, want)
+			}
+		}
+		t.Log(msg)
+	})
+
+	t.Run("NewTableAtSubmit", func(t *testing.T) {
+		t.Parallel()
+		ctx := testenv.Context(t, 20*time.Second)
+		sch := testSchema(t, map[string]string{"present": present, "later": missing})
+		s := newSink(t, c, kafkasink.Config{Topics: []string{present}})
+		g := newGen(t, sch, "api", 8)
+		a := newAcks()
+		refused(t, ctx, "Submit", g.submit(ctx, s, g.batch(1, g.records("later", "1"), nil), a.fn(1)))
+		// The loader may have submitted the next batch before seeing the
+		// failure: it fails too, until the stream rewinds.
+		if err := g.submit(ctx, s, g.batch(2, g.records("present", "1"), nil), a.fn(2)); !errors.Is(err, kafkasink.ErrEarlierBatchFailed) {
+			t.Fatalf("next batch: Submit = %v, want ErrEarlierBatchFailed", err)
+		}
+		// The rewind (Seq 1) for a table whose topic exists goes through.
+		if err := g.submit(ctx, s, g.batch(1, g.records("present", "1"), nil), a.fn(3)); err != nil {
+			t.Fatal(err)
+		}
+		a.wait(t, 1, 30*time.Second)
+		if a.err(3) != nil || a.err(1) != nil || a.err(2) != nil {
+			t.Fatalf("acks: %v %v %v", a.err(1), a.err(2), a.err(3))
+		}
+	})
 }
 
 // A batch whose epoch an earlier batch failed is acked with
@@ -376,9 +401,7 @@ func TestBatchOfFailedEpochIsFailedAfterDelivery(t *testing.T) {
 	c := testenv.Broker(t)
 	topic := newTopic(t, c, 2)
 	ctx := testenv.Context(t, time.Minute)
-	sch := testSchema(t, map[string]string{"events": topic})
-	s := newSink(t, c, kafkasink.Config{Topics: []string{topic}})
-	g := newGen(t, sch, "api", 8)
+	s, g := eventsSink(t, c, topic, kafkasink.Config{}, 8)
 	a := newAcks()
 	b1 := g.batch(1, g.records("events", "a", "b"), nil)
 	epoch := g.epoch
@@ -410,42 +433,6 @@ func TestBatchOfFailedEpochIsFailedAfterDelivery(t *testing.T) {
 	a.wait(t, 1, 30*time.Second)
 	if err := a.err(3); err != nil {
 		t.Fatalf("replayed batch ack = %v", err)
-	}
-}
-
-// A table routed to Kafka after start-up (config reload) gets the same
-// check before anything is produced to its topic.
-// Real broker (shared): a real broker's metadata, with auto-creation off.
-func TestSubmitChecksNewTopic(t *testing.T) {
-	t.Parallel()
-	c := testenv.Broker(t)
-	present := newTopic(t, c, 1)
-	later := "later_" + present
-	ctx := testenv.Context(t, 20*time.Second)
-	sch := testSchema(t, map[string]string{"present": present, "later": later})
-	s := newSink(t, c, kafkasink.Config{Topics: []string{present}})
-	g := newGen(t, sch, "api", 8)
-	a := newAcks()
-	err := g.submit(ctx, s, g.batch(1, g.records("later", "1"), nil), a.fn(1))
-	var mt *kafkasink.MissingTopicError
-	if !errors.As(err, &mt) || !slices.Equal(mt.Topics, []string{later}) {
-		t.Fatalf("Submit = %v, want MissingTopicError for %s", err, later)
-	}
-	// The loader may have submitted the next batch before seeing the
-	// failure: it fails too, until the stream rewinds.
-	if err := g.submit(ctx, s, g.batch(2, g.records("present", "1"), nil), a.fn(2)); !errors.Is(err, kafkasink.ErrEarlierBatchFailed) {
-		t.Fatalf("next batch: Submit = %v, want ErrEarlierBatchFailed", err)
-	}
-	if ok, err := c.TopicExists(ctx, later); err != nil || ok {
-		t.Fatalf("exists=%v err=%v; Submit must not create the topic", ok, err)
-	}
-	// The rewind (Seq 1) for a table whose topic exists goes through.
-	if err := g.submit(ctx, s, g.batch(1, g.records("present", "1"), nil), a.fn(3)); err != nil {
-		t.Fatal(err)
-	}
-	a.wait(t, 1, 30*time.Second)
-	if a.err(3) != nil || a.err(1) != nil || a.err(2) != nil {
-		t.Fatalf("acks: %v %v %v", a.err(1), a.err(2), a.err(3))
 	}
 }
 
@@ -590,10 +577,7 @@ func TestFatalErrorRebuildsProducer(t *testing.T) {
 	c := testenv.Cluster(t, 1, nil)
 	topic := newTopic(t, c, 2)
 	ctx := testenv.Context(t, 2*time.Minute)
-	sch := testSchema(t, map[string]string{"events": topic})
-	s := newSink(t, c, kafkasink.Config{Topics: []string{topic},
-		Properties: map[string]string{"reconnect.backoff.max.ms": "500"}})
-	g := newGen(t, sch, "api", 50)
+	s, g := eventsSink(t, c, topic, kafkasink.Config{Properties: map[string]string{"reconnect.backoff.max.ms": "500"}}, 50)
 	a := newAcks()
 	warm := deliverThenKill(t, ctx, c, s, g, a)
 

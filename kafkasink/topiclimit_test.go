@@ -80,11 +80,9 @@ func TestTopicLimitRecordDeadLetteredRestDelivered(t *testing.T) {
 	t.Parallel()
 	c := testenv.Broker(t)
 	topic := limitedTopic(t, c, 1)
-	sch := testSchema(t, map[string]string{"events": topic})
 	var logs testenv.SyncBuffer
-	s := newSink(t, c, kafkasink.Config{Topics: []string{topic}, Logger: slogTo(&logs)})
+	s, g := eventsSink(t, c, topic, kafkasink.Config{Logger: slogTo(&logs)}, 0)
 	rng := rand.New(rand.NewPCG(1, 2))
-	g := newGen(t, sch, "api", 0)
 	g.body = randomBody(rng, 600)
 	before := g.records("events", keys(3, 30)...)
 	g.body = randomBody(rng, 30000)
@@ -129,11 +127,9 @@ func TestTopicLimitOnlyLargeLinesDeadLettered(t *testing.T) {
 	)
 	c := testenv.Broker(t)
 	topic := limitedTopic(t, c, partitions)
-	sch := testSchema(t, map[string]string{"events": topic})
 	var logs testenv.SyncBuffer
-	s := newSink(t, c, kafkasink.Config{Topics: []string{topic}, Logger: slogTo(&logs)})
+	s, g := eventsSink(t, c, topic, kafkasink.Config{Logger: slogTo(&logs)}, 0)
 	rng := rand.New(rand.NewPCG(3, 4))
-	g := newGen(t, sch, "api", 0)
 	ks := keys(50, lines)
 	var (
 		all      []loader.Record
@@ -498,10 +494,8 @@ func TestRetentionRaisedWhileRunningApplies(t *testing.T) {
 	defer kafkasink.SetConfigRefresh(200 * time.Millisecond)()
 	c := testenv.Broker(t)
 	topic := testenv.Topic(t, c, kafkaserver.TopicSpec{Partitions: 1, Configs: map[string]string{"retention.ms": "3600000"}})
-	sch := testSchema(t, map[string]string{"events": topic})
 	log, logger := loadertest.NewLog(t)
-	s := newSink(t, c, kafkasink.Config{Topics: []string{topic}, Logger: logger})
-	g := newGen(t, sch, "api", 10)
+	s, g := eventsSink(t, c, topic, kafkasink.Config{Logger: logger}, 10)
 	old := func() []loader.Record {
 		recs := g.records("events", "acct-1")
 		recs[0].Time = time.Now().Add(-2 * time.Hour)
