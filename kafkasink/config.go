@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dualwrite/ingest/schema"
 )
 
 // Config configures a [Sink]. The zero value of every optional field means
@@ -196,7 +198,7 @@ func (c Config) validate() (*validated, error) {
 		bad("CreatePartitions", "must not be negative, got %d", c.CreatePartitions)
 	}
 	for i, t := range c.Topics {
-		if err := checkTopicName(t); err != nil {
+		if err := schema.CheckTopic(t); err != nil {
 			bad(fmt.Sprintf("Topics[%d]", i), "%v", err)
 		}
 	}
@@ -278,25 +280,6 @@ func weakened(p map[string]string) []string {
 	}
 	slices.Sort(w)
 	return w
-}
-
-// checkTopicName applies Kafka's topic name rules.
-func checkTopicName(s string) error {
-	switch {
-	case s == "":
-		return errors.New("topic name must not be empty")
-	case len(s) > 249:
-		return fmt.Errorf("topic %q is longer than 249 characters", s)
-	case s == "." || s == "..":
-		return fmt.Errorf("%q is not a legal topic name", s)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return fmt.Errorf("topic %q has character %q; Kafka allows only [a-zA-Z0-9._-]", s, c)
-		}
-	}
-	return nil
 }
 
 // CheckOAuthBearer refuses librdkafka properties that pick the OAUTHBEARER

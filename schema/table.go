@@ -202,7 +202,7 @@ func (t *Table) compile() (*compiled, error) {
 	}
 
 	if topic := t.topic(); topic != "" {
-		if err := checkTopic(topic); err != nil {
+		if err := CheckTopic(topic); err != nil {
 			bad("topic", "%v", err)
 		}
 	}
@@ -270,9 +270,13 @@ func checkIdent(s string) error {
 	return nil
 }
 
-// checkTopic applies Kafka's topic name rules, so a typo fails at config
-// load rather than at the first produce.
-func checkTopic(s string) error {
+// CheckTopic applies Kafka's topic name rules, so a typo fails at config
+// load rather than at the first produce. Exported so that kafkasink checks
+// the topics it is configured with by the same rules.
+func CheckTopic(s string) error {
+	if s == "" {
+		return errors.New("topic name must not be empty")
+	}
 	if len(s) > 249 {
 		return fmt.Errorf("%q is longer than 249 characters", s)
 	}
