@@ -333,7 +333,7 @@ type written struct {
 // writtenLines reads back every line of a stream, archived or not.
 func writtenLines(t *testing.T, spool, stream string) []written {
 	t.Helper()
-	files, _ := filepath.Glob(filepath.Join(spool, ".ingest", "archive", stream, "*"))
+	files, _ := filepath.Glob(filepath.Join(loadertest.ArchiveDir(t, spool, stream), "*"))
 	live, _ := filepath.Glob(filepath.Join(spool, stream, "*.ndjson"))
 	files = append(files, live...)
 	sort.Strings(files)

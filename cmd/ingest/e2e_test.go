@@ -101,6 +101,12 @@ func (e *e2eEnv) dirs(t *testing.T) {
 	e.cfgPath = filepath.Join(e.dir, "ingest.yaml")
 }
 
+// stateDir is the loader's state dir of this environment: the config
+// leaves it to its default under the spool.
+func (e *e2eEnv) stateDir() string {
+	return filepath.Join(e.spool, loader.DefaultStateSubdir)
+}
+
 // config is e2eConfig for this environment; on a real broker table
 // raw_item goes to the test's topic.
 func (e *e2eEnv) config(kafkaRoute string) string {

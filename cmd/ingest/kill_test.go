@@ -4,9 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/gen"
+	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/sinks"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
@@ -62,12 +61,7 @@ func TestRunKilledTenTimesRepeatsWithinBound(t *testing.T) {
 	}
 	bound := kill9KafkaInFlight * cfg.Batch.MaxRecords
 
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv(kill9Seed); s != "" {
-		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
-			t.Fatalf("%s=%q: %v", kill9Seed, s, err)
-		}
-	}
+	seed := uint64(loadertest.EnvInt(t, kill9Seed, int(time.Now().UnixNano())))
 	t.Logf("kill points: seed %d (%s=%d replays them)", seed, kill9Seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 9))
 
@@ -228,7 +222,7 @@ func TestRunKilledTenTimesRepeatsWithinBound(t *testing.T) {
 	}
 
 	// Dead letters: every malformed line once, at a position of its own.
-	dls, err := loader.ReadDeadLetters(filepath.Join(e.spool, ".ingest"), "api")
+	dls, err := loader.ReadDeadLetters(e.stateDir(), "api")
 	if err != nil {
 		t.Fatalf("dead letters unreadable after the kills (an entry glued onto one a kill left half written?): %v", err)
 	}
