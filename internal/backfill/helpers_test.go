@@ -42,13 +42,8 @@ type line struct {
 // fixtureStart is the time field of the first line; line i is i seconds later.
 var fixtureStart = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 
-const configTmpl = `spool: {dir: %q}
-batch: {max_records: 100, linger: 5ms}
-kafka: {brokers: %q}
-db: {url: %q}
-metrics: {listen: "127.0.0.1:0"}
-tables:
-  raw_item:
+// tablesTmpl is table raw_item with its Kafka selector and topic.
+const tablesTmpl = `  raw_item:
     key: project_id
     id: uuid
     time: timestamp
@@ -89,7 +84,7 @@ func (e *env) config(tb testing.TB, kafkaSel string) *config.Config {
 // configAt is config with the given brokers and database.
 func (e *env) configAt(tb testing.TB, brokers, dbURL, kafkaSel string) *config.Config {
 	tb.Helper()
-	cfg, err := config.Parse(fmt.Appendf(nil, configTmpl, e.spool, brokers, dbURL, kafkaSel, e.topic))
+	cfg, err := config.Parse([]byte(loadertest.ConfigYAML(e.spool, brokers, dbURL, 100, fmt.Sprintf(tablesTmpl, kafkaSel, e.topic))))
 	if err != nil {
 		tb.Fatal(err)
 	}

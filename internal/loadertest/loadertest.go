@@ -1,11 +1,12 @@
 // Package loadertest is what the tests of the loader and its sinks share:
 // a loader running on a spool in the background, an in-memory sink, the
 // dead letters and file checkpoints a run leaves in its state directory,
-// the end of a stream, sealed files written into a stream's archive, test
-// loggers, positive values from the environment, and PostgreSQL helpers
-// (a connection closed in cleanup, or one per question for polls and for
-// servers a test stops) that the sinks', backfill's, verify's, consume's
-// and the runner's tests share.
+// the end of a stream, sealed files written into a stream's archive, a
+// test's config (ConfigYAML, LoadConfig), test loggers, positive values
+// from the environment, and PostgreSQL helpers (a connection closed in
+// cleanup, or one per question for polls and for servers a test stops)
+// that the sinks', backfill's, verify's, consume's and the runner's tests
+// share.
 // Polling with a deadline is testenv.Eventually.
 //
 // It imports the loader, so the loader's own in-package tests (package

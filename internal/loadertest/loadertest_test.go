@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/dualwrite/ingest/internal/config"
 	"github.com/dualwrite/ingest/internal/loadertest"
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
@@ -148,5 +149,21 @@ func TestEnvValues(t *testing.T) {
 	t.Setenv("LOADERTEST_D", "1m30s")
 	if got := loadertest.EnvDuration(t, "LOADERTEST_D", time.Second); got != 90*time.Second {
 		t.Fatalf("LOADERTEST_D=1m30s: %v", got)
+	}
+}
+
+// ConfigYAML's text says what it is given, and LoadConfig loads it from
+// the path it returns, as ingest would; a batch size of 0 leaves the
+// default. No server is started: the config is only read.
+func TestConfigHelpers(t *testing.T) {
+	tables := "  t:\n    key: k\n    columns: {k: text}\n"
+	cfg, path := loadertest.LoadConfig(t, loadertest.ConfigYAML("/spool", "k1:9092", "postgres://u@h:1/db", 7, tables))
+	if filepath.Base(path) != "ingest.yaml" || cfg.Spool.Dir != "/spool" || cfg.Kafka.Brokers != "k1:9092" || cfg.DB.URL != "postgres://u@h:1/db" ||
+		cfg.Batch.MaxRecords != 7 || cfg.Batch.Linger != 5*time.Millisecond || cfg.Metrics.Listen != "127.0.0.1:0" || cfg.Tables["t"] == nil {
+		t.Fatalf("config %s: %+v", path, cfg)
+	}
+	cfg, err := config.Parse([]byte(loadertest.ConfigYAML("/spool", "k1:9092", "postgres://u@h:1/db", 0, tables)))
+	if err != nil || cfg.Batch.MaxRecords != config.Default().Batch.MaxRecords {
+		t.Fatalf("max records 0: %v %+v", err, cfg)
 	}
 }

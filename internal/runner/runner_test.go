@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,13 +20,9 @@ import (
 	"github.com/dualwrite/ingest/rotatefile"
 )
 
-const testConfig = `spool: {dir: %q}
-batch: {linger: 5ms}
-kafka: {brokers: %q}
-db: {url: %q}
-metrics: {listen: "127.0.0.1:0"}
-tables:
-  ev:
+// testTables is table ev, on the topic given, half its accounts but 7
+// routed to Kafka.
+const testTables = `  ev:
     key: account
     id: id
     topic: %q
@@ -37,24 +31,17 @@ tables:
     kafka: {percent: 50, exclude: [7]}
 `
 
-// loadConfig writes testConfig for a spool, Kafka bootstrap, PostgreSQL
-// URL and the topic of table ev, with ev's Kafka selector replaced when
-// kafkaRoute is set, and loads it. It returns the config and its path.
+// loadConfig writes the tests' config for a spool, Kafka bootstrap,
+// PostgreSQL URL and the topic of table ev, with ev's Kafka selector
+// replaced when kafkaRoute is set, and loads it. It returns the config and
+// its path.
 func loadConfig(t *testing.T, spool, brokers, dbURL, topic, kafkaRoute string) (*config.Config, string) {
 	t.Helper()
-	text := fmt.Sprintf(testConfig, spool, brokers, dbURL, topic)
+	text := loadertest.ConfigYAML(spool, brokers, dbURL, 0, fmt.Sprintf(testTables, topic))
 	if kafkaRoute != "" {
 		text = strings.Replace(text, "{percent: 50, exclude: [7]}", kafkaRoute, 1)
 	}
-	path := filepath.Join(t.TempDir(), "ingest.yaml")
-	if err := os.WriteFile(path, []byte(text), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg, path
+	return loadertest.LoadConfig(t, text)
 }
 
 func get(t *testing.T, url string) (int, string) {
