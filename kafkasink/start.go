@@ -274,11 +274,11 @@ func (k *Lazy) stoppedErr() error {
 // queue is empty, later batches go straight to the sink.
 func (k *Lazy) Submit(ctx context.Context, b *loader.Batch, ack func(error)) error {
 	k.qmu.Lock()
-	if !k.forwarding && k.isBuilt() {
+	// With no batch still queued (not forwarding), a built sink takes b
+	// straight away: it is set before built is closed, and nothing queued
+	// can then be overtaken.
+	if s := k.started(); s != nil && !k.forwarding {
 		k.qmu.Unlock()
-		k.mu.Lock()
-		s := k.sink
-		k.mu.Unlock()
 		return k.submit(ctx, s, b, ack)
 	}
 	k.queue = append(k.queue, queued{ctx: ctx, b: b, ack: ack})
@@ -298,13 +298,11 @@ type queued struct {
 	ack func(error)
 }
 
-func (k *Lazy) isBuilt() bool {
-	select {
-	case <-k.built:
-		return true
-	default:
-		return false
-	}
+// started returns the sink once built, nil before.
+func (k *Lazy) started() *Sink {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.sink
 }
 
 // forward is the goroutine, started by Submit and waited for by Close,
@@ -441,11 +439,8 @@ func (k *Lazy) Close(ctx context.Context) error {
 	if !waitClosed(ctx, k.done) {
 		return fmt.Errorf("kafka sink: an attempt to start is still under way: %w", ctx.Err())
 	}
-	k.mu.Lock()
-	s := k.sink
-	k.mu.Unlock()
 	var err error
-	if s != nil {
+	if s := k.started(); s != nil {
 		err = s.Close(ctx)
 	}
 	if !waitFor(ctx, k.forwarder.Wait) {
