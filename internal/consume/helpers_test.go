@@ -3,8 +3,6 @@ package consume_test
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -45,13 +43,8 @@ type env struct {
 	itemsPart, eventsPart int
 }
 
-const configTemplate = `spool: {dir: %q}
-batch: {max_records: %d, linger: 5ms}
-kafka: {brokers: %q}
-db: {url: %q}
-metrics: {listen: "127.0.0.1:0"}
-tables:
-  items:
+// tablesTemplate is the tests' two tables, on the items and events topics.
+const tablesTemplate = `  items:
     key: account
     id: id
     time: ts
@@ -74,21 +67,12 @@ func newEnv(t *testing.T, partitions, maxRecords int) *env {
 			t.Fatal(err)
 		}
 	}
-	e.cfgPath = filepath.Join(e.dir, "ingest.yaml")
-	text := fmt.Sprintf(configTemplate, e.dir, maxRecords, e.kb.Bootstrap(), e.pg.URL(), e.items, e.events)
-	if err := os.WriteFile(e.cfgPath, []byte(text), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(e.cfgPath)
+	e.cfg, e.cfgPath = loadertest.LoadConfig(t, loadertest.ConfigYAML(e.dir, e.kb.Bootstrap(), e.pg.URL(), maxRecords, fmt.Sprintf(tablesTemplate, e.items, e.events)))
+	sch, err := e.cfg.Schema()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.cfg = cfg
-	sch, err := cfg.Schema()
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := dbsink.New(ctx, dbsink.Config{URL: cfg.DB.URL, Schema: sch})
+	db, err := dbsink.New(ctx, dbsink.Config{URL: e.cfg.DB.URL, Schema: sch})
 	if err != nil {
 		t.Fatal(err)
 	}
