@@ -144,22 +144,8 @@ func summaryOf(t *testing.T, out string) backfill.Summary {
 // dbUUIDs returns the uuids in raw_item and the distinct accounts.
 func (c *cutover) dbUUIDs(t *testing.T) (map[string]bool, []string) {
 	t.Helper()
-	ctx := testenv.Context(t, time.Minute)
-	conn, err := pgx.Connect(ctx, c.pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, _ := conn.Query(ctx, `SELECT uuid::text FROM raw_item`)
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows, _ = conn.Query(ctx, `SELECT DISTINCT project_id::text FROM raw_item ORDER BY 1`)
-	accts, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
+	ids := pgStrings(t, c.pg.URL(), `SELECT uuid::text FROM raw_item`)
+	accts := pgStrings(t, c.pg.URL(), `SELECT DISTINCT project_id::text FROM raw_item ORDER BY 1`)
 	set := map[string]bool{}
 	for _, id := range ids {
 		set[id] = true

@@ -276,6 +276,24 @@ func TestRunDualWritesThroughRouteChanges(t *testing.T) {
 	t.Logf("kafka: %d messages for %d routed records; postgres: %d rows", len(msgs), len(want), rows)
 }
 
+// pgStrings runs sql, a query of one text column, on the PostgreSQL at
+// url and returns its values.
+func pgStrings(t *testing.T, url, sql string) []string {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect to PostgreSQL for %s: %v", sql, err)
+	}
+	defer conn.Close(ctx)
+	rows, _ := conn.Query(ctx, sql) // an error comes back from CollectRows
+	vals, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return vals
+}
+
 // rawItemRows counts the rows of raw_item in the PostgreSQL at url, and
 // how many distinct record ids they hold: a line loaded twice shows as
 // rows > distinct.

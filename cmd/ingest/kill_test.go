@@ -18,7 +18,6 @@ import (
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/loader"
 	"github.com/dualwrite/ingest/rotatefile"
-	"github.com/jackc/pgx/v5"
 )
 
 // kill9KafkaInFlight is how many batches per stream `ingest run` keeps at
@@ -189,25 +188,9 @@ func TestRunKilledTenTimesRepeatsWithinBound(t *testing.T) {
 	}
 
 	// PostgreSQL: every valid line once.
-	conn, err := pgx.Connect(ctx, e.pg.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT uuid::text FROM raw_item`)
-	if err != nil {
-		t.Fatal(err)
-	}
 	inDB := map[string]int{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
+	for _, id := range pgStrings(t, e.pg.URL(), `SELECT uuid::text FROM raw_item`) {
 		inDB[id]++
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
 	}
 	for id, n := range inDB {
 		switch {
