@@ -101,10 +101,7 @@ func TestPoisonMessagesDeadLettered(t *testing.T) {
 	e := newEnv(t, 1, 20)
 	pr := newProducer(t, e.kb.Bootstrap())
 	now := time.Now()
-	var ms []msg
-	for i := int64(1); i <= 40; i++ {
-		ms = append(ms, item(e.items, i%7, i, now))
-	}
+	ms := items(e.items, 1, 40, func(id int64) int64 { return id % 7 }, now)
 	poison := []msg{
 		{topic: e.items, table: "items", account: 3, value: `{"account":3,"id":`, recordID: "p1"},                 // offset 40: truncated JSON
 		{topic: e.items, table: "items", account: 3, value: `{"account":3,"id":"abc","ts":1}`, recordID: "p2"},    // 41: bad id
@@ -116,9 +113,7 @@ func TestPoisonMessagesDeadLettered(t *testing.T) {
 		{topic: e.items, table: "items", account: 3, value: `{"account":3,"id":97,"ts":1},"row":{"account":3,"id":96,"ts":1}`, recordID: "p5"},
 	}
 	ms = append(ms, poison...)
-	for i := int64(41); i <= 80; i++ {
-		ms = append(ms, item(e.items, i%7, i, now))
-	}
+	ms = append(ms, items(e.items, 41, 80, func(id int64) int64 { return id % 7 }, now)...)
 	offs := pr.send(ms...)
 	if got := int64(offs[40].Offset); got != 40 {
 		t.Fatalf("poison message at offset %d, want 40", got)
@@ -298,11 +293,7 @@ func TestStartsAtPostgresCheckpoint(t *testing.T) {
 	e := newEnv(t, 1, 50)
 	pr := newProducer(t, e.kb.Bootstrap())
 	now := time.Now()
-	var ms []msg
-	for i := int64(1); i <= 40; i++ {
-		ms = append(ms, item(e.items, i, i, now))
-	}
-	pr.send(ms...)
+	pr.send(items(e.items, 1, 40, func(id int64) int64 { return id }, now)...)
 	ctx := testenv.Context(t, 2*time.Minute)
 	sch, err := e.cfg.Schema()
 	if err != nil {

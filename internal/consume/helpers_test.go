@@ -121,6 +121,16 @@ func item(topic string, account, id int64, ts time.Time) msg {
 		value: fmt.Sprintf(`{"account":%d,"id":%d,"ts":%d,"body":"item %d"}`, account, id, ts.UnixMilli(), id)}
 }
 
+// items is the rows of table items with ids from to to, in order, each
+// of account acct(id), all at ts.
+func items(topic string, from, to int64, acct func(id int64) int64, ts time.Time) []msg {
+	var ms []msg
+	for id := from; id <= to; id++ {
+		ms = append(ms, item(topic, acct(id), id, ts))
+	}
+	return ms
+}
+
 // event is a row of table events (no id column).
 func event(topic string, account, seq int64) msg {
 	return msg{topic: topic, table: "events", partition: kafka.PartitionAny, account: account, recordID: fmt.Sprintf("s/f/%d", seq),
