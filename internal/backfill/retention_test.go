@@ -1,7 +1,6 @@
 package backfill_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -160,7 +159,9 @@ func TestBackfillNeverProducesWhatRetentionDeletes(t *testing.T) {
 
 	// The fix the error names: raise the retention; the same job resumes
 	// and completes, and everything is still there after the check.
-	setTopicConfig(t, e.kc, e.topic, "retention.ms", "-1")
+	if err := e.kc.SetTopicConfig(testenv.Context(t, 30*time.Second), e.topic, map[string]string{"retention.ms": "-1"}); err != nil {
+		t.Fatal(err)
+	}
 	sum, err = e.run(t, cfg, backfill.Options{Paths: []string{recent}})
 	if err != nil || !sum.OK() || !sum.Resumed {
 		t.Fatalf("after raising retention: %v %+v", err, sum)
@@ -168,23 +169,5 @@ func TestBackfillNeverProducesWhatRetentionDeletes(t *testing.T) {
 	retentionPassed(t, e.kc)
 	if held := e.topicSize(t); held != 2*n {
 		t.Fatalf("topic holds %d messages after the retention check, want %d", held, 2*n)
-	}
-}
-
-func setTopicConfig(t *testing.T, kc *kafkaserver.Cluster, topic, key, value string) {
-	t.Helper()
-	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": kc.Bootstrap()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ac.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	res, err := ac.IncrementalAlterConfigs(ctx, []kafka.ConfigResource{{
-		Type: kafka.ResourceTopic, Name: topic,
-		Config: []kafka.ConfigEntry{{Name: key, Value: value, IncrementalOperation: kafka.AlterConfigOpTypeSet}},
-	}})
-	if err != nil || len(res) != 1 || res[0].Error.Code() != kafka.ErrNoError {
-		t.Fatalf("set %s=%s on %s: %v %v", key, value, topic, err, res)
 	}
 }
