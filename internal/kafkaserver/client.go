@@ -234,9 +234,11 @@ func (c *Cluster) Leader(ctx context.Context, topic string, partition int32) (in
 // (partitions are assigned explicitly), but librdkafka requires one.
 var consumerSeq atomic.Int64
 
-func (c *Cluster) consumer() (*kafka.Consumer, error) {
+func (c *Cluster) consumer() (*kafka.Consumer, error) { return newConsumer(c.Bootstrap()) }
+
+func newConsumer(bootstrap string) (*kafka.Consumer, error) {
 	cons, err := kafka.NewConsumer(&kafka.ConfigMap{
-		"bootstrap.servers":    c.Bootstrap(),
+		"bootstrap.servers":    bootstrap,
 		"group.id":             fmt.Sprintf("kafkaserver-read-%d", consumerSeq.Add(1)),
 		"enable.auto.commit":   false,
 		"enable.partition.eof": true,
@@ -275,7 +277,23 @@ func (c *Cluster) Consume(ctx context.Context, topic string, want int) ([]*kafka
 }
 
 func (c *Cluster) read(ctx context.Context, topic string, want int) ([]*kafka.Message, error) {
-	n, cons, err := c.topicConsumer(ctx, topic)
+	n, err := c.Partitions(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	return Read(ctx, c.Bootstrap(), topic, n, want)
+}
+
+// Read reads the n partitions of topic on the Kafka at bootstrap, this
+// package's brokers or librdkafka's mock cluster (mockkafka reads through
+// it too), from the start of each partition: with want < 0 every message
+// the partitions hold at the call, else until want messages have arrived
+// (waiting for more to be produced) or ctx ends, when it returns what it
+// read with ctx's error. A consumer's transient errors (a broker down in a
+// fault test) are retried by the consumer itself; a fatal one ends the
+// read.
+func Read(ctx context.Context, bootstrap, topic string, n, want int) ([]*kafka.Message, error) {
+	cons, err := newConsumer(bootstrap)
 	if err != nil {
 		return nil, err
 	}
@@ -306,6 +324,7 @@ func (c *Cluster) read(ctx context.Context, topic string, want int) ([]*kafka.Me
 		if err := ctx.Err(); err != nil {
 			return msgs, fmt.Errorf("kafkaserver: read %s: got %d messages: %w", topic, len(msgs), err)
 		}
+		// A short poll keeps ctx cancellation responsive.
 		switch ev := cons.Poll(50).(type) {
 		case *kafka.Message:
 			if ev.TopicPartition.Error != nil {

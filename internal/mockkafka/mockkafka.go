@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"golang.org/x/sys/unix"
+
+	"github.com/dualwrite/ingest/internal/kafkaserver"
 )
 
 // Cluster is an in-process mock Kafka cluster. All methods are safe for
@@ -157,12 +158,9 @@ func timeoutMs(ctx context.Context) int {
 	return max(int(d.Milliseconds()), 1)
 }
 
-// consumeGroupSeq makes group ids unique: the consumer never joins its
-// group (partitions are assigned explicitly), but librdkafka requires one.
-var consumeGroupSeq atomic.Int64
-
 // Consume reads a topic from the beginning of every partition with a real
-// consumer until want messages have arrived or ctx ends. Partitions are
+// consumer (kafkaserver.Read, the same read as against the real broker)
+// until want messages have arrived or ctx ends. Partitions are
 // assigned explicitly, so no group rebalance delays the first fetch and no
 // offsets are committed: every call sees the whole retained topic. When ctx
 // ends first it returns the messages read so far with ctx's error. Order is
@@ -172,48 +170,7 @@ func (c *Cluster) Consume(ctx context.Context, topic string, want int) ([]*kafka
 	if err != nil {
 		return nil, err
 	}
-	cons, err := kafka.NewConsumer(&kafka.ConfigMap{
-		"bootstrap.servers":    c.Bootstrap(),
-		"group.id":             fmt.Sprintf("mockkafka-consume-%d", consumeGroupSeq.Add(1)),
-		"enable.auto.commit":   false,
-		"enable.partition.eof": false,
-		"auto.offset.reset":    "earliest",
-	})
-	if err != nil {
-		return nil, fmt.Errorf("mockkafka: consumer: %w", err)
-	}
-	// Close only leaves the never-joined group; its error changes nothing.
-	defer func() { _ = cons.Close() }()
-
-	assign := make([]kafka.TopicPartition, n)
-	for i := range assign {
-		assign[i] = kafka.TopicPartition{Topic: &topic, Partition: int32(i), Offset: kafka.OffsetBeginning}
-	}
-	if err := cons.Assign(assign); err != nil {
-		return nil, fmt.Errorf("mockkafka: assign %s: %w", topic, err)
-	}
-
-	var msgs []*kafka.Message
-	for len(msgs) < want {
-		if err := ctx.Err(); err != nil {
-			return msgs, fmt.Errorf("mockkafka: consume %s: got %d of %d messages: %w", topic, len(msgs), want, err)
-		}
-		// A short poll keeps ctx cancellation responsive.
-		switch ev := cons.Poll(50).(type) {
-		case *kafka.Message:
-			if ev.TopicPartition.Error != nil {
-				return msgs, fmt.Errorf("mockkafka: consume %s: %w", topic, ev.TopicPartition.Error)
-			}
-			msgs = append(msgs, ev)
-		case kafka.Error:
-			// Transient errors (a broker down) are expected in fault tests;
-			// the consumer retries by itself.
-			if ev.IsFatal() {
-				return msgs, fmt.Errorf("mockkafka: consume %s: %w", topic, ev)
-			}
-		}
-	}
-	return msgs, nil
+	return kafkaserver.Read(ctx, c.Bootstrap(), topic, n, want)
 }
 
 // newQuietly starts the cluster with stderr pointed at /dev/null: the mock's
