@@ -158,29 +158,26 @@ func (e *env) kafkaMessages(tb testing.TB) []*kafka.Message {
 	return msgs
 }
 
-// topicSize is the number of messages in the topic (nothing is deleted).
+// topicSize is the number of messages the topic holds (what retention
+// has not deleted).
 func (e *env) topicSize(tb testing.TB) int64 {
 	tb.Helper()
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": e.kc.Bootstrap(), "group.id": "size"})
+	ctx := testenv.Context(tb, time.Minute)
+	// A partition's leader answers metadata a moment before it serves
+	// offsets (NOT_LEADER right after the topic is made): retry those.
+	var lo, hi []int64
+	var err error
+	testenv.Eventually(tb, 30*time.Second, func() bool {
+		lo, hi, err = e.kc.Watermarks(ctx, e.topic)
+		var ke kafka.Error
+		return err == nil || !errors.As(err, &ke) || !ke.IsRetriable()
+	}, "watermarks of %s without a retriable error", e.topic)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer c.Close()
 	var n int64
-	for p := range int32(partitions) {
-		// A partition's leader answers metadata a moment before it serves
-		// offsets (NOT_LEADER right after the topic is made): retry those.
-		var lo, hi int64
-		var err error
-		testenv.Eventually(tb, 30*time.Second, func() bool {
-			lo, hi, err = c.QueryWatermarkOffsets(e.topic, p, 10000)
-			var ke kafka.Error
-			return err == nil || !errors.As(err, &ke) || !ke.IsRetriable()
-		}, "watermarks of %s[%d] without a retriable error", e.topic, p)
-		if err != nil {
-			tb.Fatalf("watermarks of %s[%d]: %v", e.topic, p, err)
-		}
-		n += hi - lo
+	for p := range hi {
+		n += hi[p] - lo[p]
 	}
 	return n
 }

@@ -41,11 +41,7 @@ func retentionPassed(t *testing.T, kc *kafkaserver.Cluster) {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": kc.Bootstrap(), "group.id": "retention-sentinel", "log_level": 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx := testenv.Context(t, 3*time.Minute)
 	for round := 1; round <= 2; round++ {
 		if err := p.Produce(&kafka.Message{
 			TopicPartition: kafka.TopicPartition{Topic: &sentinel, Partition: 0},
@@ -62,8 +58,8 @@ func retentionPassed(t *testing.T, kc *kafkaserver.Cluster) {
 			t.Fatal("no delivery report for the sentinel")
 		}
 		testenv.Eventually(t, 60*time.Second, func() bool {
-			lo, _, err := c.QueryWatermarkOffsets(sentinel, 0, 5000)
-			return err == nil && lo >= int64(round)
+			lo, _, err := kc.Watermarks(ctx, sentinel)
+			return err == nil && lo[0] >= int64(round)
 		}, "the retention check deleting sentinel %d", round)
 	}
 }

@@ -24,9 +24,11 @@
 //     metadata request lists every broker.
 //   - [Cluster] then creates topics (always explicitly: the brokers run with
 //     auto.create.topics.enable=false), finds partition leaders, kills,
-//     stops and restarts nodes, and reads topics back with keys, headers and
-//     timestamps. [Cluster.Close] stops every process and removes its
-//     directories.
+//     stops and restarts nodes, reads topics back with keys, headers and
+//     timestamps, and tells what each partition holds without reading it
+//     ([Cluster.Watermarks]). [Cluster.Close] stops every process and
+//     removes its directories. [Read] is the read itself, for any Kafka at a
+//     bootstrap address: mockkafka reads its mock cluster through it.
 //
 // Java 17+ and Maven must be installed; when either is missing the error
 // wraps [ErrNotInstalled], which tests turn into a skip (developer) or a

@@ -43,8 +43,8 @@ func produce(t *testing.T, bootstrap, topic string, n int) {
 }
 
 // Real broker (shared): a topic made with configs, written by a producer,
-// is read back whole with keys and headers; an unknown topic is not
-// created by asking for it.
+// is read back whole with keys and headers, and its watermarks count what
+// was read; an unknown topic is not created by asking for it.
 func TestBrokerRoundTrip(t *testing.T) {
 	c := testenv.Broker(t)
 	ctx := testenv.Context(t, 2*time.Minute)
@@ -66,6 +66,16 @@ func TestBrokerRoundTrip(t *testing.T) {
 	}
 	if len(parts) < 2 {
 		t.Errorf("7 keys landed on %d partition(s) of 3", len(parts))
+	}
+	// Nothing deleted: each partition holds from offset 0 what was read.
+	lo, hi, err := c.Watermarks(ctx, topic)
+	if err != nil || len(lo) != 3 || len(hi) != 3 {
+		t.Fatalf("Watermarks: %v %v %v", lo, hi, err)
+	}
+	for p := range int32(3) {
+		if lo[p] != 0 || hi[p] != int64(parts[p]) {
+			t.Errorf("partition %d: watermarks [%d, %d), read %d messages", p, lo[p], hi[p], parts[p])
+		}
 	}
 	if ok, err := c.TopicExists(ctx, "never-made"); err != nil || ok {
 		t.Fatalf("TopicExists(never-made) = %v, %v; want false: auto.create.topics.enable is off", ok, err)
