@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,7 +50,7 @@ A progress bar on a terminal, progress log lines otherwise, a summary at
 the end. Exits 1 when anything was not delivered (dead letters, or
 interrupted), 2 on bad arguments and on records a topic would delete soon
 or refuse.`,
-		Flags: append([]cli.Flag{configFlag(),
+		Flags: configFlags(
 			&cli.StringFlag{Name: "sink", Usage: "db, kafka or both (default: every sink enabled in the config)"},
 			&cli.StringFlag{Name: "accounts", Usage: "comma-separated account keys to replay (default: all)"},
 			&cli.StringFlag{Name: "since", Usage: "only records whose time field is at or after this (RFC 3339, YYYY-MM-DD, epoch seconds or ms, or -DURATION from now)"},
@@ -66,12 +65,8 @@ or refuse.`,
 			&cli.DurationFlag{Name: "log-every", Value: backfill.DefaultLogEvery, Usage: "interval of progress log lines"},
 			&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON"},
 			debugFlag(),
-		}, overrideFlags()...),
-		Action: func(c *cli.Context) error {
-			cfg, err := loadConfig(c)
-			if err != nil {
-				return err
-			}
+		),
+		Action: withConfig(func(c *cli.Context, cfg *config.Config) error {
 			if c.NArg() == 0 {
 				return usagef("backfill needs at least one PATH (file, directory or glob)")
 			}
@@ -100,6 +95,7 @@ or refuse.`,
 					return usagef("--accounts: no account listed")
 				}
 			}
+			var err error
 			if o.Window, err = windowFlags(c); err != nil {
 				return err
 			}
@@ -130,21 +126,15 @@ or refuse.`,
 			}
 			if sum != nil {
 				if c.Bool("json") {
-					enc := json.NewEncoder(c.App.Writer)
-					enc.SetIndent("", "  ")
-					if werr := enc.Encode(sum); werr != nil && err == nil {
+					if werr := writeJSON(c.App.Writer, sum); werr != nil && err == nil {
 						err = werr
 					}
 				} else if werr := sum.WriteText(c.App.Writer); werr != nil && err == nil {
 					err = werr
 				}
 			}
-			var te *backfill.TopicError
-			if errors.As(err, &te) {
-				return usageError{err}
-			}
-			return err
-		},
+			return usageIf[*backfill.TopicError](err)
+		}),
 	}
 }
 
