@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,7 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dualwrite/ingest/rotatefile"
 	"github.com/dualwrite/ingest/schema"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // testSchema has one table, "ev", keyed by account, with a sequence number
@@ -32,6 +36,117 @@ func testSchema(tb testing.TB) *schema.Schema {
 
 func evLine(account, seq int, pad string) string {
 	return fmt.Sprintf(`{"table":"ev","row":{"account":%d,"seq":%d,"at":%d,"pad":%q}}`, account, seq, time.Now().UnixNano(), pad)
+}
+
+// evLines is the lines seq from..to-1 of table ev, account seq%accounts,
+// each ending in a newline: a stream's file written by hand.
+func evLines(from, to, accounts int, pad string) string {
+	var b strings.Builder
+	for i := from; i < to; i++ {
+		b.WriteString(evLine(i%accounts, i, pad) + "\n")
+	}
+	return b.String()
+}
+
+// evLinesWithBad is n lines of which those at i%every == at are malformed
+// JSON (dead-lettered) and the rest good lines of table ev, seq 0..good-1
+// and account seq%accounts, each ending in a newline.
+func evLinesWithBad(n, every, at, accounts int, pad string) (data string, good, bad int) {
+	var b strings.Builder
+	for i := range n {
+		if i%every == at {
+			b.WriteString(`{"table":"ev","row":{"account":` + "\n")
+			bad++
+			continue
+		}
+		b.WriteString(evLine(good%accounts, good, pad) + "\n")
+		good++
+	}
+	return b.String(), good, bad
+}
+
+// firstFile is the name rotatefile gives a stream's first file, for tests
+// that write a stream's files by hand.
+const firstFile = "0000000000000001-20261206T000000.000Z.ndjson"
+
+// writeStreamFile writes data as the file name of stream under spool,
+// creating the stream's directory, and returns that directory.
+func writeStreamFile(tb testing.TB, spool, stream, name, data string) string {
+	tb.Helper()
+	dir := filepath.Join(spool, stream)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o640); err != nil {
+		tb.Fatal(err)
+	}
+	return dir
+}
+
+// openWriter opens a rotatefile writer, as the API embeds it, on stream
+// "api" (unless opts names another) of a new spool directory (unless
+// opts.Dir is set), and returns the spool directory. The writer is closed
+// when the test ends; a test may close it sooner.
+func openWriter(tb testing.TB, opts rotatefile.Options) (string, *rotatefile.Writer) {
+	tb.Helper()
+	if opts.Dir == "" {
+		opts.Dir = tb.TempDir()
+	}
+	if opts.Stream == "" {
+		opts.Stream = "api"
+	}
+	w, err := rotatefile.Open(opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { w.Close() })
+	return opts.Dir, w
+}
+
+// appendEv appends the lines seq from..to-1 of table ev, account
+// seq%accounts, through w.
+func appendEv(tb testing.TB, w *rotatefile.Writer, from, to, accounts int, pad string) {
+	tb.Helper()
+	for i := from; i < to; i++ {
+		if err := w.Append([]byte(evLine(i%accounts, i, pad))); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// appendInBackground appends n lines, line(i) for i in 0..n-1, through w
+// from a goroutine, pausing for pause every `every` lines as an API does
+// between bursts of requests, so that the loader tails a file that is
+// still growing. The channel is closed once it is done; a failed append is
+// reported with t.Error and ends it.
+func appendInBackground(t *testing.T, w *rotatefile.Writer, n, every int, pause time.Duration, line func(i int) string) <-chan struct{} {
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		for i := range n {
+			if err := w.Append([]byte(line(i))); err != nil {
+				t.Error(err)
+				return
+			}
+			if i%every == 0 {
+				time.Sleep(pause)
+			}
+		}
+	}()
+	return written
+}
+
+// metricValue is the value of a counter or a gauge.
+func metricValue(tb testing.TB, c prometheus.Metric) float64 {
+	tb.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		tb.Fatal(err)
+	}
+	if m.Counter != nil {
+		return m.GetCounter().GetValue()
+	}
+	return m.GetGauge().GetValue()
 }
 
 // got is a record as a test sink stored it.
@@ -118,12 +233,7 @@ func (s *memSink) Submit(ctx context.Context, b *Batch, ack func(error)) error {
 			ack(errSinkDown)
 			return
 		}
-		s.mu.Lock()
-		for _, r := range b.Records {
-			s.recs = append(s.recs, parseGot(r))
-		}
-		s.cp[b.Stream] = b.End
-		s.mu.Unlock()
+		s.store(b.Stream, b.End, b.Records)
 		s.batches.Add(1)
 		ack(nil)
 	}
@@ -146,6 +256,17 @@ func (s *memSink) Submit(ctx context.Context, b *Batch, ack func(error)) error {
 	}
 	do()
 	return nil
+}
+
+// store commits records with end, their stream's checkpoint, under one
+// lock, as a database transaction commits rows with the checkpoint.
+func (s *memSink) store(stream string, end Position, recs []Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range recs {
+		s.recs = append(s.recs, parseGot(r))
+	}
+	s.cp[stream] = end
 }
 
 // memOwner is memSink with its own checkpoint.

@@ -17,7 +17,6 @@ import (
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // logRecords collects what a logger wrote as JSON objects.
@@ -86,17 +85,9 @@ func (d *denyOpen) allow(name string) {
 // by reason, and once the unreadable file can be opened it is loaded
 // without a restart. No Kafka or PostgreSQL: an in-memory sink.
 func TestIgnoredEntriesReported(t *testing.T) {
-	spool := t.TempDir()
+	spool, w := openWriter(t, rotatefile.Options{MaxBytes: 1 << 10})
 	dir := filepath.Join(spool, "api")
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 1 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 60 {
-		if err := w.Append([]byte(evLine(1, i, "ign"))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendEv(t, w, 0, 60, 1, "ign")
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -115,11 +106,7 @@ func TestIgnoredEntriesReported(t *testing.T) {
 		}
 		deny.deny = nil // a real mode-000 file
 	}
-	write := func(name, data string) {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(name, data string) { writeStreamFile(t, spool, "api", name, data) }
 	write("00000000000000000001-20261122T000001Z.ndjson", evLine(9, 0, "foreign")+"\n")
 	outside := filepath.Join(t.TempDir(), "elsewhere.log")
 	if err := os.WriteFile(outside, []byte("x\n"), 0o644); err != nil {
@@ -154,11 +141,7 @@ func TestIgnoredEntriesReported(t *testing.T) {
 		locked:         IgnoredUnreadable,
 	}
 	gauge := func(reason string) float64 {
-		var m dto.Metric
-		if err := l.metrics.ignoredFiles.WithLabelValues("api", reason).Write(&m); err != nil {
-			t.Fatal(err)
-		}
-		return m.GetGauge().GetValue()
+		return metricValue(t, l.metrics.ignoredFiles.WithLabelValues("api", reason))
 	}
 	testenv.Eventually(t, 10*time.Second, func() bool {
 		return gauge(IgnoredName) == 1 && gauge(IgnoredNotRegular) == 2 && gauge(IgnoredDirectory) == 1 && gauge(IgnoredUnreadable) == 1
@@ -249,21 +232,10 @@ func linesBefore(t *testing.T, dir string, sealed []string, stop string) int {
 // nothing; with that pattern every line loads exactly once.
 func TestForeignNamesNeedPattern(t *testing.T) {
 	spool := t.TempDir()
-	dir := filepath.Join(spool, "api")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	seq := 0
+	var dir string
 	for f := range 3 {
-		var b strings.Builder
-		for range 10 {
-			b.WriteString(evLine(1, seq, "legacy") + "\n")
-			seq++
-		}
 		name := fmt.Sprintf("%020d-20261122T00000%dZ.ndjson", f+1, f)
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		dir = writeStreamFile(t, spool, "api", name, evLines(f*10, f*10+10, 1, "legacy"))
 	}
 	var logs logRecords
 	sink := newMemSink(t, "mem", true)

@@ -6,7 +6,6 @@ import (
 
 	"github.com/dualwrite/ingest/internal/testenv"
 	"github.com/dualwrite/ingest/rotatefile"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // While a sink is down, ingest_lag_seconds keeps growing with the age of
@@ -15,29 +14,14 @@ import (
 // or PostgreSQL: an in-memory sink that fails on demand, and a clock the
 // test moves.
 func TestLagSecondsGrowsWhileSinkIsDown(t *testing.T) {
-	spool := t.TempDir()
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	spool, w := openWriter(t, rotatefile.Options{})
 	var clock skewClock
 	sink := newMemSink(t, "mem", true)
 	sink.failing.Store(true)
 	l, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), now: clock.now, Batch: BatchConfig{Linger: time.Millisecond}}, sink.spec())
-	for i := range 10 {
-		if err := w.Append([]byte(evLine(1, i, "lag"))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	lag := func() float64 {
-		var m dto.Metric
-		if err := l.metrics.lagSeconds.WithLabelValues("api", "mem").Write(&m); err != nil {
-			t.Fatal(err)
-		}
-		return m.GetGauge().GetValue()
-	}
-	testenv.Eventually(t, 10*time.Second, func() bool { return counterValue(t, l.metrics.batchFailed.WithLabelValues("api", "mem")) >= 1 }, "a failed batch")
+	appendEv(t, w, 0, 10, 1, "lag")
+	lag := func() float64 { return metricValue(t, l.metrics.lagSeconds.WithLabelValues("api", "mem")) }
+	testenv.Eventually(t, 10*time.Second, func() bool { return metricValue(t, l.metrics.batchFailed.WithLabelValues("api", "mem")) >= 1 }, "a failed batch")
 	clock.skip(time.Hour)
 	testenv.Eventually(t, 10*time.Second, func() bool { return lag() >= 3600 }, "lag_seconds ≥ 1h while the sink is down (%v)", lag())
 	sink.failing.Store(false)
@@ -53,12 +37,7 @@ func TestLagSecondsGrowsWhileSinkIsDown(t *testing.T) {
 // then 0 once it has. No Kafka or PostgreSQL: an in-memory sink that owns
 // its checkpoint and fails on demand.
 func TestLagBytesMatchesStatus(t *testing.T) {
-	spool := t.TempDir()
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	spool, w := openWriter(t, rotatefile.Options{})
 	sink := newMemSink(t, "mem", true)
 	cfg := Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{Linger: time.Millisecond}}
 	l, stop := runLoader(t, cfg, sink.spec())
@@ -74,11 +53,7 @@ func TestLagBytesMatchesStatus(t *testing.T) {
 	}
 	metric := func() int64 {
 		l.measureLag()
-		var m dto.Metric
-		if err := l.metrics.lagBytes.WithLabelValues("api", "mem").Write(&m); err != nil {
-			t.Fatal(err)
-		}
-		return int64(m.GetGauge().GetValue())
+		return int64(metricValue(t, l.metrics.lagBytes.WithLabelValues("api", "mem")))
 	}
 	status := func() int64 {
 		st, err := Status(t.Context(), cfg, map[string]CheckpointFunc{"mem": memOwner{sink}.Checkpoint})
@@ -101,7 +76,7 @@ func TestLagBytesMatchesStatus(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 10 && metric() == 0 }, "10 lines acknowledged and lag_bytes 0 (%d)", metric())
 	sink.failing.Store(true)
 	want := appendLines(10, 15)
-	testenv.Eventually(t, 10*time.Second, func() bool { return counterValue(t, l.metrics.batchFailed.WithLabelValues("api", "mem")) >= 1 }, "a failed batch")
+	testenv.Eventually(t, 10*time.Second, func() bool { return metricValue(t, l.metrics.batchFailed.WithLabelValues("api", "mem")) >= 1 }, "a failed batch")
 	if got, st := metric(), status(); got != want || st != want {
 		t.Fatalf("while the sink is down: lag_bytes %d, status %d; want both %d (the 5 unacknowledged lines)", got, st, want)
 	}

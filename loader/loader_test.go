@@ -13,12 +13,7 @@ import (
 )
 
 func TestTailsRotatingWriterExactlyOnceInOrder(t *testing.T) {
-	spool := t.TempDir()
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 32 << 10, FlushInterval: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	spool, w := openWriter(t, rotatefile.Options{MaxBytes: 32 << 10, FlushInterval: time.Millisecond})
 	sink := newMemSink(t, "mem", true)
 	files := newMemSink(t, "filecp", false)
 	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{Linger: 5 * time.Millisecond}}, sink.spec(), files.spec())
@@ -67,25 +62,16 @@ func TestTailsRotatingWriterExactlyOnceInOrder(t *testing.T) {
 }
 
 func TestStartsFromCheckpointAfterRestart(t *testing.T) {
-	spool := t.TempDir()
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 8 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	spool, w := openWriter(t, rotatefile.Options{MaxBytes: 8 << 10})
 	sink := newMemSink(t, "mem", false) // loader's file store keeps the checkpoint
 	cfg := Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{Linger: time.Millisecond}}
-	for i := range 300 {
-		w.Append([]byte(evLine(1, i, "a")))
-	}
+	appendEv(t, w, 0, 300, 1, "a")
 	_, stop := runLoader(t, cfg, sink.spec())
 	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 300 }, "first run loads 300")
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	for i := 300; i < 600; i++ {
-		w.Append([]byte(evLine(1, i, "b")))
-	}
+	appendEv(t, w, 300, 600, 1, "b")
 	_, stop = runLoader(t, cfg, sink.spec())
 	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() >= 600 }, "second run loads the rest")
 	if err := stop(); err != nil {
@@ -96,10 +82,8 @@ func TestStartsFromCheckpointAfterRestart(t *testing.T) {
 
 func TestCheckpointProblemsStopStartup(t *testing.T) {
 	spool := t.TempDir()
-	stream := filepath.Join(spool, "api")
-	os.MkdirAll(stream, 0o750)
 	name := rotatefile.FileName(1, time.Now(), ".ndjson")
-	os.WriteFile(filepath.Join(stream, name), []byte(evLine(1, 0, "")+"\n"), 0o640)
+	writeStreamFile(t, spool, "api", name, evLine(1, 0, "")+"\n")
 	state := filepath.Join(spool, ".ingest")
 	cpPath := filepath.Join(state, "checkpoints", "mem", "api.json")
 	os.MkdirAll(filepath.Dir(cpPath), 0o750)
@@ -129,39 +113,22 @@ func TestCheckpointProblemsStopStartup(t *testing.T) {
 }
 
 func TestPollingFallbackWithoutFileEvents(t *testing.T) {
-	spool := t.TempDir()
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 4 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	spool, w := openWriter(t, rotatefile.Options{MaxBytes: 4 << 10})
 	sink := newMemSink(t, "mem", true)
 	cfg := Config{Dir: spool, Schema: testSchema(t), PollInterval: 10 * time.Millisecond, Batch: BatchConfig{Linger: time.Millisecond}, noEvents: true}
 	_, stop := runLoader(t, cfg, sink.spec())
-	for i := range 500 {
-		w.Append([]byte(evLine(1, i, "poll")))
-	}
+	appendEv(t, w, 0, 500, 1, "poll")
 	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 500 }, "polling alone delivers every line (%d)", sink.count())
 	// A stream created after start is found by the periodic rescan.
-	w2, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "late"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w2.Close()
+	_, w2 := openWriter(t, rotatefile.Options{Dir: spool, Stream: "late"})
 	w2.Append([]byte(evLine(2, 500, "late")))
 	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 501 }, "a stream created later is discovered")
 	stop()
 }
 
 func TestRetentionArchivesThenPurges(t *testing.T) {
-	spool := t.TempDir()
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 1 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 100 {
-		w.Append([]byte(evLine(1, i, "arch")))
-	}
+	spool, w := openWriter(t, rotatefile.Options{MaxBytes: 1 << 10})
+	appendEv(t, w, 0, 100, 1, "arch")
 	w.Close()
 	sealed := spoolFiles(t, filepath.Join(spool, "api"))
 	sink := newMemSink(t, "mem", true)
@@ -181,4 +148,37 @@ func TestRetentionArchivesThenPurges(t *testing.T) {
 		return len(entries) == 0
 	}, "archive purged after the retention period")
 	stop()
+}
+
+// A legacy writer's files (a pattern, no rotatefile names, no ".open") are
+// complete once a newer file exists and they stopped changing.
+func TestLegacyFilesSealAfterQuietPeriod(t *testing.T) {
+	spool := t.TempDir()
+	stream := filepath.Join(spool, "legacy")
+	os.MkdirAll(stream, 0o750)
+	write := func(name string, seqs ...int) {
+		f, err := os.OpenFile(filepath.Join(stream, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range seqs {
+			f.WriteString(evLine(1, s, "") + "\n")
+		}
+		f.Close()
+	}
+	write("offline-001.json", 0, 1)
+	write("ignored.txt", 99)
+	sink := newMemSink(t, "mem", true)
+	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t),
+		Streams: []StreamConfig{{Name: "legacy", Pattern: "offline-*.json", SealAfter: 200 * time.Millisecond}},
+		Batch:   BatchConfig{Linger: time.Millisecond}}, sink.spec())
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 2 }, "lines of the first legacy file")
+	write("offline-001.json", 2) // still growing: it is the newest file
+	write("offline-002.json", 3)
+	testenv.Eventually(t, 10*time.Second, func() bool { return sink.count() == 4 }, "the loader moves on once the older file is quiet")
+	stop()
+	checkExactlyOnceInOrder(t, "mem", sink.records(), 4)
+	if _, err := os.Stat(filepath.Join(stream, "ignored.txt")); err != nil {
+		t.Error("a file outside the pattern was touched")
+	}
 }
