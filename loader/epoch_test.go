@@ -40,17 +40,8 @@ func (s *handSink) next(t *testing.T) heldBatch {
 // replay after the rewind is a new epoch. (No Kafka or PostgreSQL: an
 // in-process sink the test drives.)
 func TestFailedAckVoidsLaterBatchesOfItsEpoch(t *testing.T) {
-	spool := t.TempDir()
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	for i := range 40 {
-		if err := w.Append([]byte(evLine(1, i, "epoch"))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	spool, w := openWriter(t, rotatefile.Options{})
+	appendEv(t, w, 0, 40, 1, "epoch")
 	sink := &handSink{got: make(chan heldBatch, 16)}
 	cfg := Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 10, Linger: time.Millisecond}}
 	_, stop := runLoader(t, cfg, SinkSpec{Sink: sink, MaxInFlight: 4})

@@ -1,10 +1,7 @@
 package loader
 
 import (
-	"context"
-	"math/rand/v2"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -15,12 +12,7 @@ import (
 // A failing sink must not slow the healthy one, must catch up afterwards
 // from its own checkpoint, and files must stay until both passed them.
 func TestFailingSinkDoesNotStallHealthyOne(t *testing.T) {
-	spool := t.TempDir()
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	spool, w := openWriter(t, rotatefile.Options{MaxBytes: 16 << 10})
 	healthy := newMemSink(t, "healthy", true)
 	failing := newMemSink(t, "failing", false)
 	failing.async = true
@@ -28,11 +20,7 @@ func TestFailingSinkDoesNotStallHealthyOne(t *testing.T) {
 	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{Linger: 2 * time.Millisecond}}, healthy.spec(), failing.spec())
 
 	const n = 5000
-	for i := range n {
-		if err := w.Append([]byte(evLine(i%7, i, "p"))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendEv(t, w, 0, n, 7, "p")
 	testenv.Eventually(t, 30*time.Second, func() bool { return healthy.count() == n }, "healthy sink gets every line while the other fails (has %d)", healthy.count())
 	if failing.count() != 0 {
 		t.Fatalf("failing sink stored %d records while down", failing.count())
@@ -69,23 +57,14 @@ func TestFailingSinkDoesNotStallHealthyOne(t *testing.T) {
 
 // A sink ten times slower than the other delays only itself.
 func TestSlowSinkDoesNotSlowTheOther(t *testing.T) {
-	spool := t.TempDir()
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 64 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	spool, w := openWriter(t, rotatefile.Options{MaxBytes: 64 << 10})
 	fast := newMemSink(t, "fast", true)
 	fast.delay = 2 * time.Millisecond
 	slow := newMemSink(t, "slow", true)
 	slow.delay = 20 * time.Millisecond
 	cfg := Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 100, Linger: time.Millisecond}}
 	const n = 5000 // 50 batches: fast needs ~0.1 s of sink time, slow ~1 s
-	for i := range n {
-		if err := w.Append([]byte(evLine(i%7, i, "p"))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendEv(t, w, 0, n, 7, "p")
 	w.Close()
 	start := time.Now()
 	_, stop := runLoader(t, cfg, fast.spec(), slow.spec())
@@ -105,87 +84,16 @@ func TestSlowSinkDoesNotSlowTheOther(t *testing.T) {
 	checkExactlyOnceInOrder(t, "slow", slow.records(), n)
 }
 
-// The loader is cancelled at random points while lines keep coming; a sink
-// that commits its checkpoint with its data ends with every line once.
-func TestCancelAtRandomPointsExactlyOnce(t *testing.T) {
-	spool := t.TempDir()
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 16 << 10, FlushInterval: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	sink := newMemSink(t, "mem", true)
-	sink.async = true
-	cfg := Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 50, Linger: time.Millisecond}}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	const n = 20000
-	written := make(chan struct{})
-	go func() {
-		defer close(written)
-		for i := range n {
-			if err := w.Append([]byte(evLine(i%13, i, strings.Repeat("q", i%100)))); err != nil {
-				t.Error(err)
-				return
-			}
-			if i%100 == 0 {
-				time.Sleep(time.Millisecond)
-			}
-		}
-	}()
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
-	restarts := 0
-	for ctx.Err() == nil {
-		l, err := New(cfg, sink.spec())
-		if err != nil {
-			t.Fatal(err)
-		}
-		runCtx, stopRun := context.WithTimeout(ctx, time.Duration(5+rng.IntN(60))*time.Millisecond)
-		if err := l.Run(runCtx); err != nil {
-			t.Fatalf("run %d: %v", restarts, err)
-		}
-		stopRun()
-		restarts++
-		select {
-		case <-written:
-			// At least 20 cancels whatever the speed: a faster loader
-			// finishes the lines in fewer runs.
-			if sink.count() >= n && restarts >= 20 || restarts > 2000 {
-				cancel()
-			}
-		default:
-		}
-	}
-	<-written
-	// One last run to pick up whatever the final cancel left.
-	_, stop := runLoader(t, cfg, sink.spec())
-	testenv.Eventually(t, 30*time.Second, func() bool { return sink.count() >= n }, "final run completes")
-	stop()
-	t.Logf("%d restarts", restarts)
-	if restarts < 20 {
-		t.Fatalf("only %d restarts", restarts)
-	}
-	checkExactlyOnceInOrder(t, "mem", sink.records(), n)
-}
-
 // A sink whose Submit returns an error (rather than acking one) is retried
 // from its checkpoint the same way, and catches up once it accepts again.
 func TestSubmitErrorIsRetriedFromCheckpoint(t *testing.T) {
-	spool := t.TempDir()
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 16 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
+	spool, w := openWriter(t, rotatefile.Options{MaxBytes: 16 << 10})
 	healthy := newMemSink(t, "healthy", true)
 	refusing := newMemSink(t, "refusing", false)
 	refusing.refuse.Store(true)
 	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{Linger: 2 * time.Millisecond}}, healthy.spec(), refusing.spec())
 	const n = 2000
-	for i := range n {
-		w.Append([]byte(evLine(i%7, i, "r")))
-	}
+	appendEv(t, w, 0, n, 7, "r")
 	testenv.Eventually(t, 30*time.Second, func() bool { return healthy.count() == n }, "healthy sink loads while the other refuses")
 	refusing.refuse.Store(false)
 	testenv.Eventually(t, 30*time.Second, func() bool { return refusing.count() >= n }, "refusing sink catches up once it accepts (has %d)", refusing.count())

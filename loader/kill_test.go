@@ -119,11 +119,12 @@ func TestHelperLoaderProcess(t *testing.T) {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	l, err := New(Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 100, Linger: time.Millisecond}}, SinkSpec{Sink: sink})
-	if err == nil {
-		fmt.Println("running")
-		err = l.Run(ctx)
-	}
 	if err != nil {
+		fmt.Fprintln(os.Stderr, "new loader:", err)
+		os.Exit(4)
+	}
+	fmt.Println("running")
+	if err := l.Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "run:", err)
 		os.Exit(4)
 	}
@@ -131,27 +132,10 @@ func TestHelperLoaderProcess(t *testing.T) {
 }
 
 func TestKillDashNineExactlyOnce(t *testing.T) {
-	spool := t.TempDir()
+	spool, w := openWriter(t, rotatefile.Options{MaxBytes: 16 << 10, FlushInterval: time.Millisecond})
 	logPath := spool + "/../sink.log"
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api", MaxBytes: 16 << 10, FlushInterval: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
 	const n = 15000
-	written := make(chan struct{})
-	go func() {
-		defer close(written)
-		for i := range n {
-			if err := w.Append([]byte(evLine(i%11, i, strings.Repeat("k", i%150)))); err != nil {
-				t.Error(err)
-				return
-			}
-			if i%200 == 0 {
-				time.Sleep(2 * time.Millisecond)
-			}
-		}
-	}()
+	written := appendInBackground(t, w, n, 200, 2*time.Millisecond, func(i int) string { return evLine(i%11, i, strings.Repeat("k", i%150)) })
 	start := func() *exec.Cmd {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLoaderProcess$", "-test.count=1")
 		cmd.Env = append(os.Environ(), "LOADER_CHILD_SPOOL="+spool, "LOADER_CHILD_LOG="+logPath)
@@ -210,4 +194,51 @@ func TestKillDashNineExactlyOnce(t *testing.T) {
 	}
 	t.Logf("%d kill -9 of the loader, %d batches committed", kills, len(entries))
 	checkExactlyOnceInOrder(t, "log", recs, n)
+}
+
+// The loader is cancelled at random points while lines keep coming; a sink
+// that commits its checkpoint with its data ends with every line once.
+func TestCancelAtRandomPointsExactlyOnce(t *testing.T) {
+	spool, w := openWriter(t, rotatefile.Options{MaxBytes: 16 << 10, FlushInterval: time.Millisecond})
+	sink := newMemSink(t, "mem", true)
+	sink.async = true
+	cfg := Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 50, Linger: time.Millisecond}}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const n = 20000
+	written := appendInBackground(t, w, n, 100, time.Millisecond, func(i int) string { return evLine(i%13, i, strings.Repeat("q", i%100)) })
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
+	restarts := 0
+	for ctx.Err() == nil {
+		l, err := New(cfg, sink.spec())
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, stopRun := context.WithTimeout(ctx, time.Duration(5+rng.IntN(60))*time.Millisecond)
+		if err := l.Run(runCtx); err != nil {
+			t.Fatalf("run %d: %v", restarts, err)
+		}
+		stopRun()
+		restarts++
+		select {
+		case <-written:
+			// At least 20 cancels whatever the speed: a faster loader
+			// finishes the lines in fewer runs.
+			if sink.count() >= n && restarts >= 20 || restarts > 2000 {
+				cancel()
+			}
+		default:
+		}
+	}
+	<-written
+	// One last run to pick up whatever the final cancel left.
+	_, stop := runLoader(t, cfg, sink.spec())
+	testenv.Eventually(t, 30*time.Second, func() bool { return sink.count() >= n }, "final run completes")
+	stop()
+	t.Logf("%d restarts", restarts)
+	if restarts < 20 {
+		t.Fatalf("only %d restarts", restarts)
+	}
+	checkExactlyOnceInOrder(t, "mem", sink.records(), n)
 }
