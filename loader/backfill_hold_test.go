@@ -79,7 +79,7 @@ func TestBackfillSlowSinkTakesEverySpanFromTheCache(t *testing.T) {
 func TestBackfillStuckSinkDoesNotHoldTheOthers(t *testing.T) {
 	const n = 4000
 	dir := holdLines(t, n)
-	stuck := &gateSink{name: "stuck"}
+	stuck := newGateSink(t, "stuck")
 	fast := newMemSink(t, "fast", false)
 	const holdFor = 300 * time.Millisecond
 	cfg := BackfillConfig{Streams: mustResolve(t, dir), Schema: testSchema(t), StateDir: t.TempDir(), HoldFor: holdFor,

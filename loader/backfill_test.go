@@ -21,29 +21,13 @@ import (
 // stream directory.
 func writeSealed(tb testing.TB, root, stream string, files, perFile, accounts int) string {
 	tb.Helper()
-	dir := filepath.Join(root, stream)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		tb.Fatal(err)
-	}
 	created := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	seq := 0
 	for f := range files {
-		var b strings.Builder
-		for range perFile {
-			b.WriteString(evLine(seq%accounts, seq, "p"))
-			b.WriteByte('\n')
-			seq++
-		}
 		name := rotatefile.FileName(uint64(f+1), created.Add(time.Duration(f)*time.Minute), ".ndjson")
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(b.String()), 0o640); err != nil {
-			tb.Fatal(err)
-		}
+		writeStreamFile(tb, root, stream, name, evLines(f*perFile, (f+1)*perFile, accounts, "p"))
 	}
 	active := rotatefile.FileName(uint64(files+1), created.Add(time.Hour), ".ndjson") + rotatefile.ActiveSuffix
-	if err := os.WriteFile(filepath.Join(dir, active), []byte(evLine(0, -1, "active")+"\n"), 0o640); err != nil {
-		tb.Fatal(err)
-	}
-	return dir
+	return writeStreamFile(tb, root, stream, active, evLine(0, -1, "active")+"\n")
 }
 
 func mustResolve(tb testing.TB, paths ...string) []BackfillStream {
@@ -230,10 +214,9 @@ func TestBackfillRateLimit(t *testing.T) {
 
 func TestBackfillEmptyFilesAndChangedJob(t *testing.T) {
 	root := t.TempDir()
-	dir := filepath.Join(root, "api")
-	os.MkdirAll(dir, 0o750)
+	var dir string
 	for i := range 3 {
-		os.WriteFile(filepath.Join(dir, rotatefile.FileName(uint64(i+1), time.Now(), ".ndjson")), nil, 0o640)
+		dir = writeStreamFile(t, root, "api", rotatefile.FileName(uint64(i+1), time.Now(), ".ndjson"), "")
 	}
 	sink := newMemSink(t, "bf", false)
 	state := t.TempDir()

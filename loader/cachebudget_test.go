@@ -2,7 +2,6 @@ package loader
 
 import (
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -23,7 +22,7 @@ func TestCacheBudgetIsSharedByStreams(t *testing.T) {
 	const budget = streams * maxBytes // a quarter of the 4 batches each stream would keep
 	pad := strings.Repeat("c", 150)
 	streamBytes := writeStreams(t, spool, streams, lines, pad)
-	stuck := &gateSink{name: "stuck"}
+	stuck := newGateSink(t, "stuck")
 	fast := newMemSink(t, "fast", false)
 	l, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), PollInterval: 5 * time.Millisecond, CacheBytes: budget,
 		Batch: BatchConfig{MaxRecords: 40, MaxBytes: maxBytes, Linger: time.Millisecond}},
@@ -74,7 +73,7 @@ func TestCacheBudgetHeap(t *testing.T) {
 	pad := strings.Repeat("m", 1900)
 	writeStreams(t, spool, streams, lines, pad)
 	run := func(cacheBytes int) (cached int, heap uint64) {
-		stuck := &gateSink{name: "stuck"}
+		stuck := newGateSink(t, "stuck")
 		fast := &countSink{name: "fast"}
 		state := t.TempDir()
 		l, stop := runLoader(t, Config{Dir: spool, StateDir: state, Schema: testSchema(t), CacheBytes: cacheBytes},
@@ -108,19 +107,9 @@ func TestCacheBudgetHeap(t *testing.T) {
 // directories sa, sb, ...) and returns one file's size.
 func writeStreams(t *testing.T, spool string, streams, lines int, pad string) (fileBytes int) {
 	t.Helper()
+	data := evLines(0, lines, 1, pad)
 	for s := range streams {
-		dir := filepath.Join(spool, "s"+string(rune('a'+s)))
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			t.Fatal(err)
-		}
-		var sb strings.Builder
-		for i := range lines {
-			sb.WriteString(evLine(s, i, pad) + "\n")
-		}
-		fileBytes = sb.Len()
-		if err := os.WriteFile(filepath.Join(dir, "0000000000000001-20261206T000000.000Z.ndjson"), []byte(sb.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		writeStreamFile(t, spool, "s"+string(rune('a'+s)), firstFile, data)
 	}
-	return fileBytes
+	return len(data)
 }

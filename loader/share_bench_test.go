@@ -3,7 +3,6 @@ package loader
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -44,19 +43,13 @@ func cpuTime() time.Duration {
 //	go test ./loader/ -run '^$' -bench LoaderSinks -benchtime 5x -count 3
 func BenchmarkLoaderSinks(b *testing.B) {
 	spool := b.TempDir()
-	dir := filepath.Join(spool, "api")
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		b.Fatal(err)
-	}
 	const n = 50000
 	pad := strings.Repeat("p", 2000)
 	var sb strings.Builder
 	for i := range n {
 		sb.WriteString(evLine(i%5000, i, pad[:1800+i%200]) + "\n")
 	}
-	if err := os.WriteFile(filepath.Join(dir, "0000000000000001-20261206T000000.000Z.ndjson"), []byte(sb.String()), 0o644); err != nil {
-		b.Fatal(err)
-	}
+	writeStreamFile(b, spool, "api", firstFile, sb.String())
 	for _, nsinks := range []int{1, 2} {
 		b.Run(fmt.Sprintf("sinks=%d", nsinks), func(b *testing.B) {
 			var cpu time.Duration

@@ -1,9 +1,9 @@
 package loader
 
 import (
+	"bytes"
 	"context"
-	"os"
-	"path/filepath"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -22,11 +22,7 @@ import (
 // or decode is the bug this test is about. No Kafka or PostgreSQL: two
 // in-memory sinks, one keeping its own checkpoint, one in the file store.
 func TestTwoSinksReadAndDecodeEachLineOnce(t *testing.T) {
-	spool := t.TempDir()
-	w, err := rotatefile.Open(rotatefile.Options{Dir: spool, Stream: "api"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	spool, w := openWriter(t, rotatefile.Options{})
 	a, b := newMemSink(t, "a", true), newMemSink(t, "b", false)
 	b.async = true
 	l, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), PollInterval: 5 * time.Millisecond,
@@ -69,11 +65,14 @@ func TestTwoSinksReadAndDecodeEachLineOnce(t *testing.T) {
 // gateSink holds every batch without acknowledging it until opened; then it
 // stores what it holds, in order, and acks it, and every later batch at once.
 type gateSink struct {
-	name string
-	mu   sync.Mutex
-	open bool
-	held []heldBatch
-	recs []got
+	*memSink // what it stored
+	gate     sync.Mutex
+	open     bool
+	held     []heldBatch
+}
+
+func newGateSink(tb testing.TB, name string) *gateSink {
+	return &gateSink{memSink: newMemSink(tb, name, false)}
 }
 
 type heldBatch struct {
@@ -81,52 +80,38 @@ type heldBatch struct {
 	ack func(error)
 }
 
-func (s *gateSink) Name() string { return s.name }
-
 func (s *gateSink) Submit(_ context.Context, b *Batch, ack func(error)) error {
-	s.mu.Lock()
+	s.gate.Lock()
 	if !s.open {
 		s.held = append(s.held, heldBatch{b, ack})
-		s.mu.Unlock()
+		s.gate.Unlock()
 		return nil
 	}
-	s.storeLocked(b)
-	s.mu.Unlock()
+	s.store(b.Stream, b.End, b.Records)
+	s.gate.Unlock()
 	ack(nil)
 	return nil
-}
-
-func (s *gateSink) storeLocked(b *Batch) {
-	for _, r := range b.Records {
-		s.recs = append(s.recs, parseGot(r))
-	}
 }
 
 // release stores the held batches before any later one can arrive (the
 // acks below let the pipeline submit more), then acknowledges them.
 func (s *gateSink) release() {
-	s.mu.Lock()
+	s.gate.Lock()
 	s.open = true
 	held := s.held
 	s.held = nil
 	for _, h := range held {
-		s.storeLocked(h.b)
+		s.store(h.b.Stream, h.b.End, h.b.Records)
 	}
-	s.mu.Unlock()
+	s.gate.Unlock()
 	for _, h := range held {
 		h.ack(nil)
 	}
 }
 
-func (s *gateSink) records() []got {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]got(nil), s.recs...)
-}
-
 func (s *gateSink) heldBatches() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.gate.Lock()
+	defer s.gate.Unlock()
 	return len(s.held)
 }
 
@@ -139,27 +124,10 @@ func (s *gateSink) heldBatches() int {
 // PostgreSQL: in-memory sinks.
 func TestBlockedSinkDoesNotHoldBackTheOther(t *testing.T) {
 	spool := t.TempDir()
-	dir := filepath.Join(spool, "api")
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	var sb strings.Builder
-	good, bad := 0, 0
-	pad := strings.Repeat("x", 150)
-	for i := range 6000 {
-		if i%500 == 250 {
-			sb.WriteString(`{"table":"ev","row":{"account":` + "\n") // malformed
-			bad++
-			continue
-		}
-		sb.WriteString(evLine(good%11, good, pad) + "\n")
-		good++
-	}
-	if err := os.WriteFile(filepath.Join(dir, "0000000000000001-20261206T000000.000Z.ndjson"), []byte(sb.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	data, good, bad := evLinesWithBad(6000, 500, 250, 11, strings.Repeat("x", 150))
+	writeStreamFile(t, spool, "api", firstFile, data)
 	state := t.TempDir()
-	stuck := &gateSink{name: "stuck"}
+	stuck := newGateSink(t, "stuck")
 	fast := newMemSink(t, "fast", false)
 	const maxBytes = 16 << 10
 	l, stop := runLoader(t, Config{Dir: spool, StateDir: state, Schema: testSchema(t), PollInterval: 5 * time.Millisecond,
@@ -170,8 +138,8 @@ func TestBlockedSinkDoesNotHoldBackTheOther(t *testing.T) {
 		"the fast sink gets every good line while the other is stuck (%d of %d)", fast.count(), good)
 	st := l.Stats().Streams["api"]
 	t.Logf("stuck: %+v", st)
-	if int64(len(sb.String())) < 10*int64(st.CacheLimitBytes) {
-		t.Fatalf("the stream (%d bytes) should be many times the cache bound (%d)", len(sb.String()), st.CacheLimitBytes)
+	if int64(len(data)) < 10*int64(st.CacheLimitBytes) {
+		t.Fatalf("the stream (%d bytes) should be many times the cache bound (%d)", len(data), st.CacheLimitBytes)
 	}
 	if st.CacheLimitBytes != cacheBatches*maxBytes || st.CachePeakBytes > st.CacheLimitBytes || st.CachePeakBytes == 0 {
 		t.Fatalf("cache peak %d bytes, bound %d; want 0 < peak <= bound = %d", st.CachePeakBytes, st.CacheLimitBytes, cacheBatches*maxBytes)
@@ -201,5 +169,98 @@ func TestBlockedSinkDoesNotHoldBackTheOther(t *testing.T) {
 	}
 	if n := len(readDeadLetters(t, state, "api")); n != bad {
 		t.Fatalf("%d dead letters after the re-read, want %d (once each)", n, bad)
+	}
+}
+
+// snapshotSink keeps every batch it was given and, only when it acks (from
+// its own goroutine, a while after Submit returned), checks that the
+// records still hold the bytes they had at Submit. The loader reuses a
+// batch's memory once the batch is acked; reusing it any earlier would
+// change bytes a sink is still sending.
+type snapshotSink struct {
+	name    string
+	mu      sync.Mutex
+	changed []string
+	lines   int
+	pending chan func()
+	delay   time.Duration // between Submit and the check and ack
+	done    chan struct{}
+}
+
+func (s *snapshotSink) Name() string { return s.name }
+
+func (s *snapshotSink) Submit(_ context.Context, b *Batch, ack func(error)) error {
+	want := make([][]byte, len(b.Records))
+	for i, r := range b.Records {
+		want[i] = bytes.Clone(r.Line)
+	}
+	s.pending <- func() {
+		time.Sleep(s.delay) // the loader fills the next batches meanwhile
+		s.mu.Lock()
+		for i, r := range b.Records {
+			if !bytes.Equal(r.Line, want[i]) || !bytes.Contains(r.Line, r.Row) {
+				s.changed = append(s.changed, fmt.Sprintf("batch %d record %d at %s", b.Seq, i, r.Pos))
+			}
+		}
+		s.lines += len(b.Records)
+		s.mu.Unlock()
+		ack(nil)
+	}
+	return nil
+}
+
+func (s *snapshotSink) run() {
+	defer close(s.done)
+	for f := range s.pending {
+		f()
+	}
+}
+
+// With two sinks the lines' memory (a segment both pipelines' batches
+// point into) is reused only once both have acked: the sinks ack at
+// different paces, so a count that let go after the first ack would show.
+func TestBatchMemoryReusedOnlyAfterAck(t *testing.T) {
+	for _, sinks := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d sinks", sinks), func(t *testing.T) { testBatchMemoryReused(t, sinks) })
+	}
+}
+
+func testBatchMemoryReused(t *testing.T, nsinks int) {
+	spool, w := openWriter(t, rotatefile.Options{})
+	// Lines of ~20 KB: a 1 MiB arena chunk holds about 50, so every batch
+	// spans several chunks and the spare list is used and refilled all
+	// along.
+	const n = 1500
+	pad := strings.Repeat("p", 20<<10)
+	for i := range n {
+		if err := w.Append([]byte(evLine(i%7, i, pad[:len(pad)-i%1000]))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var sinks []*snapshotSink
+	var specs []SinkSpec
+	for i := range nsinks {
+		s := &snapshotSink{name: fmt.Sprintf("snap%d", i), pending: make(chan func(), 16), done: make(chan struct{}), delay: time.Duration(2+3*i) * time.Millisecond}
+		go s.run()
+		defer func() { close(s.pending); <-s.done }()
+		sinks = append(sinks, s)
+		specs = append(specs, SinkSpec{Sink: s, MaxInFlight: 4})
+	}
+	_, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 100, Linger: time.Millisecond}}, specs...)
+	for _, s := range sinks {
+		testenv.Eventually(t, 60*time.Second, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.lines >= n }, "all %d lines acked by %s", n, s.name)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sinks {
+		s.mu.Lock()
+		if len(s.changed) > 0 {
+			t.Errorf("%s: %d records changed between Submit and ack, e.g. %v", s.name, len(s.changed), s.changed[:min(3, len(s.changed))])
+		}
+		s.mu.Unlock()
 	}
 }

@@ -5,10 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dualwrite/ingest/internal/testenv"
+	"github.com/dualwrite/ingest/rotatefile"
 )
 
 // gatedStore is a file store whose synced saves wait while the gate is
@@ -47,18 +49,8 @@ func (s gatedLiveStore) SaveLive(sink, stream string, pos Position) error {
 // in-memory sink whose checkpoint the loader keeps in a file store.
 func TestAckedPastDurableCheckpointIsBounded(t *testing.T) {
 	spool := t.TempDir()
-	dir := filepath.Join(spool, "api")
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
 	const lines, perBatch, inFlight = 2000, 10, 4
-	var b strings.Builder
-	for i := range lines {
-		b.WriteString(evLine(1, i, "bound") + "\n")
-	}
-	if err := os.WriteFile(filepath.Join(dir, "0000000000000001-20261206T000000.000Z.ndjson"), []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeStreamFile(t, spool, "api", firstFile, evLines(0, lines, 1, "bound"))
 	state := t.TempDir()
 	store := gatedStore{fs: FileStore{Dir: filepath.Join(state, "checkpoints")}, gate: make(chan struct{})}
 	sink := newMemSink(t, "mem", false)
@@ -88,18 +80,8 @@ func TestAckedPastDurableCheckpointIsBounded(t *testing.T) {
 // No Kafka: an in-memory sink.
 func TestLiveCheckpointNeedsNoWaitForFsync(t *testing.T) {
 	spool := t.TempDir()
-	dir := filepath.Join(spool, "api")
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		t.Fatal(err)
-	}
 	const lines, perBatch = 2000, 10
-	var b strings.Builder
-	for i := range lines {
-		b.WriteString(evLine(1, i, "live") + "\n")
-	}
-	if err := os.WriteFile(filepath.Join(dir, "0000000000000001-20261206T000000.000Z.ndjson"), []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeStreamFile(t, spool, "api", firstFile, evLines(0, lines, 1, "live"))
 	state := t.TempDir()
 	fs := FileStore{Dir: filepath.Join(state, "checkpoints")}
 	store := gatedLiveStore{gatedStore{fs: fs, gate: make(chan struct{})}}
@@ -126,5 +108,56 @@ func TestLiveCheckpointNeedsNoWaitForFsync(t *testing.T) {
 	}
 	if got, ok, err := fs.Load(context.Background(), "mem", "api"); err != nil || !ok || got != acked {
 		t.Fatalf("with a torn live checkpoint: %v, %v, %v; want the synced %v", got, ok, err, acked)
+	}
+}
+
+// slowStore is a file store whose saves take 300 ms, like fsyncs on a disk
+// busy with a database's writes.
+type slowStore struct {
+	FileStore
+	saves atomic.Int64
+}
+
+func (s *slowStore) Save(ctx context.Context, sink, stream string, pos Position) error {
+	time.Sleep(300 * time.Millisecond)
+	s.saves.Add(1)
+	return s.FileStore.Save(ctx, sink, stream, pos)
+}
+
+// Checkpoint saves run beside the pipeline, coalesced: while one save
+// runs the pipeline goes on with up to MaxInFlight+1 batches (the repeat
+// bound, TestAckedPastDurableCheckpointIsBounded), so 60 batches through a store that takes
+// 300 ms per save need far fewer than 60 saves, and the checkpoint on disk
+// is the last acked position once Run returns.
+func TestSlowCheckpointSavesDoNotHoldThePipeline(t *testing.T) {
+	spool, w := openWriter(t, rotatefile.Options{})
+	const n = 600
+	appendEv(t, w, 0, n, 5, strings.Repeat("s", 50))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	store := &slowStore{FileStore: FileStore{Dir: t.TempDir()}}
+	sink := newMemSink(t, "slowcp", false)
+	spec := sink.spec()
+	spec.Store = store
+	start := time.Now()
+	l, stop := runLoader(t, Config{Dir: spool, Schema: testSchema(t), Batch: BatchConfig{MaxRecords: 10, Linger: time.Millisecond}}, spec)
+	testenv.Eventually(t, 60*time.Second, func() bool { return sink.count() >= n }, "all %d lines at the sink", n)
+	took := time.Since(start)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	saves := int(store.saves.Load())
+	t.Logf("%d lines in %d batches took %v with %d saves", n, sink.batches.Load(), took, saves)
+	if batches := int(sink.batches.Load()); saves > batches/2 {
+		t.Fatalf("%d saves for %d batches: saves did not coalesce, the pipeline waited for each", saves, batches)
+	}
+	checkExactlyOnceInOrder(t, sink.name, sink.records(), n)
+	pos, ok, err := store.Load(context.Background(), "slowcp", "api")
+	if err != nil || !ok {
+		t.Fatalf("checkpoint after Run: %v, %v, %v", pos, ok, err)
+	}
+	if want := l.Positions()["api"]["slowcp"]; pos != want || pos.Offset == 0 {
+		t.Fatalf("saved checkpoint %v, want the last acked position %v", pos, want)
 	}
 }
