@@ -35,15 +35,9 @@ type BatchConfig struct {
 }
 
 func (b BatchConfig) withDefaults() BatchConfig {
-	if b.MaxRecords <= 0 {
-		b.MaxRecords = DefaultMaxRecords
-	}
-	if b.MaxBytes <= 0 {
-		b.MaxBytes = DefaultMaxBytes
-	}
-	if b.Linger <= 0 {
-		b.Linger = DefaultLinger
-	}
+	b.MaxRecords = orDefault(b.MaxRecords, DefaultMaxRecords)
+	b.MaxBytes = orDefault(b.MaxBytes, DefaultMaxBytes)
+	b.Linger = orDefault(b.Linger, DefaultLinger)
 	return b
 }
 
@@ -124,9 +118,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Schema == nil {
 		errs = append(errs, errors.New("loader: Config.Schema is required"))
 	}
-	if c.CacheBytes <= 0 {
-		c.CacheBytes = DefaultCacheBytes
-	}
+	c.CacheBytes = orDefault(c.CacheBytes, DefaultCacheBytes)
 	if c.StateDir == "" {
 		c.StateDir = filepath.Join(c.Dir, DefaultStateSubdir)
 	}
@@ -145,19 +137,11 @@ func (c Config) withDefaults() (Config, error) {
 				errs = append(errs, fmt.Errorf("loader: stream %q: pattern %q: %v", s.Name, s.Pattern, err))
 			}
 		}
-		if s.SealAfter <= 0 {
-			c.Streams[i].SealAfter = DefaultSealAfter
-		}
+		c.Streams[i].SealAfter = orDefault(s.SealAfter, DefaultSealAfter)
 	}
-	if c.PollInterval <= 0 {
-		c.PollInterval = DefaultPollInterval
-	}
-	if c.MaxLineBytes <= 0 {
-		c.MaxLineBytes = DefaultMaxLineBytes
-	}
-	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
+	c.PollInterval = orDefault(c.PollInterval, DefaultPollInterval)
+	c.MaxLineBytes = orDefault(c.MaxLineBytes, DefaultMaxLineBytes)
+	c.ShutdownTimeout = orDefault(c.ShutdownTimeout, DefaultShutdownTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -165,6 +149,16 @@ func (c Config) withDefaults() (Config, error) {
 		c.now = time.Now
 	}
 	return c, errors.Join(errs...)
+}
+
+// orDefault is v, or def when v is zero or negative: a zero field takes
+// its documented default, and a negative size or duration means nothing
+// else either.
+func orDefault[T ~int | ~int64](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 func (c Config) streamConfig(name string) (StreamConfig, bool) {
