@@ -116,7 +116,7 @@ func NewBackfill(cfg BackfillConfig, sinks ...SinkSpec) (*Backfill, error) {
 		return nil, fmt.Errorf("loader: BackfillConfig.Rate must not be negative, got %v", cfg.Rate)
 	}
 	var pol policy
-	pol.filter = cfg.Filter
+	pol.filter, pol.stopAtCancel = cfg.Filter, true
 	for _, spec := range sinks {
 		if cfg.Rate > 0 && spec.Sink != nil { // New reports a nil sink
 			if pol.limiters == nil {
