@@ -176,10 +176,14 @@ func (b *Backfill) Run(ctx context.Context) error {
 		return fmt.Errorf("loader: backfill state dir: %w", err)
 	}
 	err := l.run(ctx, func(_ context.Context, start func(*stream)) {
+		// Every stream is counted before any starts, so the first ones do
+		// not size their cache share for fewer streams than the job has.
+		l.mu.Lock()
 		for _, st := range b.streams {
-			l.mu.Lock()
 			l.addStreamLocked(st)
-			l.mu.Unlock()
+		}
+		l.mu.Unlock()
+		for _, st := range b.streams {
 			start(st)
 		}
 	})

@@ -375,8 +375,8 @@ func (c *segCache) progressedLocked(idx int) {
 // stuck is left behind (its spans evicted as in the live loader, it reads
 // them from disk later), so it holds nobody back for longer than holdFor.
 // The live loader's policy holds nothing (holdFor 0): there a sink's lag
-// must not delay another. The cache stays within limit; the span waiting is the reader's
-// own, as it would be once published.
+// must not delay another. The cache stays within limit; the span waiting
+// is the reader's own, as it would be once published.
 func (p *pipeline) waitForRoomLocked(ctx context.Context, seg *segment, limit int, holdFor time.Duration) {
 	c := p.st.cache
 	var began time.Time

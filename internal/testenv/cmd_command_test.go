@@ -34,7 +34,7 @@ func (r *errorsTB) reported() string {
 // nothing.
 func TestCommandKillsAChildPastItsDeadline(t *testing.T) {
 	if _, err := exec.LookPath("sleep"); err != nil {
-		t.Skip("no sleep(1) to run as a child that hangs")
+		t.Fatalf("sleep(1), the child that hangs, is not on PATH: %v", err)
 	}
 	rec := &errorsTB{TB: t}
 	cmd := Command(rec, 300*time.Millisecond, "sleep", "60")
