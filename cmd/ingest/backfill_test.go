@@ -348,6 +348,11 @@ func TestVerifyCommand(t *testing.T) {
 // address is never dialled).
 func TestBackfillProgressBarOnTerminalLogLinesOtherwise(t *testing.T) {
 	if _, err := exec.LookPath("script"); err != nil {
+		// scripts/install-deps installs it (bsdutils); CI must not pass
+		// without the bar having been checked.
+		if testenv.RequireServices() {
+			t.Fatalf("script(1) not installed (run scripts/install-deps): %v", err)
+		}
 		t.Skip("script(1) not installed: no pseudo-terminal to test with")
 	}
 	c := newCutoverAt(t, 3000, "127.0.0.1:1")
