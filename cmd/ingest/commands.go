@@ -146,6 +146,8 @@ SIGTERM/SIGINT finish in-flight batches, write checkpoints and exit 0.`,
 			}()
 			opts := runner.Options{
 				ConfigPath: c.String("config"), Reload: reload, Logger: log, CreateTopics: c.Bool("create-topics"),
+				// A reload applies this run's flags again, as at start.
+				Load: func() (*config.Config, error) { return loadConfig(c) },
 			}
 			closeTrace := func() error { return nil }
 			if path := c.String("trace-acks"); path != "" {

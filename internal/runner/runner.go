@@ -35,7 +35,12 @@ type Options struct {
 	// re-read (the CLI sends SIGHUP there).
 	ConfigPath string
 	Reload     <-chan struct{}
-	Logger     *slog.Logger // nil: discard
+	// Load re-reads the config at a reload: the file with the caller's
+	// overrides (flags) applied as at start, so that a key a flag sets is
+	// not taken for a change of the file that needs a restart. Nil reads
+	// ConfigPath alone.
+	Load   func() (*config.Config, error)
+	Logger *slog.Logger // nil: discard
 	// Registry receives the metrics; nil makes a fresh one.
 	Registry *prometheus.Registry
 	// CreateTopics creates missing Kafka topics (development only).
@@ -260,7 +265,11 @@ func reloadLoop(ctx context.Context, o Options, cur *config.Config, l *loader.Lo
 		if o.ConfigPath == "" {
 			continue
 		}
-		next, err := config.Load(o.ConfigPath)
+		load := o.Load
+		if load == nil {
+			load = func() (*config.Config, error) { return config.Load(o.ConfigPath) }
+		}
+		next, err := load()
 		if err != nil {
 			rm.reloads.WithLabelValues("rejected").Inc()
 			log.Error("config reload rejected; the previous config stays in force", "config", o.ConfigPath, "err", err)
