@@ -47,6 +47,9 @@ type consumer struct {
 	parts  map[tpKey]*partition
 	fatal  error
 	joined atomic.Bool
+	// highs asks the broker for the paused partitions' watermarks (run
+	// owns its goroutine).
+	highs *highs
 
 	// Acknowledgements from the sink's goroutines, handed to run's.
 	mu   sync.Mutex
@@ -75,8 +78,6 @@ type partition struct {
 	start    int64 // offset assigned at, -1 when logical (the beginning)
 	next     int64 // the offset after the last committed batch, -1 before one
 	nextTime time.Time
-	hi       int64 // high watermark last asked of the broker, -1 before
-	hiAt     time.Time
 	// The high watermark of the last fetch, for flushLingering.
 	fetchHi   int64
 	fetchHiAt time.Time
@@ -183,7 +184,15 @@ func (c *consumer) run(ctx context.Context) (err error) {
 		c.o.Started(addr)
 	}
 
+	// The paused partitions' watermarks, asked beside the loop; stopped
+	// before c.stop closes the consumer it asks through.
+	c.highs = newHighs(k)
+	hctx, stopHighs := context.WithCancel(ctx)
+	var hwg sync.WaitGroup
+	hwg.Go(func() { c.highs.run(hctx) })
 	err = c.loop(ctx)
+	stopHighs()
+	hwg.Wait()
 	if serr := c.stop(cancelBase); err == nil {
 		err = serr
 	}
@@ -382,7 +391,7 @@ func (c *consumer) startOffsets(tps []kafka.TopicPartition) ([]kafka.TopicPartit
 
 func (c *consumer) addPartition(tp kafka.TopicPartition) {
 	key := tpKey{*tp.Topic, tp.Partition}
-	p := &partition{key: key, stream: Stream(key.topic, key.partition), start: int64(tp.Offset), next: -1, hi: -1, epoch: loader.NewEpoch()}
+	p := &partition{key: key, stream: Stream(key.topic, key.partition), start: int64(tp.Offset), next: -1, epoch: loader.NewEpoch()}
 	if p.start < 0 {
 		p.start = -1
 	}
@@ -726,21 +735,18 @@ func (c *consumer) completions() {
 // updateLag sets the lag gauges from the watermarks librdkafka learnt
 // with its last fetch (no request to the broker).
 func (c *consumer) updateLag(now time.Time) {
+	var paused []tpKey
 	for _, p := range c.parts {
 		_, hi, err := c.k.GetWatermarkOffsets(p.key.topic, p.key.partition)
 		if err != nil {
 			hi = -1
 		}
-		if p.paused && now.Sub(p.hiAt) >= 5*time.Second {
-			// A paused partition is not fetched, so the watermark cached
-			// from fetches stops growing exactly when the lag does: ask
-			// the broker, briefly and not every second.
-			p.hiAt = now
-			if _, qhi, err := c.k.QueryWatermarkOffsets(p.key.topic, p.key.partition, 500); err == nil {
-				p.hi = qhi
-			}
+		if p.paused {
+			// Not fetched: what the broker last said (c.highs) is newer
+			// than librdkafka's cached watermark.
+			paused = append(paused, p.key)
 		}
-		hi = max(hi, p.hi)
+		hi = max(hi, c.highs.high(p.key))
 		if hi < 0 {
 			continue
 		}
@@ -766,4 +772,5 @@ func (c *consumer) updateLag(now time.Time) {
 		}
 		c.m.lagSeconds.WithLabelValues(p.key.topic, label).Set(max(age, 0).Seconds())
 	}
+	c.highs.ask(paused)
 }
