@@ -244,14 +244,7 @@ func TestSinceStartsAtOffsetsForTimes(t *testing.T) {
 func TestPostgresRestartMidBatch(t *testing.T) {
 	e := newEnv(t, 2, 50)
 	pr := newProducer(t, e.kb.Bootstrap())
-	now := time.Now()
-	batch := func(from, to int64) []msg {
-		var ms []msg
-		for i := from; i <= to; i++ {
-			ms = append(ms, item(e.items, i%13, i, now), event(e.events, i%13, i))
-		}
-		return ms
-	}
+	batch := e.pairs(time.Now())
 	pr.send(batch(1, 500)...)
 	r := runInProcess(t, e, consume.Options{Group: "pgrestart"})
 	testenv.Eventually(t, 60*time.Second, func() bool {
@@ -294,14 +287,7 @@ func TestPostgresRestartMidBatch(t *testing.T) {
 func TestLagGrowsWhilePartitionsArePaused(t *testing.T) {
 	e := newEnv(t, 2, 50)
 	pr := newProducer(t, e.kb.Bootstrap())
-	now := time.Now()
-	batch := func(from, to int64) []msg {
-		var ms []msg
-		for i := from; i <= to; i++ {
-			ms = append(ms, item(e.items, i%13, i, now), event(e.events, i%13, i))
-		}
-		return ms
-	}
+	batch := e.pairs(time.Now())
 	r := runInProcess(t, e, consume.Options{Group: "paused-lag"})
 	pr.send(batch(1, 100)...)
 	testenv.Eventually(t, 60*time.Second, func() bool { return r.metric(t, "ingest_consume_records_committed_total") >= 200 },

@@ -139,6 +139,18 @@ func event(topic string, account, seq int64) msg {
 
 // send produces ms and waits until every one is acknowledged, returning
 // their positions; it fails the test on an error.
+// pairs returns a function giving, for ids from..to, an item and an event
+// per id (account id%13, items stamped ts), for tests that load both topics.
+func (e *env) pairs(ts time.Time) func(from, to int64) []msg {
+	return func(from, to int64) []msg {
+		var ms []msg
+		for i := from; i <= to; i++ {
+			ms = append(ms, item(e.items, i%13, i, ts), event(e.events, i%13, i))
+		}
+		return ms
+	}
+}
+
 func (pr *producer) send(ms ...msg) []kafka.TopicPartition {
 	pr.t.Helper()
 	out, err := pr.trySend(ms...)
