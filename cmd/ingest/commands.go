@@ -184,7 +184,7 @@ func genCommand() *cli.Command {
 		Name:  "gen",
 		Usage: "write realistic offline lines through rotatefile (load generator)",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "dir", Usage: "spool directory", Required: true},
+			&cli.StringFlag{Name: "dir", Usage: "spool directory (required)"},
 			&cli.StringFlag{Name: "stream", Value: "api", Usage: "stream (subdirectory)"},
 			&cli.StringFlag{Name: "table", Value: "raw_item", Usage: "table named in every line"},
 			&cli.Float64Flag{Name: "rate", Usage: "lines per second (0: as fast as possible)"},
@@ -196,6 +196,11 @@ func genCommand() *cli.Command {
 			&cli.DurationFlag{Name: "max-age", Usage: "rotate files at this age (default 60s)"},
 		},
 		Action: func(c *cli.Context) error {
+			// Checked here, not with the flag's Required: urfave/cli
+			// reports a missing required flag past OnUsageError (exit 1).
+			if c.String("dir") == "" {
+				return usagef("--dir is required")
+			}
 			if c.Float64("rate") < 0 || c.Int64("count") < 0 {
 				return usagef("--rate and --count must not be negative")
 			}

@@ -160,6 +160,8 @@ func TestExitCodesAndUsage(t *testing.T) {
 	if out, code := ingest(t, "run"); code != 2 || !strings.Contains(out, "--config") {
 		t.Errorf("run without config: %d %q", code, out)
 	}
+	good := filepath.Join(t.TempDir(), "good.yaml")
+	writeFile(t, good, e2eConfig(t.TempDir(), "127.0.0.1:1", "", "all"))
 	bad := filepath.Join(t.TempDir(), "bad.yaml")
 	writeFile(t, bad, "spool: {dir: /tmp}\ntables:\n  t:\n    key: k\n    columns: {k: bigint}\n    kafka: {percent: 140}\n")
 	if out, code := ingest(t, "run", "--config", bad); code != 2 || !strings.Contains(out, "tables.t.kafka.percent") {
@@ -167,6 +169,21 @@ func TestExitCodesAndUsage(t *testing.T) {
 	}
 	if _, code := ingest(t, "gen", "--dir", t.TempDir(), "--rate", "-1"); code != 2 {
 		t.Errorf("gen --rate -1 exits %d, want 2", code)
+	}
+	// Flag errors of every command, not only the App's, exit 2 naming the
+	// flag (urfave/cli gives them to the command's OnUsageError).
+	for _, args := range [][]string{
+		{"run", "--bogus"}, {"status", "--bogus"}, {"consume", "--bogus"}, {"schema", "sql", "--bogus"}, {"dev", "postgres", "--bogus"},
+		{"backfill", "--retention-margin", "xyz", "x"}, {"gen"}, {"verify", "--config", good},
+	} {
+		out, code := ingest(t, args...)
+		want := map[string]string{"gen": "--dir", "verify": "--table", "backfill": "retention-margin"}[args[0]]
+		if want == "" {
+			want = "bogus"
+		}
+		if code != 2 || !strings.Contains(out, want) {
+			t.Errorf("%s: exit %d, output %q; want 2 naming %s", strings.Join(args, " "), code, out, want)
+		}
 	}
 }
 

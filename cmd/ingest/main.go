@@ -52,7 +52,7 @@ func run(args []string) int {
 }
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:  "ingest",
 		Usage: "tail offline files and dual-write them to Kafka and PostgreSQL",
 		Description: `ingest moves an API's offline files to Kafka, account by account.
@@ -90,6 +90,20 @@ which runs the whole pipeline on embedded defaults.`,
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // main maps errors to exit codes
 	}
+	// urfave/cli hands a command's flag errors (unknown flag, bad value)
+	// to that command's OnUsageError only, not the App's: without this
+	// they exited 1 instead of 2.
+	var onUsage func(cmds []*cli.Command)
+	onUsage = func(cmds []*cli.Command) {
+		for _, c := range cmds {
+			if c.OnUsageError == nil {
+				c.OnUsageError = app.OnUsageError
+			}
+			onUsage(c.Subcommands)
+		}
+	}
+	onUsage(app.Commands)
+	return app
 }
 
 func buildVersion() string {

@@ -43,7 +43,7 @@ listed for information. Exits 0 when they all agree, 1 when one does not
 holds a record in the window (unless --allow-empty), 2 on bad arguments
 or config.`,
 		Flags: configFlags(
-			&cli.StringFlag{Name: "table", Usage: "the table to compare (a key of tables:)", Required: true},
+			&cli.StringFlag{Name: "table", Usage: "the table to compare (a key of tables:; required)"},
 			&cli.StringFlag{Name: "since", Usage: "window start, inclusive (RFC 3339, YYYY-MM-DD, epoch seconds or ms, or -DURATION from now)"},
 			&cli.StringFlag{Name: "until", Usage: "window end, exclusive (same forms)"},
 			&cli.BoolFlag{Name: "allow-empty", Usage: "exit 0 when neither side holds a record in the window (default: exit 1, \"nothing to compare\": such a window is usually a mistake, e.g. load times given where rows carry event times)"},
@@ -53,6 +53,9 @@ or config.`,
 			debugFlag(),
 		),
 		Action: withConfig(func(c *cli.Context, cfg *config.Config) error {
+			if c.String("table") == "" {
+				return usagef("--table is required (a key of tables:)")
+			}
 			window, err := windowFlags(c)
 			if err != nil {
 				return err
