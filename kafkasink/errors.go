@@ -59,7 +59,7 @@ func (e *MissingTopicError) Error() string {
 	for _, t := range e.Topics {
 		fmt.Fprintf(&b, "\n\tkafka-topics.sh --bootstrap-server %s --create --topic %s --partitions 12 --replication-factor 3", e.Brokers, t)
 	}
-	b.WriteString("\nor, in development only, let the sink create them (Config.CreateTopics)")
+	b.WriteString("\nor, in development only, let the sink create them (ingest run --create-topics; Config.CreateTopics in Go)")
 	return b.String()
 }
 
