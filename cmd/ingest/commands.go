@@ -165,7 +165,9 @@ SIGTERM/SIGINT finish in-flight batches, write checkpoints and exit 0.`,
 					return err
 				}
 			}
-			err := runner.Run(ctx, cfg, opts)
+			// A config that cannot run (a route to a sink that is off, a
+			// table definition) is a config error: exit 2.
+			err := usageIf[*config.Error](runner.Run(ctx, cfg, opts))
 			if terr := closeTrace(); terr != nil {
 				log.Error("ack trace incomplete", "err", terr)
 				err = cmp.Or(err, terr)

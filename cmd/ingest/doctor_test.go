@@ -35,6 +35,12 @@ func TestDoctor(t *testing.T) {
 		}
 	}
 
+	// The Kafka sink turned off while raw_item is routed to it.
+	out, code = ingest(t, "doctor", "--config", e.cfgPath, "--kafka-brokers", "")
+	if code != 1 || !strings.Contains(out, "FAIL  routes: tables.raw_item.kafka: is all, but the kafka sink is off") {
+		t.Fatalf("route to a sink that is off: exit %d\n%s", code, out)
+	}
+
 	// Three faults at once.
 	broken := filepath.Join(e.dir, "broken.yaml")
 	e.writeConfig(t, broken, strings.Replace(e.config("all"), e.topic, "doctor-no-such-topic", 1))

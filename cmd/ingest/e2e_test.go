@@ -184,6 +184,11 @@ func TestExitCodesAndUsage(t *testing.T) {
 		if code != 2 || !strings.Contains(out, want) {
 			t.Errorf("%s: exit %d, output %q; want 2 naming %s", strings.Join(args, " "), code, out, want)
 		}
+	} // good routes raw_item to PostgreSQL (db defaults to all) with db.url
+	// empty: run refuses to start rather than retire files whose records
+	// never reached PostgreSQL.
+	if out, code := ingest(t, "run", "--config", good); code != 2 || !strings.Contains(out, "tables.raw_item.db") || !strings.Contains(out, "db: none") {
+		t.Errorf("run with a route to a sink that is off: exit %d, output %q; want 2 naming tables.raw_item.db and the fix", code, out)
 	}
 }
 

@@ -98,6 +98,8 @@ func Doctor(ctx context.Context, path string, cfg *config.Config) *Report {
 	r.pass("config", fmt.Sprintf("parses: %d table(s), db %s, kafka %s", len(sch.Tables()), onOff(cfg.DBEnabled()), onOff(cfg.KafkaEnabled())))
 	if !cfg.DBEnabled() && !cfg.KafkaEnabled() {
 		r.fail("sinks", "no sink enabled", "set db.url (or INGEST_DB_URL) and/or kafka.brokers")
+	} else if err := cfg.CheckRoutes(); err != nil {
+		r.fail("routes", strings.ReplaceAll(err.Error(), "\n", "; "), "set the sink's address, or the table's selector for it to none (ingest run refuses to start otherwise)")
 	}
 
 	spoolOK := checkSpool(r, cfg)

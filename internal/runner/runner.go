@@ -86,6 +86,9 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	if !cfg.DBEnabled() && !cfg.KafkaEnabled() {
 		return &StartupError{errors.New("no sink enabled: set db.url (or INGEST_DB_URL) and/or kafka.brokers")}
 	}
+	if err := cfg.CheckRoutes(); err != nil {
+		return &StartupError{err}
+	}
 
 	var closers []func()
 	defer func() {
@@ -270,6 +273,11 @@ func reloadLoop(ctx context.Context, o Options, cur *config.Config, l *loader.Lo
 			load = func() (*config.Config, error) { return config.Load(o.ConfigPath) }
 		}
 		next, err := load()
+		if err == nil {
+			// A route to a sink this run does not have would retire
+			// files past records that sink never got.
+			err = next.CheckRoutes()
+		}
 		if err != nil {
 			rm.reloads.WithLabelValues("rejected").Inc()
 			log.Error("config reload rejected; the previous config stays in force", "config", o.ConfigPath, "err", err)
