@@ -39,14 +39,15 @@ records that only Kafka has there.
 
 Only accounts the config routes to both sinks must agree; the others are
 listed for information. Exits 0 when they all agree, 1 when one does not
-(or a side cannot be read), 1 with "nothing to compare" when neither side
-holds a record in the window (unless --allow-empty), 2 on bad arguments
+(or a side cannot be read), 1 with "nothing to compare" when no account
+was compared: neither side holds a record in the window, or no account
+that does is routed to both sinks (unless --allow-empty), 2 on bad arguments
 or config.`,
 		Flags: configFlags(
 			&cli.StringFlag{Name: "table", Usage: "the table to compare (a key of tables:; required)"},
 			&cli.StringFlag{Name: "since", Usage: "window start, inclusive (RFC 3339, YYYY-MM-DD, epoch seconds or ms, or -DURATION from now)"},
 			&cli.StringFlag{Name: "until", Usage: "window end, exclusive (same forms)"},
-			&cli.BoolFlag{Name: "allow-empty", Usage: "exit 0 when neither side holds a record in the window (default: exit 1, \"nothing to compare\": such a window is usually a mistake, e.g. load times given where rows carry event times)"},
+			&cli.BoolFlag{Name: "allow-empty", Usage: "exit 0 when no account was compared: neither side holds a record in the window, or no account that does is routed to both sinks (default: exit 1, \"nothing to compare\": such a window is usually a mistake, e.g. load times given where rows carry event times)"},
 			&cli.BoolFlag{Name: "to-end", Usage: "read each partition to its end instead of stopping at --until's offset (slower; also finds records only Kafka holds among messages produced out of time order)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give up after this long (0: no limit)"},

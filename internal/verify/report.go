@@ -71,8 +71,10 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	info := len(r.Accounts) - r.Checked
 	switch {
+	case r.Checked == 0 && r.OK:
+		fmt.Fprintf(w, "\nOK: no account is routed to both sinks, nothing to compare (allowed; %d account(s) listed for information)\n", info)
 	case r.Checked == 0:
-		fmt.Fprintf(w, "\nOK: no account is routed to both sinks, nothing to compare (%d account(s) listed for information)\n", info)
+		fmt.Fprintf(w, "\nNOTHING TO COMPARE: no account in the window is routed to both sinks (%d account(s) listed for information)\n", info)
 	case r.OK:
 		fmt.Fprintf(w, "\nOK: all %d account(s) routed to both sinks agree (%d more listed for information) [%v]\n", r.Checked, info, r.Elapsed.Round(time.Millisecond))
 	default:

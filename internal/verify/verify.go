@@ -34,11 +34,13 @@ type Options struct {
 	// Window bounds the table's time field; zero compares everything.
 	// Rows and messages without a time are outside any bounded window.
 	Window loader.Window
-	// AllowEmpty makes a comparison with nothing on either side (no row in
-	// PostgreSQL, no message of the table in Kafka) a success. Without it
-	// Run returns [ErrNothingToCompare]: a window that holds nothing is
-	// more often a mistake (a load time given where rows carry event
-	// times) than a finding.
+	// AllowEmpty makes a comparison with nothing compared a success:
+	// nothing on either side (no row in PostgreSQL, no message of the
+	// table in Kafka), or records only of accounts not routed to both
+	// sinks. Without it Run returns [ErrNothingToCompare]: a window that
+	// holds nothing is more often a mistake (a load time given where rows
+	// carry event times) than a finding, and a check that compared no
+	// account must not pass as one that found them equal.
 	AllowEmpty bool
 	// ReadToEnd reads each partition from the window's start to its high
 	// watermark instead of stopping at the window's end, to find records
@@ -49,8 +51,10 @@ type Options struct {
 	Logger    *slog.Logger // nil: discard
 }
 
-// ErrNothingToCompare is returned (wrapped, with the report) when neither
-// side holds a record in the window and [Options.AllowEmpty] is not set.
+// ErrNothingToCompare is returned (wrapped, with the report) when no
+// account was compared, because neither side holds a record in the window
+// or none of the accounts that do is routed to both sinks, and
+// [Options.AllowEmpty] is not set.
 var ErrNothingToCompare = errors.New("nothing to compare")
 
 // Report is the outcome of [Run]. Accounts are sorted by key (numerically
@@ -315,6 +319,14 @@ func Run(ctx context.Context, cfg *config.Config, o Options) (*Report, error) {
 		rep.Mismatched = []string{}
 	}
 	rep.Elapsed = time.Since(start)
+	if rep.Checked == 0 && !o.AllowEmpty {
+		// Records on either side, but none of an account routed to both:
+		// nothing was compared, and a gate on verify's exit status (before
+		// db: none) must not pass on that.
+		rep.OK = false
+		return rep, fmt.Errorf("%w: no account with records of table %s in the window %s is routed to both sinks (tables.%s.db: %s, tables.%s.kafka: %s); "+
+			"--allow-empty accepts it", ErrNothingToCompare, table.Name, rep.Window, table.Name, tc.DB, table.Name, tc.Kafka)
+	}
 	return rep, nil
 }
 

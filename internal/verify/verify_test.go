@@ -268,6 +268,21 @@ func TestVerifyAgreesThenFindsDeletedRows(t *testing.T) {
 	if !rep.OK || account(t, rep, "1").DB.Count != 62 {
 		t.Fatalf("window %v: ok=%v %+v", w, rep.OK, account(t, rep, "1"))
 	}
+	// Routed to both: only account 99, which has no record. Both sides hold
+	// records, but no account was compared: not a pass, unless allowed.
+	none := e.config(t, "{accounts: [99]}")
+	rep, err := verify.Run(testenv.Context(t, time.Minute), none, verify.Options{Table: "raw_item"})
+	if !errors.Is(err, verify.ErrNothingToCompare) || rep == nil || rep.OK || rep.Empty || rep.Checked != 0 || !strings.Contains(err.Error(), "routed to both sinks") {
+		t.Fatalf("no account routed to both: err %v, report %+v", err, rep)
+	}
+	out.Reset()
+	rep.WriteText(&out)
+	if !strings.Contains(out.String(), "NOTHING TO COMPARE: no account in the window is routed to both sinks") {
+		t.Errorf("report:\n%s", out.String())
+	}
+	if rep, err = verify.Run(testenv.Context(t, time.Minute), none, verify.Options{Table: "raw_item", AllowEmpty: true}); err != nil || !rep.OK {
+		t.Fatalf("no account routed to both, allowed: err %v, report %+v", err, rep)
+	}
 }
 
 // Messages missing from Kafka (an account whose lines were never produced,
