@@ -184,7 +184,8 @@ func TestExitCodesAndUsage(t *testing.T) {
 		if code != 2 || !strings.Contains(out, want) {
 			t.Errorf("%s: exit %d, output %q; want 2 naming %s", strings.Join(args, " "), code, out, want)
 		}
-	} // good routes raw_item to PostgreSQL (db defaults to all) with db.url
+	}
+	// good routes raw_item to PostgreSQL (db defaults to all) with db.url
 	// empty: run refuses to start rather than retire files whose records
 	// never reached PostgreSQL.
 	if out, code := ingest(t, "run", "--config", good); code != 2 || !strings.Contains(out, "tables.raw_item.db") || !strings.Contains(out, "db: none") {
