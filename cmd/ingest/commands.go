@@ -20,6 +20,7 @@ import (
 	"github.com/dualwrite/ingest/internal/gen"
 	"github.com/dualwrite/ingest/internal/runner"
 	"github.com/dualwrite/ingest/internal/sinks"
+	"github.com/dualwrite/ingest/kafkasink"
 	"github.com/dualwrite/ingest/rotatefile"
 	"github.com/urfave/cli/v2"
 )
@@ -165,9 +166,10 @@ SIGTERM/SIGINT finish in-flight batches, write checkpoints and exit 0.`,
 					return err
 				}
 			}
-			// A config that cannot run (a route to a sink that is off, a
-			// table definition) is a config error: exit 2.
-			err := usageIf[*config.Error](runner.Run(ctx, cfg, opts))
+			// A config that cannot run (no sink, a route to a sink that is
+			// off, a Kafka property the sink refuses) is a config error:
+			// exit 2.
+			err := usageIf[*kafkasink.ConfigError](usageIf[*config.Error](runner.Run(ctx, cfg, opts)))
 			if terr := closeTrace(); terr != nil {
 				log.Error("ack trace incomplete", "err", terr)
 				err = cmp.Or(err, terr)

@@ -191,6 +191,17 @@ func TestExitCodesAndUsage(t *testing.T) {
 	if out, code := ingest(t, "run", "--config", good); code != 2 || !strings.Contains(out, "tables.raw_item.db") || !strings.Contains(out, "db: none") {
 		t.Errorf("run with a route to a sink that is off: exit %d, output %q; want 2 naming tables.raw_item.db and the fix", code, out)
 	}
+	// No sink at all, and a Kafka property the sink refuses: config errors.
+	noSink := filepath.Join(t.TempDir(), "nosink.yaml")
+	writeFile(t, noSink, strings.Replace(e2eConfig(t.TempDir(), "", "", "none"), "    db: all\n", "    db: none\n", 1))
+	refused := filepath.Join(t.TempDir(), "refused.yaml")
+	writeFile(t, refused, strings.NewReplacer(`kafka: {brokers: "127.0.0.1:1"}`, `kafka: {brokers: "127.0.0.1:1", properties: {transactional.id: x}}`,
+		"    db: all\n", "    db: none\n").Replace(e2eConfig(t.TempDir(), "127.0.0.1:1", "", "all")))
+	for cfg, want := range map[string]string{noSink: "no sink enabled", refused: "transactional.id"} {
+		if out, code := ingest(t, "run", "--config", cfg); code != 2 || !strings.Contains(out, want) {
+			t.Errorf("run --config %s: exit %d, output %q; want 2 naming %s", filepath.Base(cfg), code, out, want)
+		}
+	}
 }
 
 // The issue's end-to-end check: gen writes while `ingest run` dual-writes;

@@ -9,7 +9,6 @@ package runner
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -84,7 +83,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return &StartupError{err}
 	}
 	if !cfg.DBEnabled() && !cfg.KafkaEnabled() {
-		return &StartupError{errors.New("no sink enabled: set db.url (or INGEST_DB_URL) and/or kafka.brokers")}
+		return &StartupError{&config.Error{Path: "db.url, kafka.brokers", Msg: "no sink enabled: set db.url (or INGEST_DB_URL) and/or kafka.brokers"}}
 	}
 	if err := cfg.CheckRoutes(); err != nil {
 		return &StartupError{err}
