@@ -21,8 +21,9 @@ var ErrCorruptCheckpoint = errors.New("corrupt checkpoint")
 // renames it over the old one and syncs the directory, so a crash leaves
 // either the old or the new checkpoint, never a torn one.
 //
-// Beside it, Dir/<sink>/<stream>.live.json is renamed into place at every
-// acknowledgement without waiting for an fsync ([FileStore.SaveLive]): it
+// Beside it, Dir/<sink>/<stream>.live.json is overwritten in place (one
+// fixed-size write) at every acknowledgement without waiting for an fsync
+// ([FileStore.SaveLive]): it
 // survives a crash of the process (the page cache does), so a kill -9
 // repeats only the batches in flight, while the pipeline never waits for a
 // disk busy with other writes. After a power loss it may be older than the

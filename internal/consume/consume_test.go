@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -222,9 +223,23 @@ func TestSinceStartsAtOffsetsForTimes(t *testing.T) {
 		t.Errorf("items: %d rows from id %d, want 20 rows, ids 41..60 (messages before --since not loaded)", n, min)
 	}
 
+	// Without --reset, an earlier --since does not move partitions that
+	// have a checkpoint, and says so.
+	reset := t0.Add(31 * time.Second) // ids 31..60
+	r = runInProcess(t, e, consume.Options{Group: "since", Since: reset, Tables: []string{"items"}})
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		return strings.Count(r.log.String(), "--since ignored: the partition has a checkpoint") == 3
+	},
+		"a WARN per partition that --since is ignored")
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if n := queryInt(t, e.pg, "SELECT count(*) FROM items"); n != 20 {
+		t.Errorf("items after --since without --reset: %d rows, want the 20 already there", n)
+	}
+
 	// --reset moves the group's checkpoints back to a new --since; the
 	// id column makes the replay add nothing.
-	reset := t0.Add(31 * time.Second) // ids 31..60
 	r = runInProcess(t, e, consume.Options{Group: "since", Since: reset, Reset: true, Tables: []string{"items"}})
 	testenv.Eventually(t, 60*time.Second, func() bool {
 		n, err := tryInt(e.pg, "SELECT count(*) FROM items")

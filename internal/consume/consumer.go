@@ -366,6 +366,10 @@ func (c *consumer) startOffsets(tps []kafka.TopicPartition) ([]kafka.TopicPartit
 			tp.Offset = kafka.Offset(cp.Offset)
 			out = append(out, tp)
 			c.log.Info("partition assigned", "topic", *tp.Topic, "partition", tp.Partition, "offset", cp.Offset, "from", "checkpoint")
+			if !c.o.Since.IsZero() && !c.o.Reset {
+				c.log.Warn("--since ignored: the partition has a checkpoint; --reset rewrites the group's checkpoints to --since",
+					"topic", *tp.Topic, "partition", tp.Partition, "checkpoint", cp.Offset, "since", c.o.Since)
+			}
 			continue
 		}
 		if c.o.Since.IsZero() {
