@@ -228,7 +228,7 @@ func TestSinceStartsAtOffsetsForTimes(t *testing.T) {
 	reset := t0.Add(31 * time.Second) // ids 31..60
 	r = runInProcess(t, e, consume.Options{Group: "since", Since: reset, Tables: []string{"items"}})
 	testenv.Eventually(t, 60*time.Second, func() bool {
-		return strings.Count(r.log.String(), "--since ignored: the partition has a checkpoint") == 3
+		return strings.Count(r.log.String(), "--since ignored: the partition has a checkpoint") >= 3
 	},
 		"a WARN per partition that --since is ignored")
 	if err := r.stop(t); err != nil {
