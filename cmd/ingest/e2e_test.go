@@ -61,6 +61,7 @@ type e2eEnv struct {
 	kb                  *kafkaserver.Cluster
 	topic               string
 	dir, spool, cfgPath string
+	swaps               int // swapConfig's versions
 }
 
 // newE2EEnv is an environment on librdkafka's mock cluster.
@@ -133,6 +134,34 @@ func (e *e2eEnv) writeConfig(t *testing.T, path, text string) {
 	writeFile(t, tmp, text)
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// swapConfig updates path the way a Kubernetes ConfigMap volume does: the
+// text goes into a new directory beside it, and a symlink ..data is
+// swapped to it by rename; path itself is a symlink through ..data, made
+// on the first call. No event names path.
+func (e *e2eEnv) swapConfig(t *testing.T, path, text string) {
+	t.Helper()
+	dir, base := filepath.Split(path)
+	e.swaps++
+	version := fmt.Sprintf("..v%d", e.swaps)
+	if err := os.Mkdir(filepath.Join(dir, version), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, version, base), text)
+	tmp := filepath.Join(dir, "..data_tmp")
+	if err := os.Symlink(version, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if target, err := os.Readlink(path); err != nil || target != filepath.Join("..data", base) {
+		os.Remove(path)
+		if err := os.Symlink(filepath.Join("..data", base), path); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -216,8 +245,10 @@ func TestExitCodesAndUsage(t *testing.T) {
 func TestRunDualWritesThroughRouteChanges(t *testing.T) {
 	e := newBrokerEnv(t, 4)
 	pg, kc, spool, cfgPath := e.pg, e.kb, e.spool, e.cfgPath
-	writeConfig := func(route string) { e.writeConfig(t, cfgPath, e.config(route)) }
-	writeConfig("none")
+	// The config starts as a ConfigMap volume holds it (a symlink through
+	// ..data); phase b's change swaps ..data, phase c's replaces the file
+	// by rename, as config management does.
+	e.swapConfig(t, cfgPath, e.config("none"))
 	e.migrate(t)
 	if out, code := ingest(t, "schema", "sql", "--config", cfgPath); code != 0 || !strings.Contains(out, `CREATE TABLE IF NOT EXISTS "raw_item"`) {
 		t.Fatalf("schema sql: %d %s", code, out)
@@ -233,9 +264,9 @@ func TestRunDualWritesThroughRouteChanges(t *testing.T) {
 	}()
 
 	const perPhase = 2000
-	phase := func(stream, route string) {
+	phase := func(stream, route string, write func(t *testing.T, path, text string)) {
 		if route != "" {
-			writeConfig(route)
+			write(t, cfgPath, e.config(route))
 			testenv.Eventually(t, 20*time.Second, func() bool {
 				return strings.Contains(runLog.String(), "tables.raw_item.kafka: ") &&
 					strings.Contains(runLog.String(), "-> "+route)
@@ -244,9 +275,9 @@ func TestRunDualWritesThroughRouteChanges(t *testing.T) {
 		ingestOK(t, "gen", "--dir", spool, "--stream", stream, "--rate", "2000", "--count", strconv.Itoa(perPhase), "--accounts", "100", "--size", "400")
 		testenv.Eventually(t, 60*time.Second, func() bool { return statusLag(t, cfgPath) == 0 }, "both sinks caught up with stream %s", stream)
 	}
-	phase("a", "")
-	phase("b", "{percent: 30}")
-	phase("c", "all")
+	phase("a", "", nil)
+	phase("b", "{percent: 30}", e.swapConfig)
+	phase("c", "all", e.writeConfig)
 
 	// A config that does not parse is rejected and the old one stays.
 	writeFile(t, cfgPath, "spool: [broken")

@@ -8,9 +8,11 @@
 package runner
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -233,14 +235,24 @@ func (m *routeMetrics) set(cfg *config.Config) {
 // invalid file is rejected with its reason and the old config stays.
 func reloadLoop(ctx context.Context, o Options, cur *config.Config, l *loader.Loader, rm *routeMetrics, log *slog.Logger) {
 	var events <-chan fsnotify.Event
+	// last is the file's content as last read: a file event reloads only
+	// when it changed.
+	var last []byte
 	if o.ConfigPath != "" {
+		last, _ = os.ReadFile(o.ConfigPath)
 		w, err := fsnotify.NewWatcher()
 		if err == nil {
 			defer w.Close()
-			// Watch the directory: editors and config management replace
-			// the file by rename, which a watch on the file itself loses.
+			// Watch the directory, not the file: editors and config
+			// management replace the file by rename, and a Kubernetes
+			// ConfigMap swaps a symlink (..data) beside it, which a watch
+			// on the file itself loses. A config path that is a symlink
+			// into another directory gets that directory watched too.
 			if err := w.Add(dirOf(o.ConfigPath)); err == nil {
 				events = w.Events
+				if real, err := filepath.EvalSymlinks(o.ConfigPath); err == nil && dirOf(real) != dirOf(o.ConfigPath) {
+					_ = w.Add(dirOf(real)) // best effort: the directory watch above sees a swapped link
+				}
 			}
 		}
 		if events == nil {
@@ -254,15 +266,20 @@ func reloadLoop(ctx context.Context, o Options, cur *config.Config, l *loader.Lo
 		select {
 		case <-ctx.Done():
 			return
-		case ev := <-events:
-			if cleanPath(ev.Name) != cleanPath(o.ConfigPath) {
-				continue
-			}
-			// Writers often truncate then write: wait for the file to settle.
+		case <-events:
+			// Any entry of the directory: the file itself, or a link it
+			// goes through. Writers often truncate then write: wait for
+			// the file to settle, then look whether it changed.
 			debounce.Reset(100 * time.Millisecond)
 			continue
 		case <-debounce.C:
+			data, err := os.ReadFile(o.ConfigPath)
+			if err == nil && bytes.Equal(data, last) {
+				continue // another file of the directory, or the same content
+			}
+			last = data
 		case <-o.Reload:
+			last, _ = os.ReadFile(o.ConfigPath)
 		}
 		if o.ConfigPath == "" {
 			continue
