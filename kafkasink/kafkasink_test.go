@@ -458,8 +458,11 @@ func TestCreateTopics(t *testing.T) {
 // the topic by name, which makes the mock create it.
 // Mock: this is the embedded mode's own fallback; it claims no broker
 // behaviour.
+//
+// Not parallel: the shortened timeout is package state, which the
+// parallel tests (TestCreateTopics' real CreateTopics among them) read; a
+// sequential test runs while they are all paused, and restores it.
 func TestCreateTopicsMockFallback(t *testing.T) {
-	t.Parallel()
 	defer kafkasink.SetCreateTimeout(300 * time.Millisecond)()
 	c := testenv.Kafka(t, 1)
 	ctx := testenv.Context(t, 20*time.Second)
