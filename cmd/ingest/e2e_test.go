@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -278,6 +279,14 @@ func TestRunDualWritesThroughRouteChanges(t *testing.T) {
 	phase("a", "", nil)
 	phase("b", "{percent: 30}", e.swapConfig)
 	phase("c", "all", e.writeConfig)
+
+	// SIGHUP reloads without a file event (the file is unchanged).
+	unchanged := func() int { return strings.Count(runLog.String(), "config reloaded: no route or batch change") }
+	before := unchanged()
+	if err := run.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() bool { return unchanged() > before }, "SIGHUP reloaded the unchanged file")
 
 	// A config that does not parse is rejected and the old one stays.
 	writeFile(t, cfgPath, "spool: [broken")
