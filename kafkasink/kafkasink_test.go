@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -732,4 +733,22 @@ func TestBackpressureWaitsForRoom(t *testing.T) {
 		t.Fatalf("batch 2 ack = %v", err)
 	}
 	checkOrderedOnce(t, consume(t, c, events, len(warm)+len(big)), seqs(t, warm, big))
+}
+
+// Partitions reports each topic's partitions and those without a leader,
+// for ingest doctor. Real broker (shared): the metadata a real cluster
+// gives; the leaderless case needs a broker killed (not here).
+func TestPartitions(t *testing.T) {
+	t.Parallel()
+	c := testenv.Broker(t)
+	three, one := newTopic(t, c, 3), newTopic(t, c, 1)
+	s := newSink(t, c, kafkasink.Config{Topics: []string{three, one, three}})
+	got, err := s.Partitions(testenv.Context(t, 20*time.Second))
+	want := []kafkasink.TopicPartitions{{Topic: three, Partitions: 3}, {Topic: one, Partitions: 1}}
+	if three > one {
+		want[0], want[1] = want[1], want[0]
+	}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("Partitions = %+v, %v; want %+v", got, err, want)
+	}
 }

@@ -29,7 +29,7 @@ func TestDoctor(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "all checks passed") {
 		t.Fatalf("healthy setup: exit %d\n%s", code, out)
 	}
-	for _, want := range []string{"ok    postgresql tables", "ok    kafka: reachable", "ok    stream api: 1 file(s)"} {
+	for _, want := range []string{"ok    postgresql tables", "ok    kafka: reachable", "ok    kafka partitions: " + e.topic + " 2, each with a leader", "ok    stream api: 1 file(s)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("healthy report lacks %q:\n%s", want, out)
 		}

@@ -217,8 +217,32 @@ func checkKafka(ctx context.Context, r *Report, cfg *config.Config) {
 		r.fail("kafka", "unreachable or refused: "+err.Error(), "check kafka.brokers (--kafka-brokers, INGEST_KAFKA_BROKERS) and that the brokers run; ingest run keeps loading PostgreSQL meanwhile")
 		return
 	}
-	set.Close() // nothing was produced
+	defer set.Close() // nothing was produced
 	r.pass("kafka", fmt.Sprintf("reachable at %s; topics exist: %s", cfg.Kafka.Brokers, strings.Join(topics, ", ")))
+	ks, ok := set.Kafka.(interface {
+		Partitions(context.Context) ([]kafkasink.TopicPartitions, error)
+	})
+	if !ok {
+		return
+	}
+	parts, err := ks.Partitions(kctx)
+	if err != nil {
+		r.fail("kafka partitions", err.Error(), "check that the brokers run; ingest run keeps loading PostgreSQL meanwhile")
+		return
+	}
+	var counts, leaderless []string
+	for _, p := range parts {
+		counts = append(counts, fmt.Sprintf("%s %d", p.Topic, p.Partitions))
+		if len(p.Leaderless) > 0 {
+			leaderless = append(leaderless, fmt.Sprintf("%s %v", p.Topic, p.Leaderless))
+		}
+	}
+	if len(leaderless) > 0 {
+		r.fail("kafka partitions", "without a leader: "+strings.Join(leaderless, ", "),
+			"bring back the brokers that led them (kafka-topics.sh --describe shows the replicas); until then ingest run holds those partitions' records and /readyz says not ready")
+		return
+	}
+	r.pass("kafka partitions", strings.Join(counts, ", ")+", each with a leader")
 }
 
 func checkStreams(ctx context.Context, r *Report, cfg *config.Config) {
