@@ -3,6 +3,10 @@ package kafkaserver_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,4 +135,35 @@ func ExampleStart() {
 	defer c.Close()
 	err = c.CreateTopic(ctx, "events", kafkaserver.TopicSpec{Partitions: 6})
 	fmt.Println(err)
+}
+
+// A node whose JVM exits during a restart is launched once more, the error
+// names both attempts and the log's ERROR lines, and the exited process
+// does not block a later Restart ("already running"). Its own one-node
+// cluster, with server.properties broken while the node is stopped.
+func TestRestartOfANodeThatCannotStart(t *testing.T) {
+	c := testenv.Cluster(t, 1, nil)
+	ctx := testenv.Context(t, 3*time.Minute)
+	id := c.IDs()[0]
+	if err := c.Stop(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	props := filepath.Join(c.Dir(), fmt.Sprintf("node%d", id), "server.properties")
+	good, err := os.ReadFile(props)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(props, append(slices.Clone(good), "\nnode.id=not-a-number\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = c.Restart(ctx, id)
+	if err == nil || strings.Count(err.Error(), "exited during start-up") != 2 || !strings.Contains(err.Error(), "a first attempt") {
+		t.Fatalf("Restart with a broken config = %v; want both attempts' start-up exits", err)
+	}
+	if err := os.WriteFile(props, good, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restart(ctx, id); err != nil {
+		t.Fatalf("Restart after the fix: %v", err)
+	}
 }

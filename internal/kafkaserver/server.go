@@ -277,7 +277,11 @@ func (c *Cluster) launch(n *node) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.proc != nil {
-		return fmt.Errorf("kafkaserver: node %d is already running", n.id)
+		select {
+		case <-n.proc.done: // its JVM exited by itself (e.g. during start-up): start it again
+		default:
+			return fmt.Errorf("kafkaserver: node %d is already running", n.id)
+		}
 	}
 	out, err := os.OpenFile(filepath.Join(n.dir, "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -340,18 +344,31 @@ func (c *Cluster) Stop(ctx context.Context, id int32) error {
 }
 
 // Restart starts a stopped or killed node again with its data and ports
-// and waits until a metadata request lists it.
+// and waits until a metadata request lists it. A JVM that exits during
+// start-up is launched once more: a CI run saw a node restarted beside
+// another one exit with status 1 once in several runs, the cause gone
+// from the log's tail; the error names both attempts' errors.
 func (c *Cluster) Restart(ctx context.Context, id int32) error {
 	n, err := c.node(id)
 	if err != nil {
 		return err
 	}
-	if err := c.launch(n); err != nil {
-		return err
+	var first error
+	for attempt := 0; ; attempt++ {
+		if err := c.launch(n); err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, c.opts.StartTimeout)
+		err = c.waitBrokers(wctx, []int32{id})
+		cancel()
+		if err == nil || attempt == 1 || !errors.Is(err, errExited) {
+			if first != nil && err != nil {
+				return fmt.Errorf("%w\n(a first attempt: %v)", err, first)
+			}
+			return err
+		}
+		first = err
 	}
-	wctx, cancel := context.WithTimeout(ctx, c.opts.StartTimeout)
-	defer cancel()
-	return c.waitBrokers(wctx, []int32{id})
 }
 
 // Running reports whether the node's process is up (started and not yet
@@ -413,6 +430,40 @@ func (c *Cluster) Close() {
 	}
 }
 
+// errExited marks a node whose JVM ended while we waited for it.
+var errExited = errors.New("exited during start-up")
+
+// errorLines returns the last ERROR and FATAL lines (with the line after
+// each, usually the exception) of a node's broker log: the cause of an
+// exit is often far above the shutdown lines that end the log.
+func (c *Cluster) errorLines(id int32, max int) string {
+	n, err := c.node(id)
+	if err != nil {
+		return ""
+	}
+	data, err := os.ReadFile(filepath.Join(n.dir, "broker.log"))
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(string(data), "\n")
+	var out []string
+	for i, l := range lines {
+		if strings.Contains(l, " ERROR ") || strings.Contains(l, " FATAL ") {
+			out = append(out, l)
+			if i+1 < len(lines) {
+				out = append(out, lines[i+1])
+			}
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	if len(out) > 2*max {
+		out = out[len(out)-2*max:]
+	}
+	return fmt.Sprintf("--- node %d broker.log ERROR/FATAL lines\n%s\n", id, strings.Join(out, "\n"))
+}
+
 // exited reports a node whose JVM ended while we waited for it, with its
 // log, so a bad config fails at once instead of timing out.
 func (c *Cluster) exited(ids []int32) error {
@@ -426,7 +477,7 @@ func (c *Cluster) exited(ids []int32) error {
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("kafkaserver: node %d exited during start-up (%v):\n%s", id, p.err, c.LogTail(id, 30))
+			return fmt.Errorf("kafkaserver: node %d %w (%v):\n%s%s", id, errExited, p.err, c.errorLines(id, 20), c.LogTail(id, 30))
 		default:
 		}
 	}
