@@ -236,10 +236,16 @@ func (m *routeMetrics) set(cfg *config.Config) {
 func reloadLoop(ctx context.Context, o Options, cur *config.Config, l *loader.Loader, rm *routeMetrics, log *slog.Logger) {
 	var events <-chan fsnotify.Event
 	// last is the file's content as last read: a file event reloads only
-	// when it changed.
+	// when it changed. It starts unknown: the file may have changed since
+	// the caller read it (start-up takes seconds), so the first event in
+	// the directory reloads, and the config diff says whether anything
+	// changed.
 	var last []byte
+	load := o.Load
+	if load == nil {
+		load = func() (*config.Config, error) { return config.Load(o.ConfigPath) }
+	}
 	if o.ConfigPath != "" {
-		last, _ = os.ReadFile(o.ConfigPath)
 		w, err := fsnotify.NewWatcher()
 		if err == nil {
 			defer w.Close()
@@ -283,10 +289,6 @@ func reloadLoop(ctx context.Context, o Options, cur *config.Config, l *loader.Lo
 		}
 		if o.ConfigPath == "" {
 			continue
-		}
-		load := o.Load
-		if load == nil {
-			load = func() (*config.Config, error) { return config.Load(o.ConfigPath) }
 		}
 		next, err := load()
 		if err == nil {
