@@ -186,7 +186,7 @@ func (c *consumer) run(ctx context.Context) (err error) {
 
 	// The paused partitions' watermarks, asked beside the loop; stopped
 	// before c.stop closes the consumer it asks through.
-	c.highs = newHighs(k)
+	c.highs = newHighs(k, c.log)
 	hctx, stopHighs := context.WithCancel(ctx)
 	var hwg sync.WaitGroup
 	hwg.Go(func() { c.highs.run(hctx) })

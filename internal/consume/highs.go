@@ -2,6 +2,7 @@ package consume
 
 import (
 	"context"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -22,15 +23,18 @@ const (
 // for up to the query's timeout, and under load a short timeout missed
 // every answer and left the lag gauge where it was.
 type highs struct {
-	k  *kafka.Consumer
-	mu sync.Mutex
+	k   *kafka.Consumer
+	log *slog.Logger
+	mu  sync.Mutex
 	// want are the partitions to ask about, set by the poll loop; got the
 	// last answer per partition.
 	want []tpKey
 	got  map[tpKey]int64
 }
 
-func newHighs(k *kafka.Consumer) *highs { return &highs{k: k, got: map[tpKey]int64{}} }
+func newHighs(k *kafka.Consumer, log *slog.Logger) *highs {
+	return &highs{k: k, log: log, got: map[tpKey]int64{}}
+}
 
 // ask sets the partitions to ask about from now on (nil: none).
 func (h *highs) ask(keys []tpKey) {
@@ -67,11 +71,16 @@ func (h *highs) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			if _, hi, err := h.k.QueryWatermarkOffsets(key.topic, key.partition, int(highsTimeout/time.Millisecond)); err == nil {
-				h.mu.Lock()
-				h.got[key] = max(h.got[key], hi)
-				h.mu.Unlock()
+			_, hi, err := h.k.QueryWatermarkOffsets(key.topic, key.partition, int(highsTimeout/time.Millisecond))
+			if err != nil {
+				// The gauge keeps its last value until an answer comes.
+				h.log.Debug("kafka: high watermark of a paused partition not answered; lag gauge not refreshed",
+					"topic", key.topic, "partition", key.partition, "err", err)
+				continue
 			}
+			h.mu.Lock()
+			h.got[key] = max(h.got[key], hi)
+			h.mu.Unlock()
 		}
 	}
 }
