@@ -24,17 +24,37 @@ const holdBatchBytes = 16 << 10 // cache: 4 × 16 KiB, spans of 16 KiB
 // once over a stream ~15 times the cache. The same backfill with HoldFor
 // negative (the live loader's behaviour) evicts them and the slow sink
 // reads and decodes again: the control shows the setup does outrun the
-// cache. No Kafka or PostgreSQL: in-memory sinks.
+// cache. Its slow sink holds its batches until the fast one has every
+// line (a 5 ms delay alone let it keep up on a loaded CI machine, once),
+// so it is surely behind. No Kafka or PostgreSQL: in-memory sinks.
 func TestBackfillSlowSinkTakesEverySpanFromTheCache(t *testing.T) {
 	const n = 4000
 	dir := holdLines(t, n)
 	run := func(t *testing.T, holdFor time.Duration) StreamStats {
 		fast := newMemSink(t, "fast", true)
-		slow := newMemSink(t, "slow", false)
-		slow.async, slow.delay = true, 5*time.Millisecond
+		var slow *memSink
+		slowSpec := SinkSpec{MaxInFlight: 4}
+		if holdFor >= 0 {
+			slow = newMemSink(t, "slow", false)
+			slow.async, slow.delay = true, 5*time.Millisecond
+			slowSpec.Sink = slow
+		} else {
+			gate := newGateSink(t, "slow")
+			slow, slowSpec.Sink = gate.memSink, gate
+			released := make(chan struct{})
+			defer func() { <-released }()
+			go func() {
+				defer close(released)
+				deadline := time.Now().Add(time.Minute)
+				for fast.count() < n && time.Now().Before(deadline) {
+					time.Sleep(5 * time.Millisecond) // a poll: the fast sink has no event to wait on
+				}
+				gate.release()
+			}()
+		}
 		cfg := BackfillConfig{Streams: mustResolve(t, dir), Schema: testSchema(t), StateDir: t.TempDir(), HoldFor: holdFor,
 			Batch: BatchConfig{MaxRecords: 40, MaxBytes: holdBatchBytes, Linger: time.Millisecond}}
-		b, err := runBackfill(t, context.Background(), cfg, fast.spec(), slow.spec())
+		b, err := runBackfill(t, context.Background(), cfg, fast.spec(), slowSpec)
 		if err != nil {
 			t.Fatal(err)
 		}
