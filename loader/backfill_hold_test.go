@@ -25,7 +25,7 @@ const holdBatchBytes = 16 << 10 // cache: 4 × 16 KiB, spans of 16 KiB
 // negative (the live loader's behaviour) evicts them and the slow sink
 // reads and decodes again: the control shows the setup does outrun the
 // cache. Its slow sink holds its batches until the fast one has every
-// line (a 5 ms delay alone let it keep up on a loaded CI machine, once),
+// line (a 5 ms delay alone let it keep up on a loaded CI machine),
 // so it is surely behind. No Kafka or PostgreSQL: in-memory sinks.
 func TestBackfillSlowSinkTakesEverySpanFromTheCache(t *testing.T) {
 	const n = 4000
@@ -36,7 +36,9 @@ func TestBackfillSlowSinkTakesEverySpanFromTheCache(t *testing.T) {
 		slowSpec := SinkSpec{MaxInFlight: 4}
 		if holdFor >= 0 {
 			slow = newMemSink(t, "slow", false)
-			slow.async, slow.delay = true, 5*time.Millisecond
+			// 20 ms a batch (2 s in all): 5 ms let the slow sink keep up
+			// with the reader on a loaded CI machine, and nothing waited.
+			slow.async, slow.delay = true, 20*time.Millisecond
 			slowSpec.Sink = slow
 		} else {
 			gate := newGateSink(t, "slow")
